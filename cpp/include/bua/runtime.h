@@ -1,0 +1,147 @@
+// bua runtime: the on-device half of Behavior Understanding Alignment, over llama.cpp.
+//
+// A Model is a loaded GGUF (weights + vocabulary). A Session is one llama.cpp context over a
+// Model holding one dialogue: its KV cache grows round by round, so each round evaluates only
+// its new tokens. A prompt is a sequence of segments, each either token ids or rows of input
+// embeddings (the projected behavior history, "soft tokens"); segments are decoded in order on
+// one sequence at consecutive positions.
+//
+// Ownership: a Session keeps a shared_ptr to its Model, so the model outlives every session.
+// Errors: every failure throws bua::Error, whose code() is the llama.cpp return value where one
+// exists (see llama_decode in llama.h) and whose what() says what failed and why.
+// Threads: a Model may be shared by many Sessions on many threads; one Session must be used by
+// one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+struct llama_model;
+struct llama_context;
+struct llama_vocab;
+
+namespace bua {
+
+using Token = int32_t;
+
+class Error : public std::runtime_error {
+public:
+    Error(const std::string& what, int code = 0) : std::runtime_error(what), code_(code) {}
+    int code() const noexcept { return code_; }
+
+private:
+    int code_;
+};
+
+// Explains a llama_decode() return code in words.
+std::string explain_decode_status(int status);
+
+class Model {
+public:
+    // Loads a GGUF file. Throws bua::Error if the file is missing or llama.cpp rejects it.
+    static std::shared_ptr<Model> load(const std::string& path);
+    ~Model();
+    Model(const Model&) = delete;
+    Model& operator=(const Model&) = delete;
+
+    int n_embd() const;        // width of input embedding rows
+    int n_vocab() const;
+    int n_ctx_train() const;
+    std::string description() const;        // e.g. "llama 135M Q4_K - Medium"
+    std::string meta(const std::string& key) const;  // GGUF metadata value, "" if absent
+
+    // Tokenizes text exactly as llama.cpp does. add_special adds BOS/EOS where the model says
+    // so; parse_special lets control tokens like <|im_end|> be written in the text.
+    std::vector<Token> tokenize(const std::string& text, bool add_special, bool parse_special) const;
+    std::string token_to_piece(Token token, bool special = true) const;
+    std::string detokenize(const std::vector<Token>& tokens, bool special = true) const;
+    bool is_end_of_generation(Token token) const;
+
+    // The token-embedding rows of `tokens` ([n, n_embd], row-major), dequantized from the GGUF.
+    // This is what a token id contributes to the input, so feeding these rows as embeddings
+    // must reproduce feeding the ids.
+    std::vector<float> token_embeddings(const std::vector<Token>& tokens) const;
+
+    const llama_model* raw() const { return model_; }
+    const llama_vocab* vocab() const { return vocab_; }
+
+private:
+    Model(llama_model* model, std::string path);
+    llama_model* model_;
+    const llama_vocab* vocab_;
+    std::string path_;
+};
+
+struct SessionParams {
+    int n_ctx = 2048;      // context length in tokens (prompt + all rounds + answers)
+    int n_threads = 0;     // 0 = llama.cpp's default (all cores); never use more than free cores
+    int n_batch = 512;     // largest chunk handed to one llama_decode
+    int n_seq_max = 64;    // parallel sequences available to candidate scoring
+};
+
+struct SamplingParams {
+    float temperature = 0.0f;   // 0 = greedy
+    float top_p = 1.0f;
+    uint32_t seed = 0;
+    std::string grammar;        // GBNF; empty = unconstrained
+    std::string grammar_root = "root";
+};
+
+struct Generation {
+    std::vector<Token> tokens;  // the generated tokens, stop token excluded
+    std::string text;           // their text, with a matched stop string removed
+    std::string stop_reason;    // "eog", "stop_string", "max_tokens" or "grammar"
+};
+
+class Session {
+public:
+    Session(std::shared_ptr<const Model> model, const SessionParams& params);
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    // Appends token ids to the dialogue. Throws bua::Error if they do not fit the context.
+    void eval_tokens(const std::vector<Token>& tokens);
+    // Appends n_rows embedding rows (row-major [n_rows, n_cols]) to the dialogue. Throws
+    // bua::Error if n_cols is not the model's n_embd.
+    void eval_embeddings(const float* rows, int n_rows, int n_cols);
+
+    // Logits for the next token after everything evaluated so far ([n_vocab]).
+    std::vector<float> last_logits() const;
+
+    // Generates up to max_tokens, appending them to the dialogue, stopping at an
+    // end-of-generation token, at any of `stop` (the stop string is not part of the text,
+    // nor is the stop string's tail in the KV cache beyond the token that completed it), or
+    // when the grammar is complete.
+    Generation generate(int max_tokens, const std::vector<std::string>& stop,
+                        const SamplingParams& sampling = SamplingParams());
+
+    // Log-probability of each candidate continuation (summed over its tokens) given the
+    // dialogue so far. The prompt's KV cache is shared by all candidates (sequence copies):
+    // the prompt is not re-evaluated. The dialogue itself is left unchanged.
+    std::vector<double> score_continuations(const std::vector<std::vector<Token>>& candidates);
+
+    int n_past() const { return n_past_; }
+    int n_ctx() const;
+    int n_embd() const { return n_embd_; }
+    // Forgets everything from position n on (n <= n_past), e.g. to redo a round.
+    void truncate(int n);
+    void reset() { truncate(0); }
+
+private:
+    void decode_chunked(int n, const Token* tokens, const float* rows);
+    void require_room(int n_new, const char* what) const;
+
+    std::shared_ptr<const Model> model_;
+    llama_context* ctx_ = nullptr;
+    SessionParams params_;
+    int n_past_ = 0;
+    int n_embd_ = 0;
+    bool have_logits_ = false;
+    std::vector<float> logits_;  // logits after the last evaluated position
+};
+
+}  // namespace bua

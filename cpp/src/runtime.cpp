@@ -1,0 +1,429 @@
+#include "bua/runtime.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "ggml.h"
+#include "gguf.h"
+#include "llama.h"
+
+namespace bua {
+
+namespace {
+
+// llama.cpp logs every tensor at load time. Keep warnings and errors unless BUA_LLAMA_LOG=1.
+void quiet_log(ggml_log_level level, const char* text, void* /*user*/) {
+    if (level >= GGML_LOG_LEVEL_WARN) std::fputs(text, stderr);
+}
+
+void init_backend_once() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        const char* verbose = std::getenv("BUA_LLAMA_LOG");
+        if (!(verbose && std::strcmp(verbose, "1") == 0)) llama_log_set(quiet_log, nullptr);
+        llama_backend_init();
+    });
+}
+
+// A llama_batch over caller-owned tokens or embedding rows: nothing is copied. Positions start
+// at pos0 on sequence seq; only the last row asks for logits when want_last_logits is set.
+struct BorrowedBatch {
+    std::vector<llama_pos> pos;
+    std::vector<int32_t> n_seq_id;
+    std::vector<llama_seq_id> seq_storage;
+    std::vector<llama_seq_id*> seq_ptrs;
+    std::vector<int8_t> logits;
+    llama_batch batch{};
+
+    BorrowedBatch(int n, const Token* tokens, const float* rows, int pos0, llama_seq_id seq,
+                  bool want_last_logits)
+        : pos(n), n_seq_id(n, 1), seq_storage(n, seq), seq_ptrs(n), logits(n, 0) {
+        for (int i = 0; i < n; ++i) {
+            pos[i] = pos0 + i;
+            seq_ptrs[i] = &seq_storage[i];
+        }
+        if (want_last_logits && n > 0) logits[n - 1] = 1;
+        batch.n_tokens = n;
+        batch.token = const_cast<Token*>(tokens);
+        batch.embd = const_cast<float*>(rows);
+        batch.pos = pos.data();
+        batch.n_seq_id = n_seq_id.data();
+        batch.seq_id = seq_ptrs.data();
+        batch.logits = logits.data();
+    }
+};
+
+// A llama_batch of token ids allocated by llama.cpp, freed on scope exit.
+struct OwnedBatch {
+    llama_batch batch;
+    explicit OwnedBatch(int n_tokens) : batch(llama_batch_init(n_tokens, 0, 1)) { batch.n_tokens = 0; }
+    ~OwnedBatch() { llama_batch_free(batch); }
+    OwnedBatch(const OwnedBatch&) = delete;
+    OwnedBatch& operator=(const OwnedBatch&) = delete;
+};
+
+void log_softmax_inplace(std::vector<double>& x) {
+    const double m = *std::max_element(x.begin(), x.end());
+    double s = 0.0;
+    for (double v : x) s += std::exp(v - m);
+    const double lse = m + std::log(s);
+    for (double& v : x) v -= lse;
+}
+
+double token_logprob(const float* logits, int n_vocab, Token token) {
+    double m = logits[0];
+    for (int i = 1; i < n_vocab; ++i) m = std::max(m, static_cast<double>(logits[i]));
+    double s = 0.0;
+    for (int i = 0; i < n_vocab; ++i) s += std::exp(static_cast<double>(logits[i]) - m);
+    return static_cast<double>(logits[token]) - (m + std::log(s));
+}
+
+}  // namespace
+
+std::string explain_decode_status(int status) {
+    switch (status) {
+        case 0: return "success";
+        case 1: return "no room in the KV cache for the batch (the context is full: use a larger n_ctx or a shorter dialogue)";
+        case 2: return "decoding was aborted";
+        case -1: return "invalid input batch";
+        default:
+            return status < -1 ? "fatal error inside llama_decode (status " + std::to_string(status) + ")"
+                               : "warning status " + std::to_string(status);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model
+
+Model::Model(llama_model* model, std::string path)
+    : model_(model), vocab_(llama_model_get_vocab(model)), path_(std::move(path)) {}
+
+Model::~Model() { llama_model_free(model_); }
+
+std::shared_ptr<Model> Model::load(const std::string& path) {
+    init_backend_once();
+    if (FILE* f = std::fopen(path.c_str(), "rb")) {
+        std::fclose(f);
+    } else {
+        throw Error("GGUF file not found or unreadable: " + path);
+    }
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    llama_model* raw = llama_model_load_from_file(path.c_str(), mp);
+    if (!raw) throw Error("llama.cpp could not load the GGUF model " + path + " (corrupt file or unsupported architecture; set BUA_LLAMA_LOG=1 for details)");
+    return std::shared_ptr<Model>(new Model(raw, path));
+}
+
+int Model::n_embd() const { return llama_model_n_embd_inp(model_); }
+int Model::n_vocab() const { return llama_vocab_n_tokens(vocab_); }
+int Model::n_ctx_train() const { return llama_model_n_ctx_train(model_); }
+
+std::string Model::description() const {
+    char buf[256];
+    int n = llama_model_desc(model_, buf, sizeof(buf));
+    return n > 0 ? std::string(buf, std::min<int>(n, sizeof(buf) - 1)) : std::string();
+}
+
+std::string Model::meta(const std::string& key) const {
+    int n = llama_model_meta_val_str(model_, key.c_str(), nullptr, 0);
+    if (n < 0) return std::string();
+    std::string out(n + 1, '\0');
+    llama_model_meta_val_str(model_, key.c_str(), out.data(), out.size());
+    out.resize(n);
+    return out;
+}
+
+std::vector<Token> Model::tokenize(const std::string& text, bool add_special, bool parse_special) const {
+    std::vector<Token> out(text.size() + 8);
+    int n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), out.data(),
+                           static_cast<int32_t>(out.size()), add_special, parse_special);
+    if (n < 0) {
+        if (n == INT32_MIN) throw Error("tokenization overflow: text too long");
+        out.resize(-n);
+        n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), out.data(),
+                           static_cast<int32_t>(out.size()), add_special, parse_special);
+        if (n < 0) throw Error("tokenization failed", n);
+    }
+    out.resize(n);
+    return out;
+}
+
+std::string Model::token_to_piece(Token token, bool special) const {
+    if (token < 0 || token >= n_vocab()) throw Error("token id " + std::to_string(token) + " outside the vocabulary");
+    char buf[128];
+    int n = llama_token_to_piece(vocab_, token, buf, sizeof(buf), 0, special);
+    if (n >= 0) return std::string(buf, n);
+    std::string out(-n, '\0');
+    n = llama_token_to_piece(vocab_, token, out.data(), static_cast<int32_t>(out.size()), 0, special);
+    out.resize(std::max(n, 0));
+    return out;
+}
+
+std::string Model::detokenize(const std::vector<Token>& tokens, bool special) const {
+    std::string out;
+    for (Token t : tokens) out += token_to_piece(t, special);
+    return out;
+}
+
+bool Model::is_end_of_generation(Token token) const { return llama_vocab_is_eog(vocab_, token); }
+
+std::vector<float> Model::token_embeddings(const std::vector<Token>& tokens) const {
+    gguf_init_params gp{};
+    gp.no_alloc = true;
+    gp.ctx = nullptr;
+    gguf_context* g = gguf_init_from_file(path_.c_str(), gp);
+    if (!g) throw Error("cannot read GGUF metadata of " + path_);
+    std::unique_ptr<gguf_context, void (*)(gguf_context*)> guard(g, gguf_free);
+    const int64_t tid = gguf_find_tensor(g, "token_embd.weight");
+    if (tid < 0) throw Error("GGUF has no token_embd.weight tensor: " + path_);
+    const ggml_type type = gguf_get_tensor_type(g, tid);
+    const int64_t* ne = gguf_get_tensor_ne(g, tid);
+    const int64_t width = ne[0], rows = ne[1];
+    const size_t row_bytes = ggml_row_size(type, width);
+    const size_t base = gguf_get_data_offset(g) + gguf_get_tensor_offset(g, tid);
+    const ggml_type_traits* traits = ggml_get_type_traits(type);
+    if (type != GGML_TYPE_F32 && !traits->to_float)
+        throw Error(std::string("cannot dequantize token embeddings of type ") + ggml_type_name(type));
+
+    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path_.c_str(), "rb"), std::fclose);
+    if (!f) throw Error("cannot open " + path_);
+    std::vector<float> out(tokens.size() * width);
+    std::vector<uint8_t> raw(row_bytes);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+        if (tokens[i] < 0 || tokens[i] >= rows) throw Error("token id " + std::to_string(tokens[i]) + " outside the embedding table");
+        if (fseeko(f.get(), static_cast<off_t>(base + row_bytes * tokens[i]), SEEK_SET) != 0 ||
+            std::fread(raw.data(), 1, row_bytes, f.get()) != row_bytes)
+            throw Error("short read of token_embd.weight in " + path_);
+        float* dst = out.data() + i * width;
+        if (type == GGML_TYPE_F32) std::memcpy(dst, raw.data(), row_bytes);
+        else traits->to_float(raw.data(), dst, width);
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session
+
+Session::Session(std::shared_ptr<const Model> model, const SessionParams& params)
+    : model_(std::move(model)), params_(params) {
+    if (!model_) throw Error("Session needs a model");
+    if (params.n_ctx <= 0 || params.n_batch <= 0 || params.n_seq_max < 1)
+        throw Error("SessionParams: n_ctx, n_batch and n_seq_max must be positive");
+    // llama.cpp caps n_batch at n_ctx and reserves one output row per sequence per batch
+    // (it asserts n_seq_max <= n_batch), so keep our copies of both consistent with that.
+    params_.n_batch = std::min(params_.n_batch, params_.n_ctx);
+    params_.n_seq_max = std::min(params_.n_seq_max, params_.n_batch);
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = params.n_ctx;
+    cp.n_batch = params_.n_batch;
+    cp.n_ubatch = params_.n_batch;
+    cp.n_seq_max = params_.n_seq_max;
+    // One KV buffer shared by all sequences: candidate scoring copies the prompt's sequence,
+    // which is then metadata only, and every sequence can use the whole context.
+    cp.kv_unified = true;
+    int threads = params.n_threads > 0 ? params.n_threads
+                                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    cp.n_threads = threads;
+    cp.n_threads_batch = threads;
+    cp.no_perf = true;
+    ctx_ = llama_init_from_model(const_cast<llama_model*>(model_->raw()), cp);
+    if (!ctx_) throw Error("llama.cpp could not create a context (n_ctx=" + std::to_string(params.n_ctx) + ", out of memory?)");
+    n_embd_ = model_->n_embd();
+}
+
+Session::~Session() {
+    if (ctx_) llama_free(ctx_);
+}
+
+int Session::n_ctx() const { return static_cast<int>(llama_n_ctx(ctx_)); }
+
+void Session::require_room(int n_new, const char* what) const {
+    if (n_past_ + n_new > n_ctx())
+        throw Error(std::string("context full: the dialogue holds ") + std::to_string(n_past_) +
+                        " positions and " + std::to_string(n_new) + " more " + what +
+                        " would exceed n_ctx=" + std::to_string(n_ctx()),
+                    1);
+}
+
+void Session::decode_chunked(int n, const Token* tokens, const float* rows) {
+    llama_memory_t mem = llama_get_memory(ctx_);
+    const int start = n_past_;
+    for (int off = 0; off < n; off += params_.n_batch) {
+        const int len = std::min(params_.n_batch, n - off);
+        const bool last_chunk = off + len == n;
+        BorrowedBatch b(len, tokens ? tokens + off : nullptr,
+                        rows ? rows + static_cast<size_t>(off) * n_embd_ : nullptr, n_past_, 0, last_chunk);
+        const int status = llama_decode(ctx_, b.batch);
+        if (status != 0) {
+            llama_memory_seq_rm(mem, 0, start, -1);  // leave the dialogue as it was
+            n_past_ = start;
+            have_logits_ = false;
+            throw Error("llama_decode failed: " + explain_decode_status(status), status);
+        }
+        n_past_ += len;
+    }
+    const float* lg = llama_get_logits_ith(ctx_, -1);
+    if (!lg) throw Error("llama.cpp returned no logits");
+    logits_.assign(lg, lg + model_->n_vocab());
+    have_logits_ = true;
+}
+
+void Session::eval_tokens(const std::vector<Token>& tokens) {
+    if (tokens.empty()) return;
+    const int n_vocab = model_->n_vocab();
+    for (Token t : tokens)
+        if (t < 0 || t >= n_vocab) throw Error("token id " + std::to_string(t) + " outside the vocabulary (n_vocab=" + std::to_string(n_vocab) + ")", -1);
+    require_room(static_cast<int>(tokens.size()), "tokens");
+    decode_chunked(static_cast<int>(tokens.size()), tokens.data(), nullptr);
+}
+
+void Session::eval_embeddings(const float* rows, int n_rows, int n_cols) {
+    if (n_cols != n_embd_)
+        throw Error("embedding rows are " + std::to_string(n_cols) + " wide but the GGUF model's n_embd is " +
+                        std::to_string(n_embd_) + " (projector width and LLM hidden size must match)", -1);
+    if (n_rows <= 0) return;
+    if (!rows) throw Error("eval_embeddings: null data", -1);
+    require_room(n_rows, "embedding rows");
+    decode_chunked(n_rows, nullptr, rows);
+}
+
+std::vector<float> Session::last_logits() const {
+    if (!have_logits_) throw Error("no logits: evaluate tokens or embeddings first");
+    return logits_;
+}
+
+void Session::truncate(int n) {
+    if (n < 0 || n > n_past_) throw Error("truncate(" + std::to_string(n) + ") outside [0, n_past=" + std::to_string(n_past_) + "]");
+    llama_memory_t mem = llama_get_memory(ctx_);
+    if (n == 0) llama_memory_clear(mem, true);
+    else llama_memory_seq_rm(mem, 0, n, -1);
+    if (n != n_past_) have_logits_ = false;
+    n_past_ = n;
+}
+
+Generation Session::generate(int max_tokens, const std::vector<std::string>& stop, const SamplingParams& sampling) {
+    if (!have_logits_) throw Error("generate: evaluate a prompt first");
+    if (max_tokens <= 0) throw Error("generate: max_tokens must be positive");
+
+    llama_sampler_chain_params sp = llama_sampler_chain_default_params();
+    sp.no_perf = true;
+    std::unique_ptr<llama_sampler, void (*)(llama_sampler*)> chain(llama_sampler_chain_init(sp), llama_sampler_free);
+    if (!sampling.grammar.empty()) {
+        llama_sampler* g = llama_sampler_init_grammar(model_->vocab(), sampling.grammar.c_str(), sampling.grammar_root.c_str());
+        if (!g) throw Error("invalid GBNF grammar (root '" + sampling.grammar_root + "')");
+        llama_sampler_chain_add(chain.get(), g);
+    }
+    if (sampling.temperature <= 0.0f) {
+        llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
+    } else {
+        if (sampling.top_p < 1.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(sampling.top_p, 1));
+        llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(sampling.temperature));
+        llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(sampling.seed));
+    }
+
+    const int n_vocab = model_->n_vocab();
+    std::vector<llama_token_data> cand(n_vocab);
+    Generation out;
+    out.stop_reason = "max_tokens";
+    for (int step = 0; step < max_tokens; ++step) {
+        for (int i = 0; i < n_vocab; ++i) cand[i] = llama_token_data{i, logits_[i], 0.0f};
+        llama_token_data_array arr{cand.data(), cand.size(), -1, false};
+        llama_sampler_apply(chain.get(), &arr);
+        if (arr.selected < 0 || arr.selected >= static_cast<int64_t>(arr.size)) throw Error("sampler selected no token");
+        const Token tok = arr.data[arr.selected].id;
+        if (model_->is_end_of_generation(tok)) {
+            out.stop_reason = "eog";
+            break;
+        }
+        llama_sampler_accept(chain.get(), tok);
+        const std::string piece = model_->token_to_piece(tok, false);
+        std::string text = out.text + piece;
+        size_t cut = std::string::npos;
+        for (const std::string& s : stop) {
+            if (s.empty()) continue;
+            size_t from = out.text.size() >= s.size() ? out.text.size() - s.size() + 1 : 0;
+            size_t at = text.find(s, from);
+            if (at != std::string::npos) cut = std::min(cut, at);
+        }
+        if (cut != std::string::npos) {
+            out.text = text.substr(0, cut);
+            out.stop_reason = "stop_string";
+            break;
+        }
+        eval_tokens({tok});
+        out.tokens.push_back(tok);
+        out.text = std::move(text);
+    }
+    return out;
+}
+
+std::vector<double> Session::score_continuations(const std::vector<std::vector<Token>>& candidates) {
+    if (!have_logits_) throw Error("score_continuations: evaluate a prompt first");
+    const int n_vocab = model_->n_vocab();
+    std::vector<double> first(logits_.begin(), logits_.end());
+    log_softmax_inplace(first);
+
+    std::vector<double> scores(candidates.size(), 0.0);
+    for (size_t c = 0; c < candidates.size(); ++c) {
+        const auto& cand = candidates[c];
+        if (cand.empty()) throw Error("score_continuations: candidate " + std::to_string(c) + " has no tokens");
+        for (Token t : cand)
+            if (t < 0 || t >= n_vocab) throw Error("score_continuations: token id " + std::to_string(t) + " outside the vocabulary", -1);
+        scores[c] = first[cand[0]];
+    }
+
+    // Every token but a candidate's last must be evaluated to score the token after it. Pack
+    // candidates into batches: each on its own copy of sequence 0, at most n_batch tokens and
+    // n_seq_max - 1 copies per llama_decode.
+    llama_memory_t mem = llama_get_memory(ctx_);
+    const int max_copies = std::max(1, params_.n_seq_max - 1);
+    size_t next = 0;
+    while (next < candidates.size()) {
+        std::vector<size_t> group;
+        int group_tokens = 0;
+        while (next < candidates.size() && static_cast<int>(group.size()) < max_copies) {
+            const int need = static_cast<int>(candidates[next].size()) - 1;
+            if (need > params_.n_batch) throw Error("score_continuations: candidate " + std::to_string(next) + " is longer than n_batch");
+            if (!group.empty() && group_tokens + need > params_.n_batch) break;
+            group.push_back(next++);
+            group_tokens += need;
+        }
+        if (group_tokens == 0) continue;  // single-token candidates only: scored from the prompt's logits
+        require_room(group_tokens, "candidate tokens");
+
+        OwnedBatch owned(group_tokens);
+        llama_batch& batch = owned.batch;
+        for (size_t g = 0; g < group.size(); ++g) {
+            const llama_seq_id seq = static_cast<llama_seq_id>(g + 1);
+            llama_memory_seq_cp(mem, 0, seq, -1, -1);
+            const auto& cand = candidates[group[g]];
+            for (size_t k = 0; k + 1 < cand.size(); ++k) {
+                const int i = batch.n_tokens++;
+                batch.token[i] = cand[k];
+                batch.pos[i] = n_past_ + static_cast<int>(k);
+                batch.n_seq_id[i] = 1;
+                batch.seq_id[i][0] = seq;
+                batch.logits[i] = 1;
+            }
+        }
+        const int status = llama_decode(ctx_, batch);
+        if (status == 0) {
+            int i = 0;
+            for (size_t g = 0; g < group.size(); ++g) {
+                const auto& cand = candidates[group[g]];
+                for (size_t k = 0; k + 1 < cand.size(); ++k, ++i)
+                    scores[group[g]] += token_logprob(llama_get_logits_ith(ctx_, i), n_vocab, cand[k + 1]);
+            }
+        }
+        for (size_t g = 0; g < group.size(); ++g) llama_memory_seq_rm(mem, static_cast<llama_seq_id>(g + 1), -1, -1);
+        if (status != 0) throw Error("llama_decode failed while scoring candidates: " + explain_decode_status(status), status);
+    }
+    return scores;
+}
+
+}  // namespace bua

@@ -1,0 +1,1 @@
+"""On-device runtime: bundle loading and verification, onnxruntime encoder, llama.cpp session."""

@@ -1,0 +1,83 @@
+"""The native extension: build wiring, and decoding token-embedding rows in place of token ids."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bua.backbones import smollm2_gguf_path
+from bua.runtime.native import load_native
+
+native = load_native()
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return native.Model.load(str(smollm2_gguf_path()))
+
+
+def _greedy(session, n: int) -> list[int]:
+    return session.generate(n)["tokens"]
+
+
+def test_one_libllama_per_process():
+    # Importing llama_cpp and bua._native together must map a single libllama.
+    code = (
+        "import llama_cpp, bua._native, re\n"
+        "maps = open('/proc/self/maps').read()\n"
+        "print(sorted({l.split()[-1] for l in maps.splitlines() if re.search(r'libllama\\.so', l)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    paths = eval(out)
+    assert len(paths) == 1, paths
+    assert "llama_cpp" in paths[0]
+
+
+def test_build_info_names_pinned_llama_cpp_python():
+    import importlib.metadata
+
+    info = native.build_info()
+    assert info["llama_cpp_python"] == importlib.metadata.version("llama-cpp-python") == "0.3.36"
+
+
+def test_embedding_rows_reproduce_token_ids(smollm2):
+    prompt = "<|im_start|>user\nWhat do people usually do right after the morning alarm clock?<|im_end|>\n<|im_start|>assistant\n"
+    ids = smollm2.tokenize(prompt, add_special=False, parse_special=True)
+    assert len(ids) > 12
+
+    by_ids = native.Session(smollm2, n_ctx=256, n_threads=1)
+    by_ids.eval_tokens(ids)
+    logits_ids = by_ids.last_logits()
+    cont_ids = _greedy(by_ids, 12)
+
+    # Same prompt as three segments: text | embedding rows | text, on one sequence.
+    a, b = 4, 11
+    rows = smollm2.token_embeddings(ids[a:b])
+    assert rows.shape == (b - a, smollm2.n_embd) and rows.dtype == np.float32
+    mixed = native.Session(smollm2, n_ctx=256, n_threads=1)
+    mixed.eval_tokens(ids[:a])
+    mixed.eval_embeddings(rows)
+    mixed.eval_tokens(ids[b:])
+    assert mixed.n_past == len(ids)
+    logits_mixed = mixed.last_logits()
+
+    np.testing.assert_allclose(logits_mixed, logits_ids, atol=1e-4, rtol=0)
+    assert _greedy(mixed, 12) == cont_ids
+
+
+def test_wrong_embedding_width_is_a_clear_error(smollm2):
+    s = native.Session(smollm2, n_ctx=64, n_threads=1)
+    with pytest.raises(native.LlamaError, match="n_embd is 576"):
+        s.eval_embeddings(np.zeros((3, 100), dtype=np.float32))
+
+
+def test_context_overflow_is_an_error_not_a_crash(smollm2):
+    s = native.Session(smollm2, n_ctx=64, n_threads=1)
+    room = s.n_ctx  # llama.cpp may round the context up
+    s.eval_tokens([100 + i % 50 for i in range(room - 4)])
+    with pytest.raises(native.LlamaError, match="context full") as info:
+        s.eval_tokens(list(range(200, 210)))
+    assert info.value.code == 1
+    assert s.n_past == room - 4  # the dialogue is unchanged

@@ -1,0 +1,1 @@
+"""BUA curriculum training (ships as `bua.training`; run `python training/curriculum.py`)."""
