@@ -17,8 +17,11 @@ namespace bua {
 namespace {
 
 // llama.cpp logs every tensor at load time. Keep warnings and errors unless BUA_LLAMA_LOG=1.
+// GGML_LOG_LEVEL_CONT continues the previous message at that message's level.
 void quiet_log(ggml_log_level level, const char* text, void* /*user*/) {
-    if (level >= GGML_LOG_LEVEL_WARN) std::fputs(text, stderr);
+    static thread_local ggml_log_level last = GGML_LOG_LEVEL_INFO;
+    if (level != GGML_LOG_LEVEL_CONT) last = level;
+    if (last == GGML_LOG_LEVEL_WARN || last == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
 }
 
 void init_backend_once() {
