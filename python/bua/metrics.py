@@ -1,0 +1,301 @@
+"""The paper's evaluation metrics: prediction (App. C, Table 1) and generation (App. D, Table 2).
+
+Pure numpy, so the metrics import without torch or scikit-learn (the tests check them against
+scikit-learn and scipy).
+
+Prediction (labels are behavior ids ``0..n_classes-1``):
+
+- ``rec_w``: recall weighted by true support (Eq. 7). This is exactly accuracy, i.e. HR@1.
+- ``prec_w``: precision weighted by **true support** (TP + FN), as scikit-learn's
+  ``precision_score(average="weighted")`` does; classes never predicted count as precision 0.
+  Eq. 6 as printed weights precision by TP + FP (the predicted support); that weighting sums to
+  ``sum_c TP_c / N`` = accuracy, so Prec_w would always equal Rec_w, yet the paper's tables
+  show different values. We take the standard (scikit-learn) definition.
+- ``overall``: macro recall over the classes present in the evaluated set (Eq. 8).
+- ``head`` / ``medium`` / ``tail``: macro recall over the present classes of each frequency
+  class (Eq. 9-11). Frequency classes come from the TRAINING events (App. C.1): head > 5 %,
+  medium 1-5 % (both ends inclusive), tail < 1 % (including behaviors never seen in training).
+  A group with no class present in the evaluated set is NaN.
+
+Generation (App. D), each separately for three streams of the generated vs. real events:
+``event`` (behavior id), ``timestamp`` (time-of-day bucket ``minute // bucket_minutes``,
+30-minute buckets by default; the day of week is not part of the token), ``location``:
+
+- BLEU (Eq. 12): per sample, the generated stream against the real stream, n-grams 1..4 with
+  uniform weights, brevity penalty ``min(1, exp(1 - r/c))``, and "method 1" smoothing of Chen &
+  Cherry (2014) (a zero n-gram match count is replaced by 0.1, as NLTK's ``method1``), so short
+  sequences without 4-gram matches do not collapse to 0. Reported as the mean over samples.
+- TVD (Eq. 13) and JSD (Eq. 14, the square root of the Jensen-Shannon divergence, natural log,
+  so it lies in [0, sqrt(ln 2)]): between the token distribution of all generated events and
+  that of all real events (pooled over the evaluated samples).
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+HEAD_MIN_FREQUENCY = 0.05
+TAIL_MAX_FREQUENCY = 0.01
+FREQUENCY_GROUPS = ("head", "medium", "tail")
+PREDICTION_METRICS = ("rec_w", "prec_w", "overall", "head", "medium", "tail")
+GENERATION_STREAMS = ("event", "timestamp", "location")
+MINUTES_PER_DAY = 1440
+
+__all__ = [
+    "FREQUENCY_GROUPS",
+    "GENERATION_STREAMS",
+    "PREDICTION_METRICS",
+    "bleu",
+    "confusion_counts",
+    "frequency_classes",
+    "generation_metrics",
+    "jsd",
+    "long_tail_indices",
+    "prediction_metrics",
+    "tvd",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction
+
+
+def frequency_classes(
+    train_behaviors: Sequence[int] | np.ndarray,
+    n_classes: int,
+    head_min: float = HEAD_MIN_FREQUENCY,
+    tail_max: float = TAIL_MAX_FREQUENCY,
+) -> list[str]:
+    """Frequency class (``"head"``, ``"medium"`` or ``"tail"``) of every behavior id.
+
+    ``train_behaviors`` are the behavior ids of all training events (App. C.1). Head: share of
+    events > ``head_min``; tail: share < ``tail_max`` (unseen behaviors are tail); medium: the rest.
+    """
+    ids = np.asarray(train_behaviors, dtype=np.int64).ravel()
+    if ids.size == 0:
+        raise ValueError("frequency_classes needs at least one training event")
+    if ids.min() < 0 or ids.max() >= n_classes:
+        raise ValueError(
+            f"training behavior ids must lie in 0..{n_classes - 1} (n_classes={n_classes}), "
+            f"got range {ids.min()}..{ids.max()}"
+        )
+    share = np.bincount(ids, minlength=n_classes) / ids.size
+    return [
+        "head" if s > head_min else ("tail" if s < tail_max else "medium") for s in share
+    ]
+
+
+def confusion_counts(
+    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class (TP, FP, FN) as int64 arrays of length ``n_classes``."""
+    y_true = _labels(y_true, n_classes, "y_true")
+    y_pred = _labels(y_pred, n_classes, "y_pred")
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has {y_true.size} labels but y_pred has {y_pred.size}")
+    tp = np.bincount(y_true[y_true == y_pred], minlength=n_classes)
+    true_support = np.bincount(y_true, minlength=n_classes)
+    pred_support = np.bincount(y_pred, minlength=n_classes)
+    return tp, pred_support - tp, true_support - tp
+
+
+def prediction_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    y_pred: Sequence[int] | np.ndarray,
+    n_classes: int,
+    freq_classes: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """The six metrics of Table 1 (see the module docstring for the exact definitions).
+
+    ``y_pred`` may also be a score matrix ``[N, n_classes]`` (argmax is taken).
+    ``freq_classes`` (from :func:`frequency_classes`) is needed for head/medium/tail; without
+    it those three are NaN.
+    """
+    y_pred = np.asarray(y_pred)
+    if y_pred.ndim == 2:
+        if y_pred.shape[1] != n_classes:
+            raise ValueError(
+                f"score matrix has {y_pred.shape[1]} columns but n_classes={n_classes}"
+            )
+        y_pred = y_pred.argmax(axis=1)
+    y_true = _labels(y_true, n_classes, "y_true")
+    if y_true.size == 0:
+        raise ValueError("prediction_metrics needs at least one sample")
+    tp, fp, fn = confusion_counts(y_true, y_pred, n_classes)
+    support = tp + fn
+    present = support > 0
+    recall = np.divide(tp, support, out=np.zeros(n_classes), where=present)
+    predicted = tp + fp
+    precision = np.divide(tp, predicted, out=np.zeros(n_classes), where=predicted > 0)
+    out = {
+        "rec_w": float((support * recall).sum() / support.sum()),
+        "prec_w": float((support * precision).sum() / support.sum()),
+        "overall": float(recall[present].mean()),
+    }
+    if freq_classes is not None and len(freq_classes) != n_classes:
+        raise ValueError(
+            f"freq_classes has {len(freq_classes)} entries but n_classes={n_classes}"
+        )
+    for group in FREQUENCY_GROUPS:
+        if freq_classes is None:
+            out[group] = math.nan
+            continue
+        sel = present & (np.asarray(freq_classes) == group)
+        out[group] = float(recall[sel].mean()) if sel.any() else math.nan
+    return out
+
+
+def long_tail_indices(
+    labels: Sequence[int] | np.ndarray, per_class: int, seed: int = 0
+) -> np.ndarray:
+    """Indices of a class-balanced ("long-tail") test set: up to ``per_class`` samples of each
+    class present in ``labels``, drawn without replacement with a fixed seed; sorted."""
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    labels = np.asarray(labels, dtype=np.int64).ravel()
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if idx.size > per_class:
+            idx = rng.choice(idx, size=per_class, replace=False)
+        chosen.append(idx)
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def _labels(y: Sequence[int] | np.ndarray, n_classes: int, name: str) -> np.ndarray:
+    y = np.asarray(y).ravel()
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer class ids, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(
+            f"{name} holds ids {y.min()}..{y.max()} outside 0..{n_classes - 1} "
+            f"(n_classes={n_classes})"
+        )
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+
+
+def bleu(
+    candidate: Sequence, reference: Sequence, max_n: int = 4, epsilon: float = 0.1
+) -> float:
+    """Sentence BLEU (Eq. 12) of one token sequence against one reference.
+
+    Uniform weights over n = 1..max_n; modified n-gram precision with clipped counts; zero match
+    counts smoothed to ``epsilon`` (Chen & Cherry 2014, method 1), exactly as NLTK's
+    ``sentence_bleu(..., smoothing_function=SmoothingFunction().method1)``: an order with no
+    n-gram in the candidate has precision ``epsilon / 1``. An empty candidate or reference
+    scores 0.
+    """
+    cand, ref = list(candidate), list(reference)
+    c, r = len(cand), len(ref)
+    if c == 0 or r == 0:
+        return 0.0
+    log_p = []
+    for n in range(1, max_n + 1):
+        cand_ngrams = Counter(tuple(cand[i : i + n]) for i in range(c - n + 1))
+        ref_ngrams = Counter(tuple(ref[i : i + n]) for i in range(r - n + 1))
+        matches = sum(min(k, ref_ngrams[g]) for g, k in cand_ngrams.items())
+        total = max(1, c - n + 1)
+        log_p.append(math.log((matches if matches > 0 else epsilon) / total))
+    bp = min(1.0, math.exp(1.0 - r / c))
+    return bp * math.exp(sum(log_p) / max_n)
+
+
+def tvd(p: np.ndarray, q: np.ndarray) -> float:
+    """Total variation distance (Eq. 13) between two distributions (normalized here)."""
+    p, q = _distribution(p), _distribution(q)
+    return float(0.5 * np.abs(p - q).sum())
+
+
+def jsd(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon distance (Eq. 14): sqrt of the JS divergence, natural log."""
+    p, q = _distribution(p), _distribution(q)
+    m = 0.5 * (p + q)
+
+    def kl(a: np.ndarray) -> float:
+        nz = a > 0
+        return float((a[nz] * np.log(a[nz] / m[nz])).sum())
+
+    return math.sqrt(max(0.0, 0.5 * kl(p) + 0.5 * kl(q)))
+
+
+def generation_metrics(
+    generated: Sequence[np.ndarray],
+    reference: Sequence[np.ndarray],
+    n_behaviors: int | None = None,
+    n_locations: int | None = None,
+    time_bucket_minutes: int = 30,
+) -> dict[str, dict[str, float]]:
+    """Table 2: BLEU, TVD and JSD for the event, timestamp and location streams.
+
+    ``generated[i]`` and ``reference[i]`` are int arrays ``[L, 4]`` with columns
+    (day, minute, location, behavior), as ``bua.events.events_to_array`` gives; lengths may
+    differ. Returns ``{stream: {"bleu", "tvd", "jsd"}}``.
+    """
+    if len(generated) != len(reference):
+        raise ValueError(
+            f"{len(generated)} generated sequences but {len(reference)} reference sequences"
+        )
+    if not generated:
+        raise ValueError("generation_metrics needs at least one sample")
+    if MINUTES_PER_DAY % time_bucket_minutes:
+        raise ValueError(f"time_bucket_minutes={time_bucket_minutes} must divide 1440")
+    gen = [_event_array(g, f"generated[{i}]") for i, g in enumerate(generated)]
+    ref = [_event_array(r, f"reference[{i}]") for i, r in enumerate(reference)]
+    sizes = {
+        "event": n_behaviors,
+        "timestamp": MINUTES_PER_DAY // time_bucket_minutes,
+        "location": n_locations,
+    }
+
+    def stream(a: np.ndarray, name: str) -> np.ndarray:
+        if name == "event":
+            return a[:, 3]
+        if name == "timestamp":
+            return a[:, 1] // time_bucket_minutes
+        return a[:, 2]
+
+    out: dict[str, dict[str, float]] = {}
+    for name in GENERATION_STREAMS:
+        g_tokens = [stream(a, name) for a in gen]
+        r_tokens = [stream(a, name) for a in ref]
+        all_g = np.concatenate(g_tokens)
+        all_r = np.concatenate(r_tokens)
+        k = sizes[name]
+        if k is None:
+            k = int(max(all_g.max(initial=-1), all_r.max(initial=-1))) + 1
+        for arr, what in ((all_g, "generated"), (all_r, "reference")):
+            if arr.size and (arr.min() < 0 or arr.max() >= k):
+                raise ValueError(
+                    f"{what} {name} ids span {arr.min()}..{arr.max()}, outside 0..{k - 1}"
+                )
+        p = np.bincount(all_g, minlength=k).astype(np.float64)
+        q = np.bincount(all_r, minlength=k).astype(np.float64)
+        out[name] = {
+            "bleu": float(np.mean([bleu(g.tolist(), r.tolist()) for g, r in zip(g_tokens, r_tokens)])),
+            "tvd": tvd(p, q) if p.sum() and q.sum() else math.nan,
+            "jsd": jsd(p, q) if p.sum() and q.sum() else math.nan,
+        }
+    return out
+
+
+def _distribution(p: np.ndarray) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64).ravel()
+    if p.size == 0 or (p < 0).any() or p.sum() <= 0:
+        raise ValueError("a distribution needs non-negative weights with a positive sum")
+    return p / p.sum()
+
+
+def _event_array(a: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(a, dtype=np.int64)
+    if a.ndim != 2 or a.shape[1] != 4:
+        raise ValueError(f"{name} must be an int array [L, 4] (day, minute, location, behavior), got shape {a.shape}")
+    return a

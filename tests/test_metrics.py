@@ -1,0 +1,130 @@
+"""bua.metrics against hand-computed values, scikit-learn and scipy."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from sklearn.metrics import precision_score, recall_score
+
+from bua.metrics import (
+    bleu,
+    confusion_counts,
+    frequency_classes,
+    generation_metrics,
+    jsd,
+    long_tail_indices,
+    prediction_metrics,
+    tvd,
+)
+
+
+def test_prediction_metrics_hand_computed():
+    y_true = [0, 0, 0, 1, 1, 2]
+    y_pred = [0, 0, 1, 1, 2, 2]
+    m = prediction_metrics(y_true, y_pred, 4, ["head", "head", "tail", "tail"])
+    # recall per class 2/3, 1/2, 1 ; precision per class 1, 1/2, 1/2 ; support 3, 2, 1
+    assert m["rec_w"] == pytest.approx(4 / 6)
+    assert m["prec_w"] == pytest.approx((3 * 1 + 2 * 0.5 + 1 * 0.5) / 6)
+    assert m["overall"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert m["head"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert math.isnan(m["medium"])  # no medium class at all
+    assert m["tail"] == pytest.approx(1.0)  # class 3 is absent from y_true, so only class 2
+    # Eq. 6 as printed (weights TP+FP) would equal accuracy; ours does not.
+    tp, fp, fn = confusion_counts(np.array(y_true), np.array(y_pred), 4)
+    eq6 = ((tp + fp) * np.divide(tp, tp + fp, out=np.zeros(4), where=tp + fp > 0)).sum() / (tp + fp).sum()
+    assert eq6 == pytest.approx(m["rec_w"])
+    assert m["prec_w"] != pytest.approx(m["rec_w"])
+
+
+def test_prediction_metrics_match_sklearn_on_random_labels():
+    rng = np.random.default_rng(3)
+    n = 9
+    y_true = rng.choice(n, size=500, p=np.array([30, 20, 15, 10, 10, 6, 5, 3, 1]) / 100)
+    y_pred = np.where(rng.random(500) < 0.5, y_true, rng.integers(0, n, 500))
+    y_pred[y_pred == 8] = 0  # a class that is present but never predicted
+    m = prediction_metrics(y_true, y_pred, n)
+    assert m["rec_w"] == pytest.approx(recall_score(y_true, y_pred, average="weighted"))
+    assert m["prec_w"] == pytest.approx(
+        precision_score(y_true, y_pred, average="weighted", zero_division=0)
+    )
+    assert m["overall"] == pytest.approx(
+        recall_score(y_true, y_pred, average="macro", labels=np.unique(y_true))
+    )
+    assert all(math.isnan(m[g]) for g in ("head", "medium", "tail"))
+
+
+def test_prediction_metrics_accepts_scores_and_rejects_bad_input():
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    assert prediction_metrics([0, 1, 1], scores, 2)["rec_w"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="3 columns but n_classes=2"):
+        prediction_metrics([0, 1], np.zeros((2, 3)), 2)
+    with pytest.raises(ValueError, match="outside 0..1"):
+        prediction_metrics([0, 2], [0, 1], 2)
+    with pytest.raises(ValueError, match="freq_classes has 1 entries"):
+        prediction_metrics([0, 1], [0, 1], 2, ["head"])
+
+
+def test_frequency_classes_boundaries():
+    counts = {0: 120, 1: 60, 2: 10, 3: 9, 4: 1}  # 200 events; class 5 unseen
+    events = np.concatenate([np.full(k, c) for c, k in counts.items()])
+    assert frequency_classes(events, 6) == ["head", "head", "medium", "medium", "tail", "tail"]
+    with pytest.raises(ValueError, match="n_classes=3"):
+        frequency_classes([0, 5], 3)
+
+
+def test_long_tail_indices_balanced_and_deterministic():
+    labels = np.array([0] * 50 + [1] * 7 + [2] * 2)
+    idx = long_tail_indices(labels, per_class=5, seed=1)
+    assert np.bincount(labels[idx]).tolist() == [5, 5, 2]
+    assert np.array_equal(idx, long_tail_indices(labels, per_class=5, seed=1))
+    assert not np.array_equal(idx, long_tail_indices(labels, per_class=5, seed=2))
+    assert np.all(np.diff(idx) > 0)
+
+
+def test_bleu_hand_computed():
+    # p1..p4 = 4/5, 3/4, 2/3, 1/2 ; equal lengths -> BP = 1
+    assert bleu([1, 2, 3, 4, 5], [1, 2, 3, 4, 6]) == pytest.approx(0.2 ** 0.25)
+    # no 4-gram in a 3-token candidate: smoothed 0.1 ; BP = exp(1 - 4/3)
+    assert bleu([1, 2, 3], [1, 2, 3, 4]) == pytest.approx(math.exp(-1 / 3) * 0.1 ** 0.25)
+    # clipping: one match for four 7s; higher orders smoothed
+    expected = (1 / 4 * 0.1 / 3 * 0.1 / 2 * 0.1 / 1) ** 0.25
+    assert bleu([7, 7, 7, 7], [7, 1, 2, 3]) == pytest.approx(expected)
+    assert bleu([], [1, 2]) == 0.0
+    assert bleu([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(1.0)
+
+
+def test_tvd_and_jsd():
+    p, q = np.array([0.5, 0.5, 0.0]), np.array([0.0, 0.5, 0.5])
+    assert tvd(p, q) == pytest.approx(0.5)
+    assert jsd(p, q) == pytest.approx(math.sqrt(0.5 * math.log(2)))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a, b = rng.random(7), rng.random(7)
+        assert jsd(a, b) == pytest.approx(jensenshannon(a, b))
+    assert jsd(p, p) == 0.0
+    assert jsd([1, 0], [0, 1]) == pytest.approx(math.sqrt(math.log(2)))
+    with pytest.raises(ValueError):
+        tvd([0, 0], [1, 0])
+
+
+def test_generation_metrics_streams():
+    # rows: day, minute, location, behavior
+    real = np.array([[0, 480, 1, 2], [0, 500, 1, 3], [0, 600, 2, 2], [0, 700, 0, 1]])
+    perfect = generation_metrics([real], [real], n_behaviors=4, n_locations=3)
+    for stream in ("event", "timestamp", "location"):
+        assert perfect[stream]["bleu"] == pytest.approx(1.0)
+        assert perfect[stream]["tvd"] == 0.0
+        assert perfect[stream]["jsd"] == 0.0
+    shifted = real.copy()
+    shifted[:, 1] += 60  # two buckets later: events and places unchanged
+    m = generation_metrics([shifted], [real], n_behaviors=4, n_locations=3)
+    assert m["event"]["bleu"] == pytest.approx(1.0) and m["location"]["tvd"] == 0.0
+    # real buckets 16, 16, 20, 23 ; generated 18, 18, 22, 25 -> disjoint
+    assert m["timestamp"]["tvd"] == pytest.approx(1.0)
+    assert m["timestamp"]["jsd"] == pytest.approx(math.sqrt(math.log(2)))
+    with pytest.raises(ValueError, match="1 generated sequences but 2"):
+        generation_metrics([real], [real, real])
+    with pytest.raises(ValueError, match="shape"):
+        generation_metrics([real[:, :3]], [real])
