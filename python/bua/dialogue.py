@@ -1,0 +1,421 @@
+"""Multi-round dialogues with one soft-token slot (paper sec. 3.4): the contract training
+and the runtime share.
+
+A dialogue is a list of `Segment`s rendered in the chat format (`bua.chat.ChatFormat`):
+
+    [text] bos + system_prefix + SYSTEM + system_suffix + user_prefix + preamble-before-marker
+    [soft] the behavior embedding (projector(encoder(history)))
+    [text] preamble-after-marker + QUESTION_1 + user_suffix + assistant_prefix
+    [text, answer, round 0] ANSWER_1 + assistant_suffix
+    for each later round k:
+    [text] user_prefix + QUESTION_k + user_suffix + assistant_prefix
+    [text, answer, round k] ANSWER_k + assistant_suffix
+
+The first round's user text is ``template.preamble + question`` (the preamble holds the
+marker); later rounds' user text is the question alone. Each text segment is tokenized on
+its own (never across a segment boundary); adjacent text segments stay separate. Questions
+may hold ``{name}`` fields filled from a per-round context (`question_context`): the
+generation question names the target day (``{day}``), the reflection question carries the
+draft summary under review (``{draft}``).
+
+Task names: stage 1 `reconstruct`, `current_scene`, `future_scene`, `home_work`, `hobbies`;
+stage 2 rounds `key_behaviors`, `patterns`, `summary`, then `predict` or `generate`; stage 3
+`reflect`. A prediction answer is exactly a behavior name of the vocabulary (the runtime
+scores every behavior name as a continuation); a generation answer is
+`bua.textformat.format_events(next day's events)`.
+
+The builders (`stage1_dialogues`, `stage2_dialogue`, `stage3_dialogue`) take samples from
+`bua.samples` and answers from a `bua.labels.Labeler`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Sequence
+
+import numpy as np
+
+from bua.chat import ChatFormat
+from bua.events import DAY_NAMES, Event
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bua.labels import Labeler
+
+__all__ = [
+    "ALL_TASKS",
+    "DEFAULT_MARKER",
+    "Dialogue",
+    "DialogueTemplate",
+    "FINAL_TASKS",
+    "GENERATE",
+    "PREDICT",
+    "REFLECT",
+    "SOFT_TOKEN_ID",
+    "STAGE1_TASKS",
+    "STAGE2_EXPLAIN_TASKS",
+    "STAGE3_TASKS",
+    "Segment",
+    "TokenizedDialogue",
+    "answer_segment",
+    "answer_suffix",
+    "default_template",
+    "dialogue_text",
+    "question_context",
+    "render_dialogue",
+    "round_prompt_segments",
+    "stage1_dialogues",
+    "stage2_dialogue",
+    "stage3_dialogue",
+    "tokenize_segments",
+]
+
+# ---------------------------------------------------------------------- task names
+RECONSTRUCT = "reconstruct"
+CURRENT_SCENE = "current_scene"
+FUTURE_SCENE = "future_scene"
+HOME_WORK = "home_work"
+HOBBIES = "hobbies"
+KEY_BEHAVIORS = "key_behaviors"
+PATTERNS = "patterns"
+SUMMARY = "summary"
+PREDICT = "predict"
+GENERATE = "generate"
+REFLECT = "reflect"
+
+STAGE1_TASKS = (RECONSTRUCT, CURRENT_SCENE, FUTURE_SCENE, HOME_WORK, HOBBIES)
+STAGE2_EXPLAIN_TASKS = (KEY_BEHAVIORS, PATTERNS, SUMMARY)
+FINAL_TASKS = (PREDICT, GENERATE)
+STAGE3_TASKS = (REFLECT,)
+ALL_TASKS = STAGE1_TASKS + STAGE2_EXPLAIN_TASKS + FINAL_TASKS + STAGE3_TASKS
+
+DEFAULT_MARKER = "<behavior_history>"
+TEMPLATE_VERSION = 1
+SOFT_TOKEN_ID = -1  # placeholder id of soft-token positions in `tokenize_segments`
+
+_FIELD = re.compile(r"\{([a-z_]+)\}")
+
+
+# ---------------------------------------------------------------------- segments, template
+@dataclass(frozen=True)
+class Segment:
+    """One piece of a dialogue. ``kind="soft"`` is the behavior-embedding slot (no text).
+
+    `round` and `task` name the round the segment belongs to (prompt and answer segments
+    alike); `is_answer` marks the segments the loss covers (answer + assistant suffix).
+    """
+
+    kind: Literal["text", "soft"]
+    text: str = ""
+    is_answer: bool = False
+    round: int = -1
+    task: str = ""
+
+
+@dataclass(frozen=True)
+class DialogueTemplate:
+    """System prompt, soft-token marker and the user text of every task.
+
+    `preamble` opens the first user turn and contains `marker` exactly once; a task's
+    `questions[task]` follows it in the first round and stands alone in later rounds.
+    """
+
+    system: str
+    questions: dict[str, str]
+    marker: str = DEFAULT_MARKER
+    preamble: str = "Behavior history: " + DEFAULT_MARKER + "\n"
+    version: int = TEMPLATE_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.marker:
+            raise ValueError("the soft-token marker may not be empty")
+        if self.preamble.count(self.marker) != 1:
+            raise ValueError(f"the preamble must contain the marker {self.marker!r} exactly "
+                             f"once: {self.preamble!r}")
+        if self.marker in self.system:
+            raise ValueError("the system prompt may not contain the marker")
+        for task, q in self.questions.items():
+            if not isinstance(q, str) or not q:
+                raise ValueError(f"question of task {task!r} must be a non-empty string")
+            if self.marker in q:
+                raise ValueError(f"question of task {task!r} contains the marker; it belongs "
+                                 f"in the preamble only")
+        object.__setattr__(self, "questions", dict(self.questions))
+
+    def fields(self, task: str) -> list[str]:
+        """The ``{name}`` fields the task's question needs from its context."""
+        self.question(task, {f: "" for f in _FIELD.findall(self.questions.get(task, ""))})
+        return _FIELD.findall(self.questions[task])
+
+    def question(self, task: str, context: dict[str, str] | None = None) -> str:
+        try:
+            q = self.questions[task]
+        except KeyError:
+            raise KeyError(f"the dialogue template has no question for task {task!r} "
+                           f"(has: {', '.join(self.questions)})") from None
+        if context is None and "{" not in q:
+            return q
+
+        def fill(m: re.Match) -> str:
+            name = m.group(1)
+            if context is None or name not in context:
+                raise KeyError(f"question of task {task!r} needs context field {name!r}")
+            return str(context[name])
+
+        return _FIELD.sub(fill, q)
+
+    def user_text(self, task: str, first: bool, context: dict[str, str] | None = None) -> str:
+        q = self.question(task, context)
+        return self.preamble + q if first else q
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "system": self.system, "marker": self.marker,
+                "preamble": self.preamble, "questions": dict(self.questions)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DialogueTemplate":
+        v = d.get("version", TEMPLATE_VERSION)
+        if v != TEMPLATE_VERSION:
+            raise ValueError(f"unsupported dialogue template version {v} (this bua reads "
+                             f"{TEMPLATE_VERSION})")
+        return cls(system=d["system"], questions=dict(d["questions"]),
+                   marker=d.get("marker", DEFAULT_MARKER),
+                   preamble=d.get("preamble", "Behavior history: " + DEFAULT_MARKER + "\n"),
+                   version=v)
+
+
+_EVENT_LINE = "'Day HH:MM @location behavior'"
+
+
+def default_template() -> DialogueTemplate:
+    return DialogueTemplate(
+        system=("You are a behavior understanding assistant. You read a user's encoded daily "
+                "behavior history and answer questions about the user."),
+        questions={
+            RECONSTRUCT: f"List the user's most recent events, one per line as {_EVENT_LINE}.",
+            CURRENT_SCENE: "Summarize the user's scene over the past 2 hours.",
+            FUTURE_SCENE: "Infer the user's likely scene in the next 2 hours.",
+            HOME_WORK: "Identify the user's home and workplace.",
+            HOBBIES: "What are the user's hobbies?",
+            KEY_BEHAVIORS: "Identify the user's key behaviors: frequent ones and those that "
+                           "mark a change of daily phase.",
+            PATTERNS: "Describe the user's recurring behavior patterns in time and place.",
+            SUMMARY: "Summarize the user's features: trait, habits, behavioral anchors.",
+            PREDICT: "Predict the user's next behavior. Answer with the behavior name only.",
+            GENERATE: f"Generate the user's events for the next day ({{day}}), one per line "
+                      f"as {_EVENT_LINE}.",
+            REFLECT: "Review this user feature summary, name its issues and write a corrected "
+                     "summary.\nDraft: {draft}",
+        },
+    )
+
+
+def question_context(task: str, history: Sequence[Event]) -> dict[str, str]:
+    """The context fields a task's default question needs that follow from the history
+    alone (the runtime calls this too): ``generate`` -> ``{"day": <next day's name>}``."""
+    if task == GENERATE:
+        if not history:
+            raise ValueError("generation needs a non-empty history to name the next day")
+        return {"day": DAY_NAMES[(history[-1].day + 1) % 7]}
+    return {}
+
+
+# ---------------------------------------------------------------------- rendering
+def answer_suffix(chat: ChatFormat) -> str:
+    """What follows an answer's text in its answer segment (ChatML: ``<|im_end|>\\n``)."""
+    return chat.assistant_suffix
+
+
+def answer_segment(answer: str, chat: ChatFormat, round: int, task: str) -> Segment:
+    return Segment("text", answer + chat.assistant_suffix, True, round, task)
+
+
+def round_prompt_segments(template: DialogueTemplate, chat: ChatFormat, task: str,
+                          first: bool, round: int | None = None,
+                          context: dict[str, str] | None = None) -> list[Segment]:
+    """The prompt segments of one round, ending with the assistant prefix.
+
+    First round: [text up to the marker, soft, text after it]; later rounds: one text
+    segment. The runtime appends round after round (with `answer_segment` in between) on
+    one KV sequence; concatenated, the pieces equal `render_dialogue`.
+    """
+    r = (0 if first else -1) if round is None else round
+    q = template.question(task, context)
+    tail = q + chat.user_suffix + chat.assistant_prefix
+    if not first:
+        return [Segment("text", chat.user_prefix + tail, False, r, task)]
+    before, after = template.preamble.split(template.marker)
+    head = chat.bos + chat.system_prefix + template.system + chat.system_suffix \
+        + chat.user_prefix + before
+    return [Segment("text", head, False, r, task), Segment("soft", "", False, r, task),
+            Segment("text", after + tail, False, r, task)]
+
+
+def render_dialogue(template: DialogueTemplate, chat: ChatFormat, tasks: Sequence[str],
+                    answers: Sequence[str | None],
+                    contexts: Sequence[dict[str, str] | None] | None = None) -> list[Segment]:
+    """Canonical segments of a dialogue. An answer of None stops the rendering right after
+    that round's assistant prefix (the prompt for generating / scoring that round)."""
+    if len(tasks) == 0:
+        raise ValueError("a dialogue needs at least one round")
+    if len(answers) != len(tasks):
+        raise ValueError(f"{len(tasks)} tasks but {len(answers)} answers")
+    if contexts is not None and len(contexts) != len(tasks):
+        raise ValueError(f"{len(tasks)} tasks but {len(contexts)} contexts")
+    segs: list[Segment] = []
+    for k, (task, ans) in enumerate(zip(tasks, answers)):
+        ctx = contexts[k] if contexts is not None else None
+        segs += round_prompt_segments(template, chat, task, k == 0, k, ctx)
+        if ans is None:
+            break
+        segs.append(answer_segment(ans, chat, k, task))
+    return segs
+
+
+def dialogue_text(segments: Sequence[Segment], marker: str = DEFAULT_MARKER) -> str:
+    """The segments as one string, the soft slot written as `marker` (for display and for
+    comparing with ``apply_chat_template``)."""
+    return "".join(s.text if s.kind == "text" else marker for s in segments)
+
+
+# ---------------------------------------------------------------------- tokenization
+@dataclass(frozen=True)
+class TokenizedDialogue:
+    """Token ids of a dialogue, the soft slot as `n_soft` ids equal to `SOFT_TOKEN_ID`.
+
+    `round_ids` gives every position its round (prompt, soft and answer positions alike),
+    `answer_mask` the positions the loss covers; `spans` lists (round, task, start, end) of
+    each answer's token span (end exclusive) so training can weight rounds (Eq. 3-5).
+    """
+
+    input_ids: np.ndarray      # int64 [T]
+    answer_mask: np.ndarray    # bool [T]
+    round_ids: np.ndarray      # int64 [T]
+    soft_start: int
+    n_soft: int
+    spans: tuple[tuple[int, str, int, int], ...]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def tokenize_segments(segments: Sequence[Segment], tokenizer, *, n_soft: int = 1,
+                      cache: dict[str, list[int]] | None = None) -> TokenizedDialogue:
+    """Tokenizes each text segment on its own (HF tokenizer, ``add_special_tokens=False``).
+
+    `cache` (text -> ids) may be shared across calls: prompt segments repeat across a whole
+    dataset.
+    """
+    ids: list[int] = []
+    mask: list[bool] = []
+    rounds: list[int] = []
+    spans: list[tuple[int, str, int, int]] = []
+    soft_start = -1
+    for s in segments:
+        if s.kind == "soft":
+            if soft_start >= 0:
+                raise ValueError("a dialogue has exactly one soft segment; found two")
+            soft_start = len(ids)
+            ids += [SOFT_TOKEN_ID] * n_soft
+            mask += [False] * n_soft
+            rounds += [s.round] * n_soft
+            continue
+        if cache is not None and s.text in cache:
+            t = cache[s.text]
+        else:
+            t = list(tokenizer(s.text, add_special_tokens=False)["input_ids"])
+            if cache is not None and not s.is_answer:
+                cache[s.text] = t
+        if s.is_answer:
+            spans.append((s.round, s.task, len(ids), len(ids) + len(t)))
+        ids += t
+        mask += [s.is_answer] * len(t)
+        rounds += [s.round] * len(t)
+    if soft_start < 0:
+        raise ValueError("the dialogue has no soft segment")
+    return TokenizedDialogue(np.asarray(ids, dtype=np.int64), np.asarray(mask, dtype=bool),
+                             np.asarray(rounds, dtype=np.int64), soft_start, n_soft,
+                             tuple(spans))
+
+
+# ---------------------------------------------------------------------- dialogues
+@dataclass
+class Dialogue:
+    """One training / evaluation conversation about one history window."""
+
+    segments: list[Segment]
+    history: tuple[Event, ...]
+    kind: str                                  # "stage1" | "stage2" | "stage3"
+    tasks: list[str]
+    target_behavior: int | None = None         # prediction target (stage 2, final=predict)
+    target_events: tuple[Event, ...] | None = None  # generation target (final=generate)
+    user_id: str = ""
+    answers: list[str] = field(default_factory=list)
+
+    def text(self, marker: str = DEFAULT_MARKER) -> str:
+        return dialogue_text(self.segments, marker)
+
+
+def _defaults(template, chat):
+    return (template if template is not None else default_template(),
+            chat if chat is not None else ChatFormat.chatml())
+
+
+def stage1_dialogues(sample, labeler: "Labeler", *, template: DialogueTemplate | None = None,
+                     chat: ChatFormat | None = None,
+                     tasks: Sequence[str] = STAGE1_TASKS) -> list[Dialogue]:
+    """One single-round dialogue per stage-1 task about the sample's history."""
+    template, chat = _defaults(template, chat)
+    answers = labeler.stage1(sample, tasks)
+    out = []
+    for task in tasks:
+        segs = render_dialogue(template, chat, [task], [answers[task]])
+        out.append(Dialogue(segs, sample.history, "stage1", [task], None, None,
+                            sample.user_id, [answers[task]]))
+    return out
+
+
+def stage2_dialogue(sample, labeler: "Labeler", final: str = PREDICT, explain: bool = True, *,
+                    template: DialogueTemplate | None = None,
+                    chat: ChatFormat | None = None) -> Dialogue:
+    """key_behaviors -> patterns -> summary -> final (`predict` on a `PredictionSample`,
+    `generate` on a `GenerationSample`); with ``explain=False`` the final round alone (the
+    runtime's fast path)."""
+    template, chat = _defaults(template, chat)
+    if final not in FINAL_TASKS:
+        raise ValueError(f"final must be one of {FINAL_TASKS}, got {final!r}")
+    history = sample.history
+    if final == PREDICT:
+        if not hasattr(sample, "target"):
+            raise TypeError("final='predict' needs a PredictionSample (with .target)")
+        final_answer = labeler.vocab.behaviors[sample.target.behavior]
+        target_behavior, target_events = sample.target.behavior, None
+    else:
+        if not hasattr(sample, "target_day"):
+            raise TypeError("final='generate' needs a GenerationSample (with .target_day)")
+        from bua.textformat import format_events
+
+        final_answer = format_events(sample.target_day, labeler.vocab)
+        target_behavior, target_events = None, tuple(sample.target_day)
+    tasks: list[str] = []
+    answers: list[str] = []
+    if explain:
+        a = labeler.stage2(sample)
+        tasks += list(STAGE2_EXPLAIN_TASKS)
+        answers += [a[t] for t in STAGE2_EXPLAIN_TASKS]
+    tasks.append(final)
+    answers.append(final_answer)
+    contexts = [None] * (len(tasks) - 1) + [question_context(final, history)]
+    segs = render_dialogue(template, chat, tasks, answers, contexts)
+    return Dialogue(segs, history, "stage2", tasks, target_behavior, target_events,
+                    sample.user_id, answers)
+
+
+def stage3_dialogue(sample, labeler: "Labeler", *, template: DialogueTemplate | None = None,
+                    chat: ChatFormat | None = None) -> Dialogue:
+    """Self-reflective refinement: the question carries a flawed summary, the answer names
+    its issues (App. N) and gives the corrected summary."""
+    template, chat = _defaults(template, chat)
+    draft, answer = labeler.reflection(sample)
+    segs = render_dialogue(template, chat, [REFLECT], [answer], [{"draft": draft}])
+    return Dialogue(segs, sample.history, "stage3", [REFLECT], None, None, sample.user_id,
+                    [answer])

@@ -1,0 +1,152 @@
+"""bua.dialogue: the soft-token slot contract (segments, rendering, tokenization)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bua.chat import ChatFormat
+from bua.dialogue import (ALL_TASKS, GENERATE, PREDICT, REFLECT, SOFT_TOKEN_ID, STAGE1_TASKS,
+                          DialogueTemplate, Segment, answer_segment, answer_suffix,
+                          default_template, dialogue_text, question_context, render_dialogue,
+                          round_prompt_segments, tokenize_segments)
+from bua.events import Event
+
+CHAT = ChatFormat.chatml()
+TPL = default_template()
+TASKS = ["key_behaviors", "patterns", "summary", "predict"]
+ANSWERS = ["Frequent: subway (5).", "Recurring: subway -> payment (3x).",
+           "Trait: commuter.", "gaming"]
+
+
+@pytest.fixture(scope="module")
+def smol_tok():
+    transformers = pytest.importorskip("transformers")
+    from bua.backbones import resolve_backbone
+
+    try:
+        d = resolve_backbone("smollm2-135m-instruct")
+    except Exception as e:  # pragma: no cover
+        pytest.skip(f"SmolLM2 tokenizer unavailable: {e}")
+    return transformers.AutoTokenizer.from_pretrained(d)
+
+
+def test_template_covers_all_tasks_and_roundtrips():
+    assert set(ALL_TASKS) <= set(TPL.questions)
+    assert DialogueTemplate.from_dict(json.loads(json.dumps(TPL.to_dict()))) == TPL
+    assert TPL.fields(GENERATE) == ["day"] and TPL.fields(REFLECT) == ["draft"]
+    assert TPL.marker in TPL.user_text(PREDICT, first=True)
+    assert TPL.marker not in TPL.user_text(PREDICT, first=False)
+    with pytest.raises(KeyError, match="needs context field 'day'"):
+        TPL.question(GENERATE)
+    with pytest.raises(KeyError, match="no question for task 'nope'"):
+        TPL.question("nope")
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(preamble="no marker\n"), "exactly once"),
+    (dict(questions={"predict": "x <behavior_history>"}), "contains the marker"),
+    (dict(system="<behavior_history>"), "system prompt"),
+    (dict(marker=""), "may not be empty"),
+])
+def test_template_validation(kwargs, msg):
+    d = dict(system="s", questions={"predict": "q"})
+    d.update(kwargs)
+    with pytest.raises(ValueError, match=msg):
+        DialogueTemplate(**d)
+
+
+def test_canonical_rendering_structure():
+    segs = render_dialogue(TPL, CHAT, TASKS, ANSWERS)
+    assert [s.kind for s in segs].count("soft") == 1 and segs[1].kind == "soft"
+    before, after = TPL.preamble.split(TPL.marker)
+    assert segs[0].text == (CHAT.bos + CHAT.system_prefix + TPL.system + CHAT.system_suffix
+                            + CHAT.user_prefix + before)
+    assert segs[2].text == after + TPL.questions["key_behaviors"] + CHAT.user_suffix \
+        + CHAT.assistant_prefix
+    answers = [s for s in segs if s.is_answer]
+    assert [s.text for s in answers] == [a + CHAT.assistant_suffix for a in ANSWERS]
+    assert [(s.round, s.task) for s in answers] == list(enumerate(TASKS))
+    assert segs[4].text == CHAT.user_prefix + TPL.questions["patterns"] + CHAT.user_suffix \
+        + CHAT.assistant_prefix
+    # the text equals the chat format's rendering with the marker in the first user turn
+    turns = [(TPL.user_text(t, i == 0), a) for i, (t, a) in enumerate(zip(TASKS, ANSWERS))]
+    assert dialogue_text(segs) == CHAT.render(TPL.system, turns)
+
+
+def test_prompt_stops_after_assistant_prefix():
+    segs = render_dialogue(TPL, CHAT, TASKS, ANSWERS[:2] + [None, None])
+    assert segs[-1].text.endswith(CHAT.assistant_prefix) and not segs[-1].is_answer
+    assert segs[-1].task == "summary"
+    assert sum(s.is_answer for s in segs) == 2
+    with pytest.raises(ValueError, match="4 tasks but 3 answers"):
+        render_dialogue(TPL, CHAT, TASKS, ANSWERS[:3])
+
+
+def test_incremental_pieces_equal_full_rendering():
+    history = [Event(0, 600, 0, 0), Event(2, 700, 1, 1)]
+    tasks = TASKS[:3] + [GENERATE]
+    answers = ANSWERS[:3] + ["Thu 08:00 @home gaming"]
+    ctx = [None, None, None, question_context(GENERATE, history)]
+    assert ctx[3] == {"day": "Thursday"}
+    full = render_dialogue(TPL, CHAT, tasks, answers, ctx)
+    pieces = []
+    for k, (t, a) in enumerate(zip(tasks, answers)):
+        pieces += round_prompt_segments(TPL, CHAT, t, first=k == 0, round=k, context=ctx[k])
+        pieces.append(Segment("text", a + answer_suffix(CHAT), True, k, t))
+    assert pieces == full
+    assert answer_segment("x", CHAT, 1, "patterns") == Segment("text", "x<|im_end|>\n", True, 1,
+                                                                "patterns")
+    assert "(Thursday)" in dialogue_text(full)
+
+
+class _CharTok:
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def test_tokenize_segments_masks_and_spans():
+    segs = render_dialogue(TPL, CHAT, TASKS, ANSWERS)
+    tok = tokenize_segments(segs, _CharTok(), n_soft=3)
+    text = dialogue_text(segs, marker="")
+    assert len(tok) == len(text) + 3
+    assert (tok.input_ids[tok.soft_start:tok.soft_start + 3] == SOFT_TOKEN_ID).all()
+    assert (tok.input_ids == SOFT_TOKEN_ID).sum() == 3
+    assert [(r, t) for r, t, _, _ in tok.spans] == list(enumerate(TASKS))
+    for (r, t, s, e), a in zip(tok.spans, ANSWERS):
+        assert "".join(map(chr, tok.input_ids[s:e])) == a + CHAT.assistant_suffix
+        assert tok.answer_mask[s:e].all() and (tok.round_ids[s:e] == r).all()
+    assert tok.answer_mask.sum() == sum(e - s for _, _, s, e in tok.spans)
+    with pytest.raises(ValueError, match="no soft segment"):
+        tokenize_segments([Segment("text", "a")], _CharTok())
+
+
+@pytest.mark.parametrize("tasks, answers", [
+    (TASKS, ANSWERS),
+    ([PREDICT], ["watching video"]),
+    (["reconstruct"], ["Mon 08:10 @home check weather\nMon 08:30 @transit subway"]),
+])
+def test_tokenize_segments_equals_chat_template_split_at_marker(smol_tok, tasks, answers):
+    segs = render_dialogue(TPL, CHAT, tasks, answers)
+    msgs = [{"role": "system", "content": TPL.system}]
+    for i, (t, a) in enumerate(zip(tasks, answers)):
+        msgs += [{"role": "user", "content": TPL.user_text(t, i == 0)},
+                 {"role": "assistant", "content": a}]
+    full = smol_tok.apply_chat_template(msgs, tokenize=False)
+    assert full == dialogue_text(segs, TPL.marker)
+    before, after = full.split(TPL.marker)
+    expect = (smol_tok(before, add_special_tokens=False)["input_ids"] + [SOFT_TOKEN_ID]
+              + smol_tok(after, add_special_tokens=False)["input_ids"])
+    cache: dict = {}
+    tok = tokenize_segments(segs, smol_tok, cache=cache)
+    assert tok.input_ids.tolist() == expect
+    assert tokenize_segments(segs, smol_tok, cache=cache).input_ids.tolist() == expect
+    eot = smol_tok.convert_tokens_to_ids(CHAT.end_of_turn)
+    for _, _, s, e in tok.spans:  # each answer span: answer ids, then <|im_end|>, "\n"
+        assert tok.input_ids[e - 2] == eot
+
+
+def test_stage1_tasks_each_can_open_a_dialogue():
+    for t in STAGE1_TASKS:
+        segs = render_dialogue(TPL, CHAT, [t], ["x"])
+        assert [s.kind for s in segs] == ["text", "soft", "text", "text"]
