@@ -31,6 +31,8 @@ def test_prediction_metrics_hand_computed():
     assert m["head"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert math.isnan(m["medium"])  # no medium class at all
     assert m["tail"] == pytest.approx(1.0)  # class 3 is absent from y_true, so only class 2
+    as_dict = prediction_metrics(y_true, y_pred, 4, {0: "head", 1: "head", 2: "tail", 3: "tail"})
+    assert as_dict == pytest.approx(m, nan_ok=True)
     # Eq. 6 as printed (weights TP+FP) would equal accuracy; ours does not.
     tp, fp, fn = confusion_counts(np.array(y_true), np.array(y_pred), 4)
     eq6 = ((tp + fp) * np.divide(tp, tp + fp, out=np.zeros(4), where=tp + fp > 0)).sum() / (tp + fp).sum()

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -106,13 +106,14 @@ def prediction_metrics(
     y_true: Sequence[int] | np.ndarray,
     y_pred: Sequence[int] | np.ndarray,
     n_classes: int,
-    freq_classes: Sequence[str] | None = None,
+    freq_classes: Sequence[str] | Mapping[int, str] | None = None,
 ) -> dict[str, float]:
     """The six metrics of Table 1 (see the module docstring for the exact definitions).
 
     ``y_pred`` may also be a score matrix ``[N, n_classes]`` (argmax is taken).
-    ``freq_classes`` (from :func:`frequency_classes`) is needed for head/medium/tail; without
-    it those three are NaN.
+    ``freq_classes`` (from :func:`frequency_classes`, or the ``{id: class}`` dict of
+    ``Vocabulary.frequency_classes``) is needed for head/medium/tail; without it those three
+    are NaN.
     """
     y_pred = np.asarray(y_pred)
     if y_pred.ndim == 2:
@@ -135,6 +136,11 @@ def prediction_metrics(
         "prec_w": float((support * precision).sum() / support.sum()),
         "overall": float(recall[present].mean()),
     }
+    if isinstance(freq_classes, Mapping):
+        missing = [c for c in range(n_classes) if c not in freq_classes]
+        if missing:
+            raise ValueError(f"freq_classes has no class for behavior ids {missing[:5]}")
+        freq_classes = [freq_classes[c] for c in range(n_classes)]
     if freq_classes is not None and len(freq_classes) != n_classes:
         raise ValueError(
             f"freq_classes has {len(freq_classes)} entries but n_classes={n_classes}"

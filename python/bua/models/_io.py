@@ -1,0 +1,64 @@
+"""Atomic save/load of a module as ``<name>.safetensors`` + ``<name>.json`` in a directory."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_module(module: torch.nn.Module, config: dict[str, Any], directory: str | os.PathLike,
+                name: str) -> Path:
+    """Save ``module``'s state dict and ``config`` as ``directory/name.{safetensors,json}``.
+
+    Each file is written to a temp path and renamed, so a crash never leaves a half file.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / f"{name}.safetensors"
+    fd, tmp = tempfile.mkstemp(prefix=f".{weights.name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        save_file(state, tmp, metadata={"format": "pt"})
+        os.replace(tmp, weights)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    atomic_write_bytes(directory / f"{name}.json",
+                       (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+    return directory
+
+
+def load_config(directory: str | os.PathLike, name: str) -> dict[str, Any]:
+    path = Path(directory) / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {name}.json in {directory}")
+    return json.loads(path.read_text())
+
+
+def load_state(module: torch.nn.Module, directory: str | os.PathLike, name: str) -> None:
+    path = Path(directory) / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {name}.safetensors in {directory}")
+    module.load_state_dict(load_file(str(path)), strict=True)
