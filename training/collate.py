@@ -1,0 +1,108 @@
+"""Batches of tokenized dialogues for BUAModel.
+
+An `Example` is one dialogue as the data layer tokenizes it (`bua.dialogue.TokenizedDialogue`:
+ids with the soft slot as `n_soft` copies of `SOFT_TOKEN_ID`, per-position round ids and the
+answer mask) plus the history events the soft tokens come from. `collate` pads a list of them
+(right padding) into the tensors `BUAModel.forward` reads:
+
+- input_ids [B, S] (soft positions hold `pad_id`, they are overwritten by soft tokens),
+  attention_mask [B, S], soft_positions bool [B, S]
+- labels [B, S] (-100 outside answers), loss_rounds [B, S] (-1 outside answers)
+- round_tasks: per dialogue, the task of each round index (for per-task logging and App. J)
+- events int64 [B, L, 4], events_mask bool [B, L]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from bua.dialogue import SOFT_TOKEN_ID, TokenizedDialogue
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenized dialogue with its history and the task of every round."""
+
+    tokens: TokenizedDialogue
+    events: np.ndarray  # int64 [L, 4]: day, minute, location, behavior
+    round_tasks: tuple[str, ...]  # task of round 0, 1, ...
+    user_id: str = ""
+
+    def __post_init__(self) -> None:
+        soft = int((self.tokens.input_ids == SOFT_TOKEN_ID).sum())
+        if soft != self.tokens.n_soft:
+            raise ValueError(f"dialogue of user {self.user_id!r}: {soft} soft positions but n_soft={self.tokens.n_soft}")
+        rounds = self.tokens.round_ids[self.tokens.answer_mask]
+        if rounds.size and int(rounds.max()) >= len(self.round_tasks):
+            raise ValueError(f"dialogue of user {self.user_id!r}: answer round {int(rounds.max())} "
+                             f"but only {len(self.round_tasks)} round tasks")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass
+class Batch:
+    """Padded tensors for one micro-batch (see the module doc)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    soft_positions: torch.Tensor
+    labels: torch.Tensor
+    loss_rounds: torch.Tensor
+    events: torch.Tensor
+    events_mask: torch.Tensor
+    round_tasks: list[tuple[str, ...]]
+
+    @property
+    def n_rounds(self) -> int:
+        return max((len(t) for t in self.round_tasks), default=0)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def to(self, device: torch.device | str) -> "Batch":
+        moved = {name: getattr(self, name).to(device) for name in
+                 ("input_ids", "attention_mask", "soft_positions", "labels", "loss_rounds", "events", "events_mask")}
+        return Batch(**moved, round_tasks=self.round_tasks)
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> Batch:
+    """Right-pads `examples` into a `Batch`; `pad_id` fills padding and soft positions."""
+    if not examples:
+        raise ValueError("cannot collate an empty batch")
+    b = len(examples)
+    s = max(len(e) for e in examples)
+    length = max(1, max(len(e.events) for e in examples))
+    input_ids = torch.full((b, s), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, s), dtype=torch.long)
+    soft = torch.zeros((b, s), dtype=torch.bool)
+    labels = torch.full((b, s), -100, dtype=torch.long)
+    rounds = torch.full((b, s), -1, dtype=torch.long)
+    events = torch.zeros((b, length, 4), dtype=torch.long)
+    events_mask = torch.zeros((b, length), dtype=torch.bool)
+    for i, e in enumerate(examples):
+        t = e.tokens
+        n = len(t)
+        ids = torch.from_numpy(np.asarray(t.input_ids, dtype=np.int64))
+        is_soft = ids == SOFT_TOKEN_ID
+        answer = torch.from_numpy(np.asarray(t.answer_mask, dtype=bool))
+        input_ids[i, :n] = torch.where(is_soft, torch.full_like(ids, pad_id), ids)
+        attention[i, :n] = 1
+        soft[i, :n] = is_soft
+        labels[i, :n] = torch.where(answer, ids, torch.full_like(ids, -100))
+        rounds[i, :n] = torch.where(answer, torch.from_numpy(np.asarray(t.round_ids, dtype=np.int64)),
+                                    torch.full_like(ids, -1))
+        if len(e.events):
+            ev = torch.from_numpy(np.asarray(e.events, dtype=np.int64))
+            events[i, : len(ev)] = ev
+            events_mask[i, : len(ev)] = True
+    return Batch(input_ids, attention, soft, labels, rounds, events, events_mask,
+                 [tuple(e.round_tasks) for e in examples])

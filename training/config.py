@@ -1,0 +1,315 @@
+"""Training configuration: one dataclass per component, loaded from YAML strictly.
+
+Unknown keys are errors that list the valid ones; values of the wrong type are errors naming
+the file, the dotted field and the value. Stage sections inherit the top-level `optimizer`
+section key by key (a stage's own `optimizer:` overrides only the keys it names).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+STAGES = ("stage1", "stage2", "stage3")
+
+
+class ConfigError(ValueError):
+    """A config file or mapping that does not fit the schema; the message names file and field."""
+
+
+@dataclass
+class DataConfig:
+    """Where events come from and how samples and dialogues are cut from them."""
+
+    source: Literal["simulate", "foursquare", "table"] = "simulate"
+    path: Optional[str] = None  # foursquare directory or CSV/Parquet file (source != simulate)
+    n_users: int = 40  # simulator only
+    n_days: int = 14  # simulator only
+    seed: int = 42  # simulator and sample selection
+    history_len: int = 40  # events in a prediction history (the paper's L1)
+    generation_history_len: int = 100  # events in a generation history (App. G.1)
+    max_length: int = 1024  # tokens per dialogue after the soft slot is expanded; longer ones are dropped
+
+
+@dataclass
+class EncoderConfig:
+    """The frozen behavior encoder and the projector that maps its states to soft tokens."""
+
+    pretrained: Optional[str] = None  # an encoder directory to reuse; else pretrain into RUN_DIR/encoder
+    size: str = "tiny"  # preset name of the encoder engineer's config
+    pretrain_epochs: int = 3
+    pretrain_batch_size: int = 32
+    pretrain_lr: float = 1e-3
+    projector_mode: Literal["per_event", "pooled", "item_emb"] = "per_event"  # item_emb: Table 4 ablation
+    n_pooled_tokens: int = 4  # soft tokens in "pooled" mode
+    projector_hidden: Optional[int] = None  # MLP width; None = LLM hidden size
+
+
+@dataclass
+class LoraSettings:
+    """peft LoRA on the causal LM."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class ModelConfig:
+    """The causal LM backbone and how it runs."""
+
+    backbone: str = "tiny-qwen2"  # resolve_backbone name or local HF directory
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"  # auto: on with CUDA
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW with a cosine schedule and linear warm-up (App. F defaults)."""
+
+    lr: float = 5e-5  # peak learning rate
+    initial_lr: float = 1e-6  # learning rate at step 0 of the warm-up
+    min_lr: float = 1e-6  # floor of the cosine decay
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+
+
+@dataclass
+class TaskWeightingConfig:
+    """App. J dynamic task weighting: weights from EMA loss ratios, sharpened by alpha."""
+
+    enabled: bool = False
+    ema_decay: float = 0.9
+    alpha: float = 1.0
+    form: Literal["slower_up", "as_printed"] = "slower_up"  # see bua.training.task_weighting
+
+
+@dataclass
+class StageConfig:
+    """One curriculum stage: its data budget, batch, schedule and loss."""
+
+    enabled: bool = True
+    epochs: float = 3.0
+    max_steps: Optional[int] = None  # cap on optimizer steps (None: epochs decide)
+    global_batch_size: int = 96  # dialogues per optimizer step over all ranks and micro-batches
+    micro_batch_size: int = 4  # dialogues per forward pass on one rank
+    train_samples_per_user: int = 8  # dialogues built per training user
+    val_samples_per_user: int = 2  # dialogues built per validation user
+    tasks: list[str] = field(default_factory=list)  # empty: the stage's default task set
+    generation_fraction: float = 0.3  # stage 2: share of dialogues ending in generation
+    direct_fraction: float = 0.2  # stage 2: share of explain=False direct prediction dialogues
+    loss: Literal["round_balanced", "token"] = "round_balanced"
+    task_weighting: TaskWeightingConfig = field(default_factory=TaskWeightingConfig)
+    eval_every: int = 0  # optimizer steps between validations (0: once per epoch and at the end)
+    save_every: int = 0  # optimizer steps between resumable checkpoints (0: with each validation)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+
+@dataclass
+class DistributedConfig:
+    """How replicas cooperate under torchrun."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl with CUDA, else gloo
+    find_unused_parameters: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """The report after training: Table 1 (prediction) and Table 2 (generation) metrics."""
+
+    enabled: bool = True
+    prediction_samples: int = 200  # test prediction samples scored (0: all)
+    generation_samples: int = 20  # test generation samples decoded (0: none)
+    prediction_mode: Literal["direct", "explain"] = "direct"  # explain: generate rounds 1-3 first
+    max_new_tokens: int = 512  # cap for generated answers
+    baselines: list[str] = field(default_factory=lambda: ["most_frequent", "markov", "sasrec", "encoder"])
+
+
+@dataclass
+class TrainConfig:
+    """Everything `python training/curriculum.py` needs."""
+
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    stage1: StageConfig = field(default_factory=StageConfig)
+    stage2: StageConfig = field(default_factory=StageConfig)
+    stage3: StageConfig = field(default_factory=StageConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def stage(self, name: str) -> StageConfig:
+        if name not in STAGES:
+            raise ConfigError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
+    """Reads a YAML config strictly; `overrides` maps dotted keys ("stage2.loss") to values."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig:
+    """Builds a TrainConfig from a plain mapping (as YAML gives it), strictly."""
+    raw = json.loads(json.dumps(raw))  # deep copy; also rejects non-plain values early
+    top_opt = raw.get("optimizer", {})
+    if not isinstance(top_opt, dict):
+        raise ConfigError(f"{source}: field 'optimizer' must be a mapping, got {top_opt!r}")
+    for name in STAGES:
+        section = raw.get(name, {})
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: field {name!r} must be a mapping, got {section!r}")
+        stage_opt = section.get("optimizer", {}) or {}
+        if not isinstance(stage_opt, dict):
+            raise ConfigError(f"{source}: field '{name}.optimizer' must be a mapping, got {stage_opt!r}")
+        section["optimizer"] = {**top_opt, **stage_opt}
+        raw[name] = section
+    config = _build(TrainConfig, raw, source, "")
+    _validate(config, source)
+    return config
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: field {where!r} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(repr(prefix + k) for k in unknown)} in {where}; "
+            f"valid keys: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, source, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, source: str, dotted: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source, dotted + ".")
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, source, dotted)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(
+                f"{source}: field {dotted!r} = {value!r} is not one of {', '.join(repr(a) for a in args)}"
+            )
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: field {dotted!r} must be a list, got {value!r}")
+        return [_coerce(args[0], v, source, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: field {dotted!r} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: field {dotted!r} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML reads "5e-5" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: field {dotted!r} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: field {dotted!r} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{source}: field {dotted!r} has an unsupported type {hint!r}")
+
+
+def _validate(config: TrainConfig, source: str) -> None:
+    def fail(dotted: str, value: Any, why: str) -> None:
+        raise ConfigError(f"{source}: field {dotted!r} = {value!r} {why}")
+
+    for name in STAGES:
+        stage = config.stage(name)
+        if stage.global_batch_size < 1:
+            fail(f"{name}.global_batch_size", stage.global_batch_size, "must be at least 1")
+        if stage.micro_batch_size < 1:
+            fail(f"{name}.micro_batch_size", stage.micro_batch_size, "must be at least 1")
+        if stage.global_batch_size % stage.micro_batch_size:
+            fail(f"{name}.global_batch_size", stage.global_batch_size,
+                 f"must be a multiple of micro_batch_size ({stage.micro_batch_size})")
+        if stage.epochs <= 0 and not stage.max_steps:
+            fail(f"{name}.epochs", stage.epochs, "must be positive (or set max_steps)")
+        if stage.max_steps is not None and stage.max_steps < 1:
+            fail(f"{name}.max_steps", stage.max_steps, "must be at least 1 (or null)")
+        for frac in ("generation_fraction", "direct_fraction"):
+            value = getattr(stage, frac)
+            if not 0.0 <= value <= 1.0:
+                fail(f"{name}.{frac}", value, "must lie in [0, 1]")
+        if stage.generation_fraction + stage.direct_fraction > 1.0:
+            fail(f"{name}.direct_fraction", stage.direct_fraction,
+                 f"plus generation_fraction ({stage.generation_fraction}) must not exceed 1")
+        opt = stage.optimizer
+        if not 0.0 <= opt.warmup_ratio < 1.0:
+            fail(f"{name}.optimizer.warmup_ratio", opt.warmup_ratio, "must lie in [0, 1)")
+        if opt.lr <= 0 or opt.min_lr < 0 or opt.initial_lr < 0:
+            fail(f"{name}.optimizer.lr", opt.lr, "and initial_lr/min_lr must be positive")
+        if opt.min_lr > opt.lr:
+            fail(f"{name}.optimizer.min_lr", opt.min_lr, f"must not exceed lr ({opt.lr})")
+        if len(opt.betas) != 2:
+            fail(f"{name}.optimizer.betas", opt.betas, "must hold two numbers")
+        tw = stage.task_weighting
+        if not 0.0 <= tw.ema_decay < 1.0:
+            fail(f"{name}.task_weighting.ema_decay", tw.ema_decay, "must lie in [0, 1)")
+    if config.data.source != "simulate" and not config.data.path:
+        fail("data.path", config.data.path, f"must be set when data.source is {config.data.source!r}")
+    if config.model.lora.r < 1:
+        fail("model.lora.r", config.model.lora.r, "must be at least 1")
