@@ -233,10 +233,15 @@ class BehaviorEncoder(nn.Module):
 
     # -- public API ----------------------------------------------------------------------------
 
+    def final_states(self, events: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The last layer's states after the final LayerNorm ``[B, L, d_model]`` (what the
+        heads read)."""
+        return self.ln_f(self._hidden(events, mask, self.config.n_layers))
+
     def forward(self, events: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Next-event logits at every position: ``behavior`` ``[B, L, n_behaviors]``,
         ``time`` ``[B, L, n_time_buckets]``, ``location`` ``[B, L, n_locations]``."""
-        h = self.ln_f(self._hidden(events, mask, self.config.n_layers))
+        h = self.final_states(events, mask)
         return {"behavior": self.behavior_head(h), "time": self.time_head(h),
                 "location": self.location_head(h)}
 
