@@ -1,0 +1,124 @@
+"""Inference on one KV sequence, as the on-device runtime decodes: text segments as token ids,
+the soft slot as embedding rows, consecutive positions; then candidate scoring (one cache copy
+per candidate, all candidates in one batch) or greedy generation up to the end of turn."""
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from bua.dialogue import Segment
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bua.training.model import BUAModel
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """eval() + no_grad() for the duration, restoring the previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+class InferenceSession:
+    """One growing sequence with its KV cache (batch 1)."""
+
+    def __init__(self, model: "BUAModel") -> None:
+        from transformers import DynamicCache
+
+        self.model = model
+        self.cache = DynamicCache()
+        self.n_past = 0
+        self.last_logits: torch.Tensor | None = None  # [V] float32 after the last fed position
+        self._eot = self._single_token(model.chat.end_of_turn)
+
+    def _single_token(self, text: str) -> int:
+        ids = self.tokenize(text)
+        if len(ids) != 1:
+            raise ValueError(f"end of turn {text!r} is not one token: {ids}")
+        return ids[0]
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ------------------------------------------------------------------ feeding
+    def _run(self, embeds: torch.Tensor) -> None:
+        with evaluating(self.model):
+            out = self.model.lm(inputs_embeds=embeds, cache=self.cache, use_cache=True,
+                                logits_to_keep=1)
+        self.cache = out.cache
+        self.n_past += embeds.shape[1]
+        self.last_logits = out.logits[0, -1].float()
+
+    def feed_ids(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        t = torch.tensor([list(ids)], dtype=torch.long, device=self.model.device)
+        with torch.no_grad():
+            self._run(self.model.lm.get_input_embeddings()(t))
+
+    def feed_history(self, history: np.ndarray) -> None:
+        """The soft tokens of `history` (int64 [L, 4]) as embedding rows."""
+        events = torch.as_tensor(np.asarray(history, dtype=np.int64), device=self.model.device).unsqueeze(0)
+        mask = torch.ones(events.shape[:2], dtype=torch.bool, device=self.model.device)
+        with evaluating(self.model):
+            soft, soft_mask = self.model.soft_tokenizer(events, mask)
+            rows = soft[soft_mask].unsqueeze(0)
+            dtype = self.model.lm.get_input_embeddings().weight.dtype
+        if rows.shape[1]:
+            self._run(rows.to(dtype))
+
+    def feed_segments(self, segments: Sequence[Segment], history: np.ndarray | None = None) -> None:
+        for seg in segments:
+            if seg.kind == "soft":
+                if history is None:
+                    raise ValueError("the segments hold a soft slot but no history was given")
+                self.feed_history(history)
+            else:
+                self.feed_ids(self.tokenize(seg.text))
+
+    # ------------------------------------------------------------------ decoding
+    def greedy(self, max_new_tokens: int) -> str:
+        """Greedy tokens until the end of turn (fed back into the sequence) or the cap; returns
+        the answer text without the end of turn."""
+        if self.last_logits is None:
+            raise ValueError("feed a prompt before generating")
+        out: list[int] = []
+        for _ in range(max_new_tokens):
+            token = int(torch.argmax(self.last_logits))
+            self.feed_ids([token])
+            if token == self._eot:
+                break
+            out.append(token)
+        return self.model.tokenizer.decode(out)
+
+    def score(self, candidates: Sequence[str]) -> torch.Tensor:
+        """Summed log-probs [C] of each `candidate + end_of_turn` continuing the sequence."""
+        if self.last_logits is None:
+            raise ValueError("feed a prompt before scoring")
+        if not candidates:
+            raise ValueError("no candidates to score")
+        seqs = [self.tokenize(c + self.model.chat.end_of_turn) for c in candidates]
+        c, k = len(seqs), max(len(s) for s in seqs)
+        ids = torch.full((c, k), self.model.pad_id, dtype=torch.long, device=self.model.device)
+        valid = torch.zeros((c, k), dtype=torch.bool, device=self.model.device)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            valid[i, : len(s)] = True
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(c)
+        with evaluating(self.model):
+            out = self.model.lm(input_ids=ids, cache=cache, use_cache=True)
+        logp_next = torch.log_softmax(out.logits.float(), dim=-1)  # predicts token j+1
+        first = torch.log_softmax(self.last_logits, dim=-1)[ids[:, 0]]
+        rest = logp_next[:, :-1].gather(2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        rest = torch.where(valid[:, 1:], rest, torch.zeros_like(rest))
+        return first + rest.sum(dim=1)
