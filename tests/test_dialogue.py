@@ -150,3 +150,74 @@ def test_stage1_tasks_each_can_open_a_dialogue():
     for t in STAGE1_TASKS:
         segs = render_dialogue(TPL, CHAT, [t], ["x"])
         assert [s.kind for s in segs] == ["text", "soft", "text", "text"]
+
+
+# ---------------------------------------------------------------------- builders
+@pytest.fixture(scope="module")
+def sim_bits():
+    from bua.labels import Labeler
+    from bua.samples import generation_samples, prediction_samples
+    from bua.simulate import simulate
+
+    ds = simulate(12, 14, seed=9)
+    return ds, Labeler(ds), prediction_samples(ds, stride=60), generation_samples(
+        ds, max_per_user=1)
+
+
+def test_stage1_dialogues(sim_bits):
+    from bua.dialogue import stage1_dialogues
+
+    ds, lab, ps, _ = sim_bits
+    ds_ = stage1_dialogues(ps[0], lab)
+    assert [d.tasks for d in ds_] == [[t] for t in STAGE1_TASKS]
+    for d in ds_:
+        assert d.kind == "stage1" and d.history == ps[0].history and d.user_id == ps[0].user_id
+        assert [s.kind for s in d.segments].count("soft") == 1
+        assert d.segments[-1].is_answer and d.segments[-1].text == d.answers[0] + "<|im_end|>\n"
+
+
+def test_stage2_prediction_dialogue(sim_bits):
+    from bua.dialogue import stage2_dialogue
+
+    ds, lab, ps, _ = sim_bits
+    s = ps[1]
+    d = stage2_dialogue(s, lab)
+    assert d.tasks == ["key_behaviors", "patterns", "summary", "predict"]
+    assert d.kind == "stage2" and d.target_behavior == s.target.behavior
+    assert d.answers[-1] == ds.vocab.behaviors[s.target.behavior]
+    ans = [seg for seg in d.segments if seg.is_answer]
+    assert [a.round for a in ans] == [0, 1, 2, 3]
+    assert ans[-1].text == d.answers[-1] + CHAT.assistant_suffix
+    fast = stage2_dialogue(s, lab, explain=False)
+    assert fast.tasks == ["predict"] and [x.kind for x in fast.segments] == [
+        "text", "soft", "text", "text"]
+    assert TPL.questions["predict"] in fast.segments[2].text
+    with pytest.raises(TypeError, match="GenerationSample"):
+        stage2_dialogue(s, lab, final="generate")
+    with pytest.raises(ValueError, match="final must be"):
+        stage2_dialogue(s, lab, final="nope")
+
+
+def test_stage2_generation_dialogue(sim_bits):
+    from bua.dialogue import stage2_dialogue
+    from bua.events import DAY_NAMES
+    from bua.textformat import parse_events
+
+    ds, lab, _, gs = sim_bits
+    g = gs[0]
+    d = stage2_dialogue(g, lab, final="generate")
+    assert d.tasks[-1] == "generate" and d.target_events == g.target_day
+    got = parse_events(d.answers[-1], ds.vocab, week=g.target_day[0].week)
+    assert got == list(g.target_day)
+    assert f"({DAY_NAMES[g.target_day[0].day]})" in d.text()
+
+
+def test_stage3_dialogue(sim_bits):
+    from bua.dialogue import stage3_dialogue
+
+    ds, lab, ps, _ = sim_bits
+    d = stage3_dialogue(ps[2], lab)
+    draft, answer = lab.reflection(ps[2])
+    assert d.tasks == ["reflect"] and d.kind == "stage3" and d.answers == [answer]
+    assert "Draft: " + draft in d.segments[2].text
+    assert answer.startswith("Issues: ") and "\nCorrected: Trait: " in answer
