@@ -41,6 +41,8 @@ class LabelConfig:
     seed: int = 0                    # reflection flaws are drawn per sample from this seed
     teacher_tasks: tuple[str, ...] = _TEACHABLE
     teacher_max_ratio: float = 2.0   # a rephrasing longer than this x the answer is refused
+    # catch-all location names never taken for home / workplace (Foursquare's "other")
+    generic_locations: tuple[str, ...] = ("other",)
 
 
 class Labeler:
@@ -52,6 +54,8 @@ class Labeler:
         self.population = PopulationStats.from_events(
             self.vocab, population if population is not None else dataset)
         self._users = {u.user_id: u for u in dataset.users}
+        self._generic = frozenset(self.vocab.location_id(n) for n in
+                                  self.config.generic_locations if self.vocab.has_location(n))
         self._profiles: dict[str, UserProfile] = {}
         self._user_answers: dict[tuple[str, str], str] = {}
         self.teacher = teacher
@@ -70,11 +74,11 @@ class Labeler:
             return p
         u = self._users.get(user_id)
         if u is not None:
-            p = UserProfile.build(u.events, self.vocab, self.population)
+            p = UserProfile.build(u.events, self.vocab, self.population, self._generic)
             self._profiles[user_id] = p
             return p
         if history:
-            return UserProfile.build(history, self.vocab, self.population)
+            return UserProfile.build(history, self.vocab, self.population, self._generic)
         raise KeyError(f"user {user_id!r} is not in the labeler's dataset and no history "
                        f"was given")
 

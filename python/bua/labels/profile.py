@@ -164,8 +164,10 @@ class UserProfile:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def build(cls, events: Sequence[Event], vocab: Vocabulary,
-              population: PopulationStats) -> "UserProfile":
+    def build(cls, events: Sequence[Event], vocab: Vocabulary, population: PopulationStats,
+              generic_locations: frozenset[int] = frozenset()) -> "UserProfile":
+        """`generic_locations`: catch-all places (Foursquare's ``other``: every venue outside
+        the user's top 10) that are never taken for home or workplace."""
         if not events:
             raise ValueError("cannot profile a user without events")
         n = len(events)
@@ -181,7 +183,10 @@ class UserProfile:
 
         dwell = np.minimum(np.diff(key, append=key[-1] + 30), DWELL_CAP).astype(np.float64)
         loc_dwell = np.bincount(loc, weights=dwell, minlength=n_loc)
-        home = int(np.argmax(loc_dwell))
+        specific = loc_dwell.copy()
+        for g in generic_locations:
+            specific[g] = 0.0
+        home = int(np.argmax(specific if specific.any() else loc_dwell))
         home_share = float(loc_dwell[home] / loc_dwell.sum()) if loc_dwell.sum() else 1.0
 
         groups = vocab.behavior_groups or {}
@@ -205,7 +210,7 @@ class UserProfile:
         if active_weekdays:
             best = 0.0
             for li in range(n_loc):
-                if li == home or li in transit:
+                if li == home or li in transit or li in generic_locations:
                     continue
                 sel = wk & (loc == li)
                 if not sel.any():
@@ -236,7 +241,8 @@ class UserProfile:
             if long.any():
                 starts, ends = starts[long], ends[long]
             work_start = _circ_median(minute[starts])[0]
-            work_end = _circ_median(minute[ends])[0]
+            # a stay ends when the next event happens elsewhere
+            work_end = _circ_median((key[ends] + dwell[ends].astype(np.int64)) % 1440)[0]
             work_dpw = len(np.unique(absday[starts])) / n_weeks
             work_weekdays = bool(np.mean(dow[starts] < 5) >= 0.8)
 

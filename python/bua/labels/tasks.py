@@ -135,7 +135,8 @@ def home_work_answer(prof: UserProfile) -> str:
     home = f"Home: @{v.locations[prof.home]} ({round(100 * prof.home_share)}% of the time)."
     if prof.workplace is None:
         return f"{home} Workplace: none; no regular place besides home for long weekday stays."
-    days = f"{prof.work_days_per_week:.0f} days/week"
+    dpw = prof.work_days_per_week
+    days = f"{dpw:.0f} days/week" if dpw >= 1 else f"{dpw:.1f} days/week"
     when = "weekdays" if prof.work_weekdays else "incl. weekends"
     return (f"{home} Workplace: @{v.locations[prof.workplace]}, {when} "
             f"{format_time(prof.work_start)}-{format_time(prof.work_end)} ({days}).")
@@ -150,7 +151,7 @@ def hobbies_answer(prof: UserProfile) -> str:
         common = " and ".join(v.behaviors[b] for b in cand)
         return f"Hobbies: none stands out; leisure is mostly {common}, as for most users."
     parts = [f"{v.behaviors[h.behavior]} (@{v.locations[h.location]} ~{format_time(h.minute)}, "
-             f"{h.days_per_week:.0f} days/week)" for h in prof.hobbies]
+             f"{h.days_per_week:.0f} days/week)" for h in prof.hobbies]  # >= 1 day/week
     return "Hobbies: " + ", ".join(parts) + "."
 
 
