@@ -159,7 +159,9 @@ def hobbies_answer(prof: UserProfile) -> str:
 def key_behaviors(history: Sequence[Event], vocab: Vocabulary) -> str:
     """Frequent behaviors and those that open a new place (a change of daily phase)."""
     names, locs = vocab.behaviors, vocab.locations
-    c = Counter(e.behavior for e in history)
+    c: dict[int, int] = {}
+    for e in history:
+        c[e.behavior] = c.get(e.behavior, 0) + 1
     freq = [b for b in _top_behaviors(history, 3) if c[b] >= 2]
     out = "Frequent: " + (", ".join(f"{names[b]} ({c[b]})" for b in freq) if freq
                           else "no behavior repeats") + "."
@@ -179,34 +181,50 @@ def key_behaviors(history: Sequence[Event], vocab: Vocabulary) -> str:
     return out
 
 
+def _most_common(d: dict, k: int) -> list:
+    """Like Counter.most_common: by count, ties in insertion order."""
+    return sorted(d.items(), key=lambda kv: -kv[1])[:k]
+
+
 def patterns(history: Sequence[Event], vocab: Vocabulary) -> str:
     """Recurring subsequences, regular times and places inside the window."""
     names, locs = vocab.behaviors, vocab.locations
     b = [e.behavior for e in history]
-    parts = []
-    tri = Counter(t for t in zip(b, b[1:], b[2:]) if len(set(t)) == 3)
-    bi = Counter(p for p in zip(b, b[1:]) if p[0] != p[1])
+    n = len(b)
+    tri: dict[tuple, int] = {}
+    bi: dict[tuple, int] = {}
+    for i in range(n - 1):
+        x, y = b[i], b[i + 1]
+        if x == y:
+            continue
+        bi[(x, y)] = bi.get((x, y), 0) + 1
+        if i + 2 < n:
+            z = b[i + 2]
+            if z != x and z != y:
+                tri[(x, y, z)] = tri.get((x, y, z), 0) + 1
     seqs = []
     if tri:
-        t, n = tri.most_common(1)[0]
-        if n >= 2:
-            seqs.append((" -> ".join(names[x] for x in t), n))
-    for p, n in bi.most_common(3):
-        if n < 2 or len(seqs) >= 2:
+        t, c = _most_common(tri, 1)[0]
+        if c >= 2:
+            seqs.append((" -> ".join(names[x] for x in t), c))
+    for p_, c in _most_common(bi, 3):
+        if c < 2 or len(seqs) >= 2:
             break
-        s = " -> ".join(names[x] for x in p)
-        if not any(s in q for q, _ in seqs):
-            seqs.append((s, n))
-    parts.append("Sequences: " + ("; ".join(f"{s} ({n}x)" for s, n in seqs) if seqs
-                                  else "none repeats") + ".")
+        s_ = " -> ".join(names[x] for x in p_)
+        if not any(s_ in q for q, _ in seqs):
+            seqs.append((s_, c))
+    parts = ["Sequences: " + ("; ".join(f"{s_} ({c}x)" for s_, c in seqs) if seqs
+                              else "none repeats") + "."]
     # regular times: behaviors seen on >= 2 days within 60 min of each other
     by_beh: dict[int, list[Event]] = {}
+    by_loc: dict[int, dict[int, int]] = {}
     for e in history:
         by_beh.setdefault(e.behavior, []).append(e)
+        d = by_loc.setdefault(e.location, {})
+        d[e.behavior] = d.get(e.behavior, 0) + 1
     timed = []
     for x, evs in by_beh.items():
-        days = {e.abs_day for e in evs}
-        if len(days) < 2:
+        if len(evs) < 2 or evs[0].abs_day == evs[-1].abs_day:
             continue
         ms = sorted(e.minute for e in evs)
         spread = ms[-1] - ms[0]
@@ -217,13 +235,13 @@ def patterns(history: Sequence[Event], vocab: Vocabulary) -> str:
         parts.append("Time: " + ", ".join(f"{names[x]} ~{format_time(m)} daily"
                                           for _, _, x, m in timed[:2]) + ".")
     else:
-        hours = Counter(e.minute // 360 for e in history).most_common(1)[0][0]
-        parts.append("Time: mostly " + ("night", "morning", "afternoon", "evening")[hours] + ".")
+        q = [0, 0, 0, 0]
+        for e in history:
+            q[e.minute // 360] += 1
+        parts.append("Time: mostly " + ("night", "morning", "afternoon", "evening")[
+            q.index(max(q))] + ".")
     # places: the dominant behavior of the two busiest places
-    by_loc: dict[int, Counter] = {}
-    for e in history:
-        by_loc.setdefault(e.location, Counter())[e.behavior] += 1
     busiest = sorted(by_loc, key=lambda x: -sum(by_loc[x].values()))[:2]
-    parts.append("Place: " + ", ".join(f"{names[by_loc[x].most_common(1)[0][0]]} @{locs[x]}"
+    parts.append("Place: " + ", ".join(f"{names[_most_common(by_loc[x], 1)[0][0]]} @{locs[x]}"
                                        for x in busiest) + ".")
     return " ".join(parts)
