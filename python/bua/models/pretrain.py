@@ -31,6 +31,7 @@ class PretrainConfig:
     seed: int = 0
     loss_weights: tuple[float, float, float] = (1.0, 0.5, 0.5)  # behavior, time, location
     time_budget_s: float | None = None  # stop (keeping the best weights) after this long
+    max_windows_per_epoch: int | None = None  # a fresh random subset each epoch (CPU cap)
     device: str = "cpu"
     progress: bool = True
 
@@ -174,13 +175,14 @@ def pretrain_encoder(train_users: Sequence[Any], val_users: Sequence[Any], confi
     history: list[dict[str, float]] = []
     stopped = "max_epochs"
     start = time.monotonic()
-    n_batches = (len(train_w) + tc.batch_size - 1) // tc.batch_size
+    per_epoch = min(len(train_w), tc.max_windows_per_epoch or len(train_w))
+    n_batches = (per_epoch + tc.batch_size - 1) // tc.batch_size
     bar = tqdm(total=tc.max_epochs * n_batches, desc="pretrain encoder", disable=not tc.progress,
                leave=False)
     epoch = 0
     for epoch in range(1, tc.max_epochs + 1):
         encoder.train()
-        order = rng.permutation(len(train_w))
+        order = rng.permutation(len(train_w))[:per_epoch]
         run = 0.0
         for b in range(n_batches):
             ev, m = _batch([train_w[j] for j in order[b * tc.batch_size:(b + 1) * tc.batch_size]],

@@ -1,0 +1,101 @@
+"""The prediction report and `bua eval` (a seconds-scale run on a small simulated dataset)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bua.cli import build_parser, main
+from bua.evaluate import EvalConfig, prediction_report, prepare_eval_data
+from bua.metrics import prediction_metrics
+
+torch.set_num_threads(1)
+
+
+def test_prediction_report_tables_and_json(tmp_path):
+    y_nat = np.array([0, 0, 1, 2])
+    y_lt = np.array([0, 1, 2])
+    scores = np.eye(3)[[0, 1, 1, 2]]  # one mistake
+    rows = {"good": {"natural": scores, "long_tail": np.array([0, 1, 2])},
+            "prior": {"natural": np.zeros((4, 3)) + [0.5, 0.3, 0.2]}}
+    rep = prediction_report(rows, {"natural": y_nat, "long_tail": y_lt}, 3,
+                            ["head", "medium", "tail"], title="T", meta={"k": 1})
+    assert rep.metrics["natural"]["good"] == prediction_metrics(y_nat, scores, 3, ["head", "medium", "tail"])
+    assert rep.metrics["long_tail"]["good"]["overall"] == 1.0
+    assert "prior" not in rep.metrics["long_tail"]  # a model may skip a test set
+    assert rep.frequency_classes == {"head": 1, "medium": 1, "tail": 1}
+    md = rep.to_markdown()
+    assert "| Method | Rec_w | Prec_w | Overall | Head | Medium | Tail |" in md
+    assert "| good | 0.750 |" in md and "### long_tail test set (3 samples)" in md
+    rep.save(tmp_path)
+    loaded = json.loads((tmp_path / "report.json").read_text())
+    assert loaded["metrics"]["natural"]["prior"]["rec_w"] == pytest.approx(0.5)
+    assert (tmp_path / "report.md").read_text() == md
+
+
+def test_prediction_report_nan_and_errors():
+    rep = prediction_report({"m": np.array([0, 1])}, np.array([0, 1]), 2)  # no frequency classes
+    assert math.isnan(rep.metrics["test"]["m"]["head"])
+    assert json.loads(rep.to_json())["metrics"]["test"]["m"]["head"] is None
+    assert "| m | 1.000 | 1.000 | 1.000 | - | - | - |" in rep.to_markdown()
+    with pytest.raises(ValueError, match="unknown test set 'other'"):
+        prediction_report({"m": {"other": np.array([0])}}, {"test": np.array([0])}, 2)
+    with pytest.raises(ValueError, match="3 scores for the 2 samples"):
+        prediction_report({"m": np.array([0, 1, 1])}, np.array([0, 1]), 2)
+    with pytest.raises(ValueError, match="one score array but there are 2 test sets"):
+        prediction_report({"m": np.array([0])}, {"a": np.array([0]), "b": np.array([0])}, 2)
+
+
+def test_eval_data_protocol():
+    cfg = EvalConfig.quick(sim_users=20, long_tail_per_class=3)
+    data = prepare_eval_data(cfg)
+    train_users = {u.user_id for u in data.split.train}
+    test_users = {u.user_id for u in data.split.test}
+    assert not train_users & test_users
+    for samples in data.test_sets.values():
+        assert {s.user_id for s in samples} <= test_users
+    assert {s.user_id for s in data.train} <= train_users
+    assert all(len(s.history) == cfg.history_len for s in data.train)
+    lt = data.targets()["long_tail"]
+    assert np.bincount(lt).max() <= 3 and len(set(lt)) > 5
+    assert len(data.freq_classes) == data.vocab.n_behaviors
+    assert data.freq_classes == data.vocab.frequency_classes(data.split.train)
+
+
+def test_bua_eval_cli_quick(tmp_path, capsys):
+    code = main(["eval", "--data", "simulator", "--quick", "--no-progress", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "### natural test set" in out and "### long_tail test set" in out
+    rep = json.loads((tmp_path / "report.json").read_text())
+    for test_set in ("natural", "long_tail"):
+        assert set(rep["metrics"][test_set]) == {"most-frequent", "markov", "SASRec", "behaveGPT"}
+        for m in rep["metrics"][test_set].values():
+            assert set(m) == {"rec_w", "prec_w", "overall", "head", "medium", "tail"}
+            assert 0.0 <= m["rec_w"] <= 1.0
+    assert rep["meta"]["models"]["SASRec"]["training"]["epochs"] == 1
+    assert rep["meta"]["models"]["encoder_pretraining"]["config"]["d_model"] == 32
+
+
+def test_cli_dispatch_and_errors(capsys):
+    assert main([]) == 2
+    assert "eval" in build_parser().format_help()
+    assert main(["eval", "--data", "/nonexistent.csv", "--quick", "--no-progress"]) == 1
+    assert "not 'simulator', 'foursquare' or an existing" in capsys.readouterr().err
+
+
+def test_cli_table_columns(tmp_path, capsys):
+    assert main(["eval", "--data", str(tmp_path / "x.csv"), "--column", "user", "--quick"]) == 1
+    assert "--column expects FIELD=NAME" in capsys.readouterr().err
+    # a real table with renamed columns: too few events per user for 20-event histories
+    rows = ["uid,when,place,act"] + [f"u{u},2024-03-0{1 + d} 0{h}:00,home,act{h % 3}"
+                                     for u in range(3) for d in range(3) for h in range(3)]
+    (tmp_path / "x.csv").write_text("\n".join(rows) + "\n")
+    args = ["eval", "--data", str(tmp_path / "x.csv"), "--quick", "--no-progress",
+            "--column", "user=uid", "--column", "timestamp=when", "--column", "location=place",
+            "--column", "behavior=act"]
+    assert main(args) == 1
+    assert "gives no training prediction samples with history_len=20" in capsys.readouterr().err
