@@ -40,6 +40,9 @@ def test_from_tokenizer_smollm2(smol_tok):
             {"role": "assistant", "content": "gaming"}]
     assert c.render("sys", [("hi", "gaming")]) == smol_tok.apply_chat_template(msgs, tokenize=False)
     c.verify(smol_tok)
+    from bua.backbones import resolve_backbone
+
+    assert ChatFormat.from_tokenizer(resolve_backbone("smollm2-135m-instruct")) == c
 
 
 class _FakeTok:

@@ -17,6 +17,7 @@ manifests, so the runtime rebuilds prompts without transformers.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 
 __all__ = ["ChatFormat", "ChatFormatError"]
@@ -95,12 +96,17 @@ class ChatFormat:
     # ------------------------------------------------------------------ derivation
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "ChatFormat":
-        """Derives the format from an HF tokenizer's chat template (see module doc).
+        """Derives the format from an HF tokenizer (or a local checkpoint directory, loaded
+        with transformers' AutoTokenizer) and its chat template (see module doc).
 
         Raises `ChatFormatError` when the template has no chat template, drops or rewrites
         the system message, renders turns inconsistently (e.g. the last assistant turn
         differently from earlier ones), or ends assistant turns without a special token.
         """
+        if isinstance(tokenizer, (str, os.PathLike)):
+            from transformers import AutoTokenizer  # lazy: only the derivation needs it
+
+            tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
         if not getattr(tokenizer, "chat_template", None):
             raise ChatFormatError("the tokenizer has no chat template")
 
