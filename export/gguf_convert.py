@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,6 +23,7 @@ import gguf
 import numpy as np
 
 from bua.export.errors import ExportError
+from bua.export.fsutil import atomic_output
 from bua.export.gguf_vocab import BpeVocab, add_tokenizer
 from bua.export.hf_config import HFModelSpec, read_hf_config
 
@@ -193,11 +193,7 @@ def convert_hf_to_gguf(
     files = safetensors_files(hf_dir)
     plans = _plan(spec, files, dtype)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_output(out_path) as tmp:
         writer = gguf.GGUFWriter(tmp, spec.arch)
         _add_hparams(writer, spec, dtype, name or spec.name)
         vocab: BpeVocab = add_tokenizer(writer, hf_dir, spec.vocab_size)
@@ -208,15 +204,14 @@ def convert_hf_to_gguf(
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         n_params = 0
-        for plan, data in _progress(_load_tensors(plans, files), len(plans), progress, out_path.name):
-            if data.shape != plan.shape:
-                raise ExportError(f"{plan.hf_name}: shape {data.shape} != header shape {plan.shape}")
-            writer.write_tensor_data(data)
-            n_params += data.size
-        writer.close()
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            for plan, data in _progress(_load_tensors(plans, files), len(plans), progress, out_path.name):
+                if data.shape != plan.shape:
+                    raise ExportError(f"{plan.hf_name}: shape {data.shape} != header shape {plan.shape}")
+                writer.write_tensor_data(data)
+                n_params += data.size
+        finally:
+            writer.close()
     return ConversionResult(
         path=out_path,
         arch=spec.arch,

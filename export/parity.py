@@ -178,7 +178,7 @@ def greedy_parity(
         hf_tokens=want,
         gguf_tokens=got,
         hf_text=hf.tokenizer.decode(want),
-        gguf_text=gguf_model.detokenize(got, special=False),
+        gguf_text=hf.tokenizer.decode(got),  # same vocabulary; tolerates partial UTF-8
     )
 
 

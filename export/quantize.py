@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import gguf
 
 from bua.export.errors import ExportError
+from bua.export.fsutil import atomic_output
 
 Q = gguf.GGMLQuantizationType
 # quant name -> (llama_ftype, the base tensor type llama.cpp aims for)
@@ -152,24 +152,21 @@ def quantize_gguf(
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = n_threads
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with _captured_llama_log() as log:
-            status = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
+    with atomic_output(out) as tmp, _captured_llama_log() as log:
+        status = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if status != 0:
             tail = "\n".join(log.text.splitlines()[-15:])
             raise ExportError(f"llama.cpp failed to quantize {src} to {quant} (status {status}):\n{tail}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return inspect_quantization(out, quant, parse_fallbacks(log.text))
 
 
 class _Log:
-    text = ""
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
 
 
 @contextlib.contextmanager
@@ -184,11 +181,10 @@ def _captured_llama_log():
     import llama_cpp
 
     log = _Log()
-    pieces: list[str] = []
 
     @llama_cpp.llama_log_callback
     def collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        pieces.append(text.decode("utf-8", errors="replace"))
+        log.pieces.append(text.decode("utf-8", errors="replace"))
 
     previous = llama_cpp.llama_log_callback()
     previous_data = ctypes.c_void_p()
@@ -198,4 +194,3 @@ def _captured_llama_log():
         yield log
     finally:
         llama_cpp.llama_log_set(previous, previous_data)
-        log.text = "".join(pieces)

@@ -1,0 +1,256 @@
+"""Reading and verifying a bundle written by `bua-export` (numpy/json only: no torch).
+
+```
+BUNDLE/
+  manifest.json            what is below, and sha256 + size of every other file
+  model-<quant>.gguf       the merged LLM for llama.cpp
+  encoder.onnx             events [batch, length, 4] + mask -> soft_tokens + soft_mask
+  model-f16.gguf           (optional, --keep-f16) the unquantized reference GGUF
+  native/predict.prompt    (optional) the prediction prompt for C++-only apps
+```
+
+`Bundle.load(path, verify=True)` checks the manifest's format version and fields, that every
+listed file exists with its recorded size, and (verify=True) its sha256; every problem raises
+`BundleError` naming the file and what to do. The manifest's vocabularies, chat format and
+dialogue template come back as the objects training used (`Vocabulary`, `ChatFormat`,
+`DialogueTemplate`), so the runtime rebuilds the exact prompts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from bua.chat import ChatFormat
+from bua.dialogue import DialogueTemplate
+from bua.vocab import Vocabulary
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+# roles every bundle has, and optional ones
+REQUIRED_ROLES = ("model", "encoder")
+OPTIONAL_ROLES = ("reference_model", "native_prompt")
+REQUIRED_KEYS = (
+    "format_version",
+    "backbone",
+    "quant",
+    "roles",
+    "files",
+    "vocab",
+    "chat_format",
+    "dialogue_template",
+    "soft_tokens",
+    "serialization",
+    "encoder_io",
+    "parity",
+)
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, incomplete, corrupt or from another format version."""
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    arch: str      # llama.cpp architecture: "llama" or "qwen2"
+    n_embd: int    # LLM hidden size = projector output width
+    name: str
+
+
+@dataclass(frozen=True)
+class SoftTokenSpec:
+    marker: str
+    projector_mode: str              # "per_event", "pooled" or "item_emb"
+    max_history: int                 # most events the encoder takes
+    n_soft_per_event: int | None     # per_event / item_emb: 1 soft token per event
+    n_soft_fixed: int | None         # pooled: this many soft tokens whatever the length
+    width: int                       # = backbone n_embd
+
+    def n_soft(self, n_events: int) -> int:
+        """Soft tokens a history of n_events (1..max_history) yields."""
+        if self.n_soft_fixed is not None:
+            return self.n_soft_fixed
+        return (self.n_soft_per_event or 1) * n_events
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    format_version: int
+    quant: str
+    backbone: BackboneInfo
+    vocab: Vocabulary
+    chat_format: ChatFormat
+    dialogue_template: DialogueTemplate
+    soft_tokens: SoftTokenSpec
+    serialization: dict[str, Any]
+    encoder_io: dict[str, Any]
+    parity: dict[str, Any]
+    files: dict[str, FileEntry]        # relative path -> entry
+    roles: dict[str, str]              # role -> relative path
+    manifest: dict[str, Any]
+
+    @property
+    def gguf_path(self) -> Path:
+        return self.path / self.roles["model"]
+
+    @property
+    def encoder_path(self) -> Path:
+        return self.path / self.roles["encoder"]
+
+    @property
+    def reference_gguf_path(self) -> Path | None:
+        rel = self.roles.get("reference_model")
+        return self.path / rel if rel else None
+
+    @property
+    def native_prompt_path(self) -> Path | None:
+        rel = self.roles.get("native_prompt")
+        return self.path / rel if rel else None
+
+    @property
+    def n_embd(self) -> int:
+        return self.backbone.n_embd
+
+    @property
+    def max_history(self) -> int:
+        return self.soft_tokens.max_history
+
+    @property
+    def marker(self) -> str:
+        return self.soft_tokens.marker
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], verify: bool = True) -> "Bundle":
+        """Reads BUNDLE/manifest.json and checks the files (sha256 too when verify=True)."""
+        root = Path(path)
+        manifest = read_manifest(root)
+        files = _check_files(root, manifest, verify)
+        roles = dict(manifest["roles"])
+        return cls(
+            path=root,
+            format_version=int(manifest["format_version"]),
+            quant=str(manifest["quant"]),
+            backbone=_backbone(root, manifest["backbone"]),
+            vocab=_parse(root, "vocab", Vocabulary.from_dict, manifest["vocab"]),
+            chat_format=_parse(root, "chat_format", ChatFormat.from_dict, manifest["chat_format"]),
+            dialogue_template=_parse(
+                root, "dialogue_template", DialogueTemplate.from_dict, manifest["dialogue_template"]
+            ),
+            soft_tokens=_soft_tokens(root, manifest["soft_tokens"]),
+            serialization=dict(manifest["serialization"]),
+            encoder_io=dict(manifest["encoder_io"]),
+            parity=dict(manifest["parity"]),
+            files=files,
+            roles=roles,
+            manifest=manifest,
+        )
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """The manifest as a dict, with the format version and required keys checked."""
+    if not root.is_dir():
+        raise BundleError(f"bundle {root} does not exist (write one with `bua-export`)")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{root} is not a bua bundle: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is corrupt (not valid JSON: {exc}); re-export the bundle") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} is corrupt: expected a JSON object")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: bundle format_version {version!r}, but this bua reads version {FORMAT_VERSION}; "
+            "re-export the bundle with this bua's `bua-export`"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise BundleError(f"{path} lacks {missing}; the bundle is incomplete, re-export it")
+    return manifest
+
+
+def _check_files(root: Path, manifest: Mapping[str, Any], verify: bool) -> dict[str, FileEntry]:
+    listed = manifest["files"]
+    roles = manifest["roles"]
+    for role in REQUIRED_ROLES:
+        if role not in roles:
+            raise BundleError(f"{root / MANIFEST}: no {role!r} file in 'roles'")
+    for role, rel in roles.items():
+        if role not in REQUIRED_ROLES + OPTIONAL_ROLES:
+            raise BundleError(f"{root / MANIFEST}: unknown file role {role!r}")
+        if rel not in listed:
+            raise BundleError(f"{root / MANIFEST}: the {role} file {rel!r} has no sha256 entry")
+    entries: dict[str, FileEntry] = {}
+    for rel, info in listed.items():
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise BundleError(f"{root / MANIFEST}: file path {rel!r} leaves the bundle")
+        path = root / rel
+        if not path.is_file():
+            raise BundleError(f"bundle {root}: {rel} is missing (listed in {MANIFEST}); re-export the bundle")
+        size = path.stat().st_size
+        if size != int(info["size"]):
+            raise BundleError(
+                f"bundle {root}: {rel} is {size} bytes but the manifest says {info['size']} "
+                "(truncated or replaced); re-export the bundle"
+            )
+        if verify:
+            digest = sha256_file(path)
+            if digest != info["sha256"]:
+                raise BundleError(
+                    f"bundle {root}: {rel} is corrupt (sha256 {digest[:16]}... != manifest "
+                    f"{str(info['sha256'])[:16]}...); re-export or re-copy the bundle"
+                )
+        entries[rel] = FileEntry(path, str(info["sha256"]), size)
+    return entries
+
+
+def _parse(root: Path, key: str, parse, value: Any):
+    try:
+        return parse(value)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{root / MANIFEST}: invalid {key!r}: {exc}") from exc
+
+
+def _backbone(root: Path, d: Mapping[str, Any]) -> BackboneInfo:
+    try:
+        return BackboneInfo(arch=str(d["arch"]), n_embd=int(d["n_embd"]), name=str(d["name"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{root / MANIFEST}: invalid 'backbone' ({exc})") from exc
+
+
+def _soft_tokens(root: Path, d: Mapping[str, Any]) -> SoftTokenSpec:
+    try:
+        spec = SoftTokenSpec(
+            marker=str(d["marker"]),
+            projector_mode=str(d["projector_mode"]),
+            max_history=int(d["max_history"]),
+            n_soft_per_event=None if d.get("n_soft_per_event") is None else int(d["n_soft_per_event"]),
+            n_soft_fixed=None if d.get("n_soft_fixed") is None else int(d["n_soft_fixed"]),
+            width=int(d["width"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{root / MANIFEST}: invalid 'soft_tokens' ({exc})") from exc
+    if (spec.n_soft_per_event is None) == (spec.n_soft_fixed is None):
+        raise BundleError(f"{root / MANIFEST}: soft_tokens needs exactly one of n_soft_per_event, n_soft_fixed")
+    return spec
