@@ -116,7 +116,7 @@ PYBIND11_MODULE(_native, m) {
         }, py::arg("embeddings"))
         .def("last_logits", [](const bua::Session& self) { return to_numpy(self.last_logits()); })
         .def("generate", [](bua::Session& self, int max_tokens, const std::vector<std::string>& stop, float temperature,
-                            float top_p, uint32_t seed, const std::string& grammar) {
+                            float top_p, uint32_t seed, const std::string& grammar, bool keep) {
             bua::SamplingParams sp;
             sp.temperature = temperature;
             sp.top_p = top_p;
@@ -125,7 +125,7 @@ PYBIND11_MODULE(_native, m) {
             bua::Generation g;
             {
                 py::gil_scoped_release release;
-                g = self.generate(max_tokens, stop, sp);
+                g = self.generate(max_tokens, stop, sp, keep);
             }
             py::dict d;
             d["tokens"] = g.tokens;
@@ -133,7 +133,7 @@ PYBIND11_MODULE(_native, m) {
             d["stop_reason"] = g.stop_reason;
             return d;
         }, py::arg("max_tokens"), py::arg("stop") = std::vector<std::string>(), py::arg("temperature") = 0.0f,
-           py::arg("top_p") = 1.0f, py::arg("seed") = 0u, py::arg("grammar") = std::string())
+           py::arg("top_p") = 1.0f, py::arg("seed") = 0u, py::arg("grammar") = std::string(), py::arg("keep") = true)
         .def("score_continuations", [](bua::Session& self, const std::vector<std::vector<bua::Token>>& cands) {
             std::vector<double> s;
             {

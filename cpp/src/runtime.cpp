@@ -309,9 +309,27 @@ void Session::truncate(int n) {
     n_past_ = n;
 }
 
-Generation Session::generate(int max_tokens, const std::vector<std::string>& stop, const SamplingParams& sampling) {
+Generation Session::generate(int max_tokens, const std::vector<std::string>& stop, const SamplingParams& sampling,
+                             bool keep) {
     if (!have_logits_) throw Error("generate: evaluate a prompt first");
     if (max_tokens <= 0) throw Error("generate: max_tokens must be positive");
+    if (!keep) {
+        const int start = n_past_;
+        std::vector<float> saved = logits_;
+        Generation g;
+        try {
+            g = generate(max_tokens, stop, sampling, true);
+        } catch (...) {
+            truncate(start);
+            logits_ = std::move(saved);
+            have_logits_ = true;
+            throw;
+        }
+        truncate(start);
+        logits_ = std::move(saved);
+        have_logits_ = true;
+        return g;
+    }
 
     llama_sampler_chain_params sp = llama_sampler_chain_default_params();
     sp.no_perf = true;

@@ -112,12 +112,12 @@ public:
     // Logits for the next token after everything evaluated so far ([n_vocab]).
     std::vector<float> last_logits() const;
 
-    // Generates up to max_tokens, appending them to the dialogue, stopping at an
-    // end-of-generation token, at any of `stop` (the stop string is not part of the text,
-    // nor is the stop string's tail in the KV cache beyond the token that completed it), or
-    // when the grammar is complete.
+    // Generates up to max_tokens, stopping at an end-of-generation token (not evaluated) or
+    // at any of `stop` (cut from the text; the token that completed it is not evaluated). With
+    // keep=true the generated tokens stay in the dialogue (the next round builds on them);
+    // with keep=false the dialogue and its logits are restored afterwards (e.g. to retry).
     Generation generate(int max_tokens, const std::vector<std::string>& stop,
-                        const SamplingParams& sampling = SamplingParams());
+                        const SamplingParams& sampling = SamplingParams(), bool keep = true);
 
     // Log-probability of each candidate continuation (summed over its tokens) given the
     // dialogue so far. The prompt's KV cache is shared by all candidates (sequence copies):

@@ -1,0 +1,34 @@
+"""GBNF grammars that constrain llama.cpp's sampling to the bundle's output formats."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from bua.events import DAY_ABBRS
+from bua.vocab import Vocabulary
+
+
+def _literal(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def _alternatives(options: Sequence[str]) -> str:
+    # Longest first: GBNF alternatives are tried in order, so a name that is a prefix of
+    # another ("watch" / "watch video") must not shadow it.
+    return " | ".join(_literal(o) for o in sorted(set(options), key=len, reverse=True))
+
+
+def event_lines_grammar(vocab: Vocabulary, days: Sequence[int] | None = None) -> str:
+    """Lines like ``Mon 08:10 @home check weather`` (bua.textformat), one or more.
+
+    `days` limits the day field (e.g. to the day a generation question names).
+    """
+    day_names = [DAY_ABBRS[d] for d in (range(7) if days is None else days)]
+    return "\n".join([
+        'root ::= line ("\\n" line)*',
+        'line ::= day " " time " @" location " " behavior',
+        f"day ::= {_alternatives(day_names)}",
+        'time ::= ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9]',
+        f"location ::= {_alternatives(vocab.locations)}",
+        f"behavior ::= {_alternatives(vocab.behaviors)}",
+    ]) + "\n"

@@ -1,0 +1,281 @@
+"""OnDevicePredictor: BUA on a phone or edge box (numpy + onnxruntime + llama.cpp, no torch).
+
+    predictor = OnDevicePredictor.from_bundle("bundle/", n_threads=2)
+    result = predictor.predict(history, top_k=5, explain=True)
+    day = predictor.generate(history, horizon="1d")
+
+The encoder + projector run in onnxruntime and give one row per soft token; the native
+session (bua._native, C++ over llama.cpp) decodes the dialogue's text segments and those rows
+on one sequence, keeping the KV cache across rounds, and scores every behavior name as the
+final answer on the shared prompt state.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from bua.dialogue import (
+    GENERATE,
+    PREDICT,
+    STAGE2_EXPLAIN_TASKS,
+    Segment,
+    answer_suffix,
+    question_context,
+    round_prompt_segments,
+)
+from bua.events import DataError, Event, UserHistory, events_to_batch, validate_events
+from bua.runtime.bundle import Bundle
+from bua.runtime.grammar import event_lines_grammar
+from bua.runtime.native import load_native
+from bua.textformat import parse_events, parse_events_report
+
+HISTORY_SOURCE = "history"
+
+
+class GenerationError(RuntimeError):
+    """The model's generated events did not parse, even with grammar-constrained retries."""
+
+
+@dataclass(frozen=True)
+class BehaviorScore:
+    behavior: str
+    behavior_id: int
+    probability: float   # softmax over all behaviors' summed log-probabilities
+    logprob: float       # log P(name + end of turn | prompt) under the LLM
+
+
+@dataclass(frozen=True)
+class Prediction:
+    top: list[BehaviorScore]
+    explanation: dict[str, str] = field(default_factory=dict)  # task -> the round's answer
+    prompt_tokens: int = 0            # positions evaluated before the final answer
+    soft_tokens: int = 0
+
+    @property
+    def behavior(self) -> str:
+        return self.top[0].behavior
+
+
+@dataclass(frozen=True)
+class GeneratedDay:
+    events: list[Event]
+    text: str
+    explanation: dict[str, str] = field(default_factory=dict)
+    constrained: bool = False         # True when the grammar-constrained retry produced it
+    skipped_lines: int = 0            # malformed lines dropped from a truncated answer
+
+
+def default_threads() -> int:
+    """Cores this process may use, at most 4 (ggml spin-waits: never exceed free cores)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(4, n))
+
+
+class OnDevicePredictor:
+    """Multi-round BUA prediction and generation from an exported bundle.
+
+    Thread-safe: calls are serialized on the one llama.cpp context (a lock), so one predictor
+    shared by several threads gives the same results as sequential use.
+    """
+
+    def __init__(self, bundle: Bundle, n_threads: int | None = None, n_ctx: int = 4096,
+                 max_answer_tokens: int = 192, max_generation_tokens: int = 640):
+        import onnxruntime as ort
+
+        self.bundle = bundle
+        self.vocab = bundle.vocab
+        self.chat = bundle.chat_format
+        self.template = bundle.dialogue_template
+        self.n_threads = n_threads or default_threads()
+        self.max_answer_tokens = max_answer_tokens
+        self.max_generation_tokens = max_generation_tokens
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.n_threads
+        options.inter_op_num_threads = 1
+        self._encoder = ort.InferenceSession(str(bundle.encoder_path), options,
+                                             providers=["CPUExecutionProvider"])
+        native = load_native()
+        self._native = native
+        self.model = native.Model.load(str(bundle.gguf_path))
+        if self.model.n_embd != bundle.n_embd:
+            raise ValueError(f"bundle {bundle.path}: the GGUF's n_embd is {self.model.n_embd} but the "
+                             f"manifest's projector width is {bundle.n_embd}")
+        self._session = native.Session(self.model, n_ctx=n_ctx, n_threads=self.n_threads)
+        self._lock = threading.Lock()
+        self._tok_cache: dict[str, list[int]] = {}
+        eot = self.chat.end_of_turn
+        self._candidates = [self._tokens(name + eot) for name in self.vocab.behaviors]
+        self._suffix = self._tokens(answer_suffix(self.chat))
+        # The dialogue's opening text (system prompt, first user prefix) never changes: it
+        # stays in the KV cache between calls and only what follows it is re-evaluated.
+        self._head = self._tokens(round_prompt_segments(self.template, self.chat, PREDICT, True)[0].text)
+        self._head_in_cache = False
+
+    @classmethod
+    def from_bundle(cls, path: str | os.PathLike, n_threads: int | None = None, *,
+                    verify: bool = True, **kwargs) -> "OnDevicePredictor":
+        """Loads a bundle written by `bua-export`: checks the manifest and every file's
+        sha256 (unless verify=False), then opens the ONNX encoder and the GGUF."""
+        return cls(Bundle.load(Path(path), verify=verify), n_threads=n_threads, **kwargs)
+
+    # ------------------------------------------------------------------ inputs
+    def _tokens(self, text: str) -> list[int]:
+        ids = self._tok_cache.get(text)
+        if ids is None:
+            ids = list(self.model.tokenize(text, add_special=False, parse_special=True))
+            self._tok_cache[text] = ids
+        return ids
+
+    def _events(self, history) -> list[Event]:
+        if isinstance(history, UserHistory):
+            events = list(history.events)
+        elif isinstance(history, str):
+            events = parse_events(history, self.vocab, source=HISTORY_SOURCE)
+        else:
+            events = list(history)
+        if not events:
+            raise ValueError("history is empty: prediction needs at least one event")
+        if len(events) > self.bundle.max_history:
+            raise ValueError(f"history has {len(events)} events but this bundle supports at most "
+                             f"{self.bundle.max_history}; pass the most recent "
+                             f"{self.bundle.max_history} (history[-{self.bundle.max_history}:])")
+        for i, e in enumerate(events):
+            if not isinstance(e, Event):
+                raise TypeError(f"history[{i}] is a {type(e).__name__}, expected bua.events.Event "
+                                "(or pass the history as event text lines)")
+        try:
+            validate_events(events, self.vocab, source=HISTORY_SOURCE)
+        except DataError as exc:
+            raise ValueError(str(exc)) from exc
+        return events
+
+    def soft_tokens(self, history) -> np.ndarray:
+        """The projected history: float32 [n_soft, n_embd], what enters the LLM as rows."""
+        events = self._events(history)
+        return self._soft_rows(events)
+
+    def _soft_rows(self, events: Sequence[Event]) -> np.ndarray:
+        batch, mask = events_to_batch([events], self.bundle.max_history)
+        soft, soft_mask = self._encoder.run(["soft_tokens", "soft_mask"], {"events": batch, "mask": mask})
+        rows = soft[0][soft_mask[0].astype(bool)]
+        return np.ascontiguousarray(rows, dtype=np.float32)
+
+    # ------------------------------------------------------------------ dialogue mechanics
+    def _eval_segments(self, segments: Sequence[Segment], soft: np.ndarray) -> None:
+        for seg in segments:
+            if seg.kind == "soft":
+                self._session.eval_embeddings(soft)
+            else:
+                self._session.eval_tokens(self._tokens(seg.text))
+
+    def _start(self, first_task: str, soft: np.ndarray, context: dict[str, str] | None) -> None:
+        """Positions the session right after the first round's prompt."""
+        segs = round_prompt_segments(self.template, self.chat, first_task, True, 0, context)
+        # segs[0] is the opening text, the same for every task: self._head.
+        if self._head_in_cache:
+            self._session.truncate(len(self._head))
+        else:
+            self._session.reset()
+            self._session.eval_tokens(self._head)
+            self._head_in_cache = True
+        self._eval_segments(segs[1:], soft)
+
+    def _explain_rounds(self, soft: np.ndarray, tasks: Sequence[str]) -> dict[str, str]:
+        answers: dict[str, str] = {}
+        for k, task in enumerate(tasks):
+            if k > 0:
+                self._eval_segments(round_prompt_segments(self.template, self.chat, task, False, k), soft)
+            out = self._session.generate(self.max_answer_tokens)
+            answers[task] = out["text"].strip()
+            self._session.eval_tokens(self._suffix)
+        return answers
+
+    def _begin(self, final_task: str, soft: np.ndarray, explain: bool,
+               context: dict[str, str] | None) -> dict[str, str]:
+        """Evaluates everything before the final round's answer; returns the explanation."""
+        if not explain:
+            self._start(final_task, soft, context)
+            return {}
+        self._start(STAGE2_EXPLAIN_TASKS[0], soft, None)
+        answers = self._explain_rounds(soft, STAGE2_EXPLAIN_TASKS)
+        final = round_prompt_segments(self.template, self.chat, final_task, False,
+                                      len(STAGE2_EXPLAIN_TASKS), context)
+        self._eval_segments(final, soft)
+        return answers
+
+    # ------------------------------------------------------------------ public API
+    def predict(self, history, top_k: int = 5, explain: bool = True) -> Prediction:
+        """Top-k next behaviors with probabilities (always vocabulary entries).
+
+        explain=True first runs the understanding rounds (key behaviors, patterns, summary)
+        and returns their text; explain=False is the fast path (prediction round only).
+        """
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        events = self._events(history)
+        soft = self._soft_rows(events)
+        with self._lock:
+            explanation = self._begin(PREDICT, soft, explain, None)
+            n_prompt = self._session.n_past
+            logp = np.asarray(self._session.score_continuations(self._candidates), dtype=np.float64)
+        probs = np.exp(logp - logp.max())
+        probs /= probs.sum()
+        order = np.argsort(-logp, kind="stable")[:top_k]
+        top = [BehaviorScore(self.vocab.behaviors[i], int(i), float(probs[i]), float(logp[i])) for i in order]
+        return Prediction(top, explanation, n_prompt, len(soft))
+
+    def behavior_logprobs(self, history, explain: bool = False) -> np.ndarray:
+        """log P(behavior name | dialogue) for every behavior id (for evaluation)."""
+        soft = self._soft_rows(self._events(history))
+        with self._lock:
+            self._begin(PREDICT, soft, explain, None)
+            return np.asarray(self._session.score_continuations(self._candidates), dtype=np.float64)
+
+    def generate(self, history, horizon: str = "1d", explain: bool = True,
+                 max_retries: int = 1) -> GeneratedDay:
+        """The next day's events, parsed in the bundle's serialization format.
+
+        The first attempt decodes freely; if its text does not parse, up to `max_retries`
+        retries decode under a GBNF grammar of the event-line format. Raises GenerationError
+        with the model's text if nothing parses.
+        """
+        if horizon != "1d":
+            raise ValueError(f"unsupported horizon {horizon!r}: bundles are trained to generate "
+                             "the next day ('1d')")
+        events = self._events(history)
+        soft = self._soft_rows(events)
+        context = question_context(GENERATE, events)
+        next_day = (events[-1].day + 1) % 7
+        grammar = event_lines_grammar(self.vocab, days=[next_day])
+        with self._lock:
+            explanation = self._begin(GENERATE, soft, explain, context)
+            attempts: list[str] = []
+            for attempt in range(1 + max_retries):
+                constrained = attempt > 0
+                out = self._session.generate(self.max_generation_tokens,
+                                             grammar=grammar if constrained else "", keep=False)
+                text = out["text"].strip()
+                attempts.append(text)
+                try:
+                    parsed = parse_events(text, self.vocab, source="generated day")
+                    if parsed:
+                        return GeneratedDay(parsed, text, explanation, constrained)
+                except DataError:
+                    pass
+                if constrained and out["stop_reason"] == "max_tokens":
+                    # Out of tokens mid-line: keep the complete lines.
+                    parsed, errors = parse_events_report(text, self.vocab, source="generated day")
+                    if parsed and len(errors) <= 1:
+                        return GeneratedDay(parsed, text, explanation, True, len(errors))
+        raise GenerationError(
+            f"the model's generated day did not parse after {len(attempts)} attempt(s) "
+            f"({max_retries} grammar-constrained); last text: {attempts[-1][:300]!r}")

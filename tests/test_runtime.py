@@ -1,0 +1,241 @@
+"""OnDevicePredictor on a tiny exported bundle: prediction, explanation rounds, generation with
+grammar-constrained retries, KV reuse, thread safety, the C++-only path, and clear errors."""
+from __future__ import annotations
+
+import gc
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bua import OnDevicePredictor
+from bua.chat import ChatFormat
+from bua.dialogue import PREDICT, default_template, render_dialogue, tokenize_segments
+from bua.events import Event
+from bua.runtime.bundle import Bundle, BundleError
+from bua.runtime.grammar import event_lines_grammar
+from bua.runtime.native_prompt import write_native_prompt
+from bua.runtime.predictor import GenerationError
+from bua.simulate import simulate
+from bua.textformat import format_events
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return simulate(n_users=4, n_days=7, seed=3)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, dataset) -> Path:
+    """A bundle from a random tiny Llama, a tiny encoder and a per-event projector (no training:
+    the runtime's mechanics do not depend on the weights)."""
+    from bua.backbones import resolve_backbone
+    from bua.export.pipeline import export_bundle
+    from bua.models.encoder import BehaviorEncoder, EncoderConfig
+    from bua.models.projector import Projector, ProjectorConfig
+
+    root = tmp_path_factory.mktemp("runtime")
+    vocab = dataset.vocab
+    backbone = resolve_backbone("tiny-llama")
+    encoder = BehaviorEncoder(EncoderConfig.tiny(vocab.n_behaviors, vocab.n_locations))
+    encoder.save(root / "encoder")
+    Projector(ProjectorConfig(in_dim=encoder.config.d_model, out_dim=64)).save(root / "projector")
+    out = root / "bundle"
+    export_bundle(backbone, None, root / "encoder", root / "projector", vocab,
+                  ChatFormat.from_tokenizer(backbone), default_template(), out, "q8_0",
+                  n_threads=1, progress=lambda msg: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def predictor(bundle_dir) -> OnDevicePredictor:
+    return OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, max_answer_tokens=24,
+                                         max_generation_tokens=96)
+
+
+@pytest.fixture(scope="module")
+def history(dataset) -> list[Event]:
+    return list(dataset.users[0].events[:30])
+
+
+def test_predict_fast_path_returns_vocabulary_distribution(predictor, history):
+    result = predictor.predict(history, top_k=5, explain=False)
+    names = [s.behavior for s in result.top]
+    assert len(names) == 5 and len(set(names)) == 5
+    assert all(n in predictor.vocab.behaviors for n in names)
+    assert all(predictor.vocab.behaviors[s.behavior_id] == s.behavior for s in result.top)
+    probs = [s.probability for s in result.top]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
+    assert result.explanation == {}
+    assert result.soft_tokens == len(history)
+
+    full = predictor.predict(history, top_k=predictor.vocab.n_behaviors, explain=False)
+    assert sum(s.probability for s in full.top) == pytest.approx(1.0, abs=1e-9)
+    assert [s.behavior for s in full.top[:5]] == names
+
+
+def test_prediction_is_deterministic_and_kv_reuse_is_exact(predictor, history, dataset):
+    first = predictor.predict(history, explain=False)
+    other = predictor.predict(list(dataset.users[1].events[:20]), explain=False)  # dirties the cache
+    again = predictor.predict(history, explain=False)
+    assert [s.logprob for s in again.top] == pytest.approx([s.logprob for s in first.top], abs=1e-5)
+    assert other.soft_tokens == 20
+
+
+def test_prompt_tokens_match_training_tokenization(predictor, history):
+    """The contract: the runtime feeds llama.cpp the token ids training computes with HF."""
+    from transformers import AutoTokenizer
+
+    from bua.backbones import resolve_backbone
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_backbone("tiny-llama")))
+    segs = render_dialogue(predictor.template, predictor.chat, [PREDICT], [None])
+    training = tokenize_segments(segs, tok, n_soft=len(history))
+    runtime: list[int] = []
+    for seg in segs:
+        runtime += [-1] * len(history) if seg.kind == "soft" else predictor._tokens(seg.text)
+    assert runtime == training.input_ids.tolist()
+    assert predictor.predict(history, explain=False).prompt_tokens == len(runtime)
+
+
+def test_explain_runs_the_understanding_rounds(predictor, history):
+    result = predictor.predict(history, top_k=3, explain=True)
+    assert list(result.explanation) == ["key_behaviors", "patterns", "summary"]
+    assert len(result.top) == 3
+    # three generated answers sit in the KV cache before the final round
+    assert result.prompt_tokens > predictor.predict(history, explain=False).prompt_tokens
+
+
+def test_generate_falls_back_to_the_grammar_and_parses(predictor, history):
+    day = predictor.generate(history, explain=False)
+    assert day.events, day.text
+    next_day = (history[-1].day + 1) % 7
+    assert {e.day for e in day.events} == {next_day}
+    assert format_events(day.events, predictor.vocab).startswith(day.text.split("\n")[0])
+
+
+def test_generate_reports_unparseable_text(predictor, history):
+    with pytest.raises(GenerationError, match="did not parse after 1 attempt"):
+        predictor.generate(history, explain=False, max_retries=0)
+
+
+def test_grammar_is_valid_gbnf_for_llama_cpp(predictor, history):
+    grammar = event_lines_grammar(predictor.vocab, days=[2])
+    s = predictor._native.Session(predictor.model, n_ctx=256, n_threads=1)
+    s.eval_tokens(predictor._tokens("<|im_start|>assistant\n"))
+    text = s.generate(40, grammar=grammar)["text"]
+    assert text.startswith("Wed ")
+    with pytest.raises(predictor._native.LlamaError, match="invalid GBNF"):
+        s.generate(4, grammar="root ::= (")
+
+
+def test_threads_share_one_predictor_safely(predictor, dataset):
+    histories = [list(u.events[:25]) for u in dataset.users]
+    sequential = [[s.behavior for s in predictor.predict(h, explain=False).top] for h in histories]
+    results: dict[int, list[str]] = {}
+
+    def work(i: int) -> None:
+        results[i] = [s.behavior for s in predictor.predict(histories[i % len(histories)], explain=False).top]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[i] for i in range(8)] == [sequential[i % len(histories)] for i in range(8)]
+
+
+def test_history_as_event_text(predictor, history):
+    text = format_events(history, predictor.vocab)
+    assert predictor.predict(text, explain=False).top == predictor.predict(history, explain=False).top
+
+
+def test_clear_errors_for_bad_histories(predictor, history):
+    with pytest.raises(ValueError, match="history is empty"):
+        predictor.predict([])
+    too_long = history * 10
+    with pytest.raises(ValueError, match=f"at most {predictor.bundle.max_history}"):
+        predictor.predict(too_long)
+    bad = list(history)
+    bad[3] = Event(bad[3].day, bad[3].minute, bad[3].location, 999, bad[3].week)
+    with pytest.raises(ValueError, match="behavior.*999"):
+        predictor.predict(bad)
+    bad[3] = Event(bad[3].day, bad[3].minute, 77, 0, bad[3].week)
+    with pytest.raises(ValueError, match="location.*77"):
+        predictor.predict(bad)
+    with pytest.raises(ValueError, match="horizon"):
+        predictor.generate(history, horizon="2w")
+
+
+def test_out_of_context_is_an_error_not_a_crash(bundle_dir, history):
+    small = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, n_ctx=64, max_generation_tokens=4096)
+    assert small._session.n_ctx < 4096
+    with pytest.raises(RuntimeError, match="context full"):
+        small.generate(history, explain=False, max_retries=0)
+    assert small.predict(history, explain=False).top  # still usable afterwards
+
+
+def test_bundle_damage_is_detected(bundle_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle_dir, broken)
+    onnx = broken / "encoder.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(BundleError, match="encoder.onnx"):
+        OnDevicePredictor.from_bundle(broken)
+    (broken / "encoder.onnx").unlink()
+    with pytest.raises(BundleError, match="encoder.onnx"):
+        OnDevicePredictor.from_bundle(broken)
+
+
+def test_gguf_width_mismatch_is_named(bundle_dir, tmp_path):
+    import dataclasses
+
+    bundle = Bundle.load(bundle_dir)
+    wrong = dataclasses.replace(bundle, backbone=dataclasses.replace(bundle.backbone, n_embd=96))
+    with pytest.raises(ValueError, match="n_embd is 64.*96"):
+        OnDevicePredictor(wrong, n_threads=1)
+
+
+def test_rss_stays_flat_over_1000_predictions(predictor, history):
+    psutil = pytest.importorskip("psutil")
+    proc = psutil.Process()
+    for _ in range(100):
+        predictor.predict(history, explain=False)
+    gc.collect()
+    before = proc.memory_info().rss
+    for _ in range(1000):
+        predictor.predict(history, explain=False)
+    gc.collect()
+    grown = proc.memory_info().rss - before
+    assert grown < 8 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 1000 predictions"
+
+
+def test_cpp_example_matches_python_fast_path(bundle_dir, predictor, history, tmp_path):
+    """cpp/examples/bua_predict: the same prediction from C++ alone."""
+    from test_cpp import _cmake
+
+    bundle = Bundle.load(bundle_dir)
+    work = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, work)
+    write_native_prompt(work, bundle.roles["model"], bundle.chat_format, bundle.dialogue_template, bundle.vocab)
+    np.save(tmp_path / "soft.npy", predictor.soft_tokens(history))
+
+    import sysconfig
+
+    build = tmp_path / "build"
+    subprocess.run([_cmake(), "-S", str(ROOT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DBUA_BUILD_EXAMPLES=ON",
+                    f"-DCMAKE_PREFIX_PATH={sysconfig.get_paths()['purelib']}"], check=True, capture_output=True)
+    subprocess.run([_cmake(), "--build", str(build), "-j", "2", "--target", "bua-predict"], check=True, capture_output=True)
+    out = subprocess.run([str(build / "bua-predict"), str(work), str(tmp_path / "soft.npy"), "--top-k", "3",
+                          "--threads", "1"], capture_output=True, text=True, check=True).stdout
+    lines = [l for l in out.splitlines() if l[:1].isdigit()]
+    names = [l.split(".", 1)[1].rsplit("p=", 1)[0].strip() for l in lines]
+    probs = [float(l.rsplit("p=", 1)[1]) for l in lines]
+    expected = predictor.predict(history, top_k=3, explain=False).top
+    assert names == [s.behavior for s in expected]
+    assert probs == pytest.approx([s.probability for s in expected], abs=1e-3)
