@@ -36,14 +36,16 @@ class DataConfig:
 
 
 @dataclass
-class EncoderConfig:
-    """The frozen behavior encoder and the projector that maps its states to soft tokens."""
+class EncoderSettings:
+    """The frozen behavior encoder (pretrained on next-event prediction) and the projector."""
 
     pretrained: Optional[str] = None  # an encoder directory to reuse; else pretrain into RUN_DIR/encoder
-    size: str = "tiny"  # preset name of the encoder engineer's config
-    pretrain_epochs: int = 3
+    size: Literal["tiny", "default", "large"] = "default"  # bua.models.encoder.SIZES
+    pretrain_epochs: int = 30
     pretrain_batch_size: int = 32
     pretrain_lr: float = 1e-3
+    pretrain_patience: int = 3
+    pretrain_time_budget_s: Optional[float] = None
     projector_mode: Literal["per_event", "pooled", "item_emb"] = "per_event"  # item_emb: Table 4 ablation
     n_pooled_tokens: int = 4  # soft tokens in "pooled" mode
     projector_hidden: Optional[int] = None  # MLP width; None = LLM hidden size
@@ -107,8 +109,9 @@ class StageConfig:
     train_samples_per_user: int = 8  # dialogues built per training user
     val_samples_per_user: int = 2  # dialogues built per validation user
     tasks: list[str] = field(default_factory=list)  # empty: the stage's default task set
-    generation_fraction: float = 0.3  # stage 2: share of dialogues ending in generation
-    direct_fraction: float = 0.2  # stage 2: share of explain=False direct prediction dialogues
+    generation_fraction: float = 0.3  # stage 2: share of dialogues ending in generation (else prediction)
+    direct_fraction: float = 0.2  # stage 2: share of explain=False dialogues (the final round alone)
+    continue_from: Optional[Literal["stage1", "stage2"]] = None  # None: the latest finished earlier stage
     loss: Literal["round_balanced", "token"] = "round_balanced"
     task_weighting: TaskWeightingConfig = field(default_factory=TaskWeightingConfig)
     eval_every: int = 0  # optimizer steps between validations (0: once per epoch and at the end)
@@ -127,14 +130,19 @@ class DistributedConfig:
 
 @dataclass
 class EvalConfig:
-    """The report after training: Table 1 (prediction) and Table 2 (generation) metrics."""
+    """The report after training: Table 1 (prediction) and Table 2 (generation) metrics on the
+    test users, BUA next to the baselines of `bua.evaluate` (same samples, same split)."""
 
     enabled: bool = True
-    prediction_samples: int = 200  # test prediction samples scored (0: all)
-    generation_samples: int = 20  # test generation samples decoded (0: none)
     prediction_mode: Literal["direct", "explain"] = "direct"  # explain: generate rounds 1-3 first
+    test_per_user: int = 20  # natural test set: prediction samples per test user
+    long_tail_per_class: int = 10  # class-balanced test set: samples per behavior
+    generation_samples: int = 20  # test generation samples decoded (0: skip Table 2)
     max_new_tokens: int = 512  # cap for generated answers
-    baselines: list[str] = field(default_factory=lambda: ["most_frequent", "markov", "sasrec", "encoder"])
+    baselines: list[str] = field(default_factory=lambda: ["most-frequent", "markov", "SASRec", "behaveGPT"])
+    baseline_train_per_user: int = 50
+    baseline_val_per_user: int = 20
+    baseline_time_budget_s: float = 180.0  # per trained baseline (SASRec, behaveGPT fine-tuning)
 
 
 @dataclass
@@ -143,7 +151,7 @@ class TrainConfig:
 
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     stage1: StageConfig = field(default_factory=StageConfig)
@@ -294,9 +302,8 @@ def _validate(config: TrainConfig, source: str) -> None:
             value = getattr(stage, frac)
             if not 0.0 <= value <= 1.0:
                 fail(f"{name}.{frac}", value, "must lie in [0, 1]")
-        if stage.generation_fraction + stage.direct_fraction > 1.0:
-            fail(f"{name}.direct_fraction", stage.direct_fraction,
-                 f"plus generation_fraction ({stage.generation_fraction}) must not exceed 1")
+        if stage.continue_from is not None and STAGES.index(stage.continue_from) >= STAGES.index(name):
+            fail(f"{name}.continue_from", stage.continue_from, "must name an earlier stage")
         opt = stage.optimizer
         if not 0.0 <= opt.warmup_ratio < 1.0:
             fail(f"{name}.optimizer.warmup_ratio", opt.warmup_ratio, "must lie in [0, 1)")

@@ -1,0 +1,176 @@
+"""`python training/curriculum.py` end to end on tiny-cpu: all three stages with falling loss,
+the run directory, the log and plot, evaluation, stage selection errors, resume after SIGKILL
+mid-stage, and 2-process (gloo) data parallelism."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bua.training.checkpoint import load_run
+from bua.training.runlog import read_log
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "training" / "configs" / "tiny-cpu.yaml"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def curriculum(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "training" / "curriculum.py"), "--config", str(TINY), "--threads", "1",
+           "--no-progress", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"curriculum failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("full") / "run"
+    curriculum("--out", str(out))
+    return out
+
+
+def _weights(run: Path, stage: str, kind: str = "best") -> dict[str, torch.Tensor]:
+    d = run / stage / kind
+    out = {f"projector.{k}": v for k, v in load_file(str(d / "projector.safetensors")).items()}
+    if (d / "adapter").is_dir():
+        out.update({f"adapter.{k}": v for k, v in load_file(str(d / "adapter" / "adapter_model.safetensors")).items()})
+    return out
+
+
+def test_tiny_cpu_trains_all_three_stages_and_loss_falls(full_run):
+    record = json.loads((full_run / "run.json").read_text())
+    assert record["final_stage"] == "stage3"
+    for stage in ("stage1", "stage2", "stage3"):
+        s = record["stages"][stage]
+        assert s["status"] == "done" and s["steps"] == s["total_steps"] > 0
+        assert s["best_val_loss"] < s["first_val_loss"] - 1e-3, (stage, s)
+        log = read_log(full_run / stage / "log.jsonl")
+        train = [r for r in log if r["type"] == "train"]
+        assert [r["step"] for r in train] == list(range(1, s["steps"] + 1))
+        assert all({"loss", "lr", "tasks", "rounds", "tokens"} <= set(r) for r in train)
+        first, last = train[0]["loss"], min(r["loss"] for r in train[-3:])
+        assert last < first, (stage, first, last)
+    assert record["stages"]["stage2"]["init_from"] == "stage1" and record["stages"]["stage3"]["init_from"] == "stage2"
+    # the stage-2 log has every round of the multi-round dialogue and both final tasks
+    log2 = [r for r in read_log(full_run / "stage2" / "log.jsonl") if r["type"] == "train"]
+    tasks = set().union(*(r["tasks"] for r in log2))
+    assert {"key_behaviors", "patterns", "summary", "predict", "generate"} <= tasks
+    assert {"0", "1", "2", "3"} <= set().union(*(r["rounds"] for r in log2))
+    # warm-up from initial_lr, then cosine decay
+    assert log2[0]["lr"] == pytest.approx(1e-3) and max(r["lr"] for r in log2) == pytest.approx(2e-2)
+    assert (full_run / "loss_curves.png").stat().st_size > 10_000
+
+
+def test_run_directory_is_what_export_reads(full_run):
+    ck = load_run(full_run)
+    assert ck.final_stage == "stage3" and ck.arch == "qwen2" and ck.hidden_size == 64
+    assert ck.adapter_dir is not None and (ck.adapter_dir / "adapter_model.safetensors").is_file()
+    assert (ck.tokenizer_dir / "tokenizer.json").is_file() and ck.vocab.n_behaviors == 37
+    assert ck.dialogue_template.marker == "<behavior_history>" and ck.chat_format.end_of_turn == "<|im_end|>"
+    # stage 1 trains only the projector: no adapter; stage 3 keeps the stage-2 projector frozen
+    assert load_run(full_run, "stage1").adapter_dir is None
+    p2, p3 = _weights(full_run, "stage2"), _weights(full_run, "stage3")
+    for k in p2:
+        if k.startswith("projector."):
+            assert torch.equal(p2[k], p3[k]), k
+    assert any(not torch.equal(p2[k], p3[k]) for k in p2 if k.startswith("adapter."))
+    # stage 2 moved the stage-1 projector
+    p1 = _weights(full_run, "stage1")
+    assert any(not torch.equal(p1[k], p2[k]) for k in p1)
+    from bua.training.build import load_trained
+
+    model, config, _ = load_trained(full_run)
+    assert model.has_adapter and config.model.backbone == "tiny-qwen2"
+
+
+def test_evaluation_report_puts_bua_next_to_baselines(full_run):
+    report = json.loads((full_run / "eval_report.json").read_text())
+    for test_set in ("natural", "long_tail"):
+        rows = report["prediction"][test_set]
+        assert {"BUA", "most-frequent", "markov"} <= set(rows)
+        assert set(rows["BUA"]) == {"rec_w", "prec_w", "overall", "head", "medium", "tail"}
+        assert 0.0 <= rows["BUA"]["rec_w"] <= 1.0
+    gen = report["generation"]
+    assert set(gen) == {"BUA", "repeat previous day"}
+    assert set(gen["BUA"]) == {"event", "timestamp", "location"}
+    md = (full_run / "eval_report.md").read_text()
+    assert "| BUA |" in md and "Next-day generation" in md
+    summary = json.loads((full_run / "summary.json").read_text())
+    assert summary["final_stage"] == "stage3" and "eval" in summary
+
+
+def test_stage_dependencies_and_run_dir_errors_are_clear(tmp_path, full_run):
+    proc = curriculum("--out", str(tmp_path / "a"), "--stages", "3", "--no-eval", check=False)
+    assert proc.returncode == 2
+    assert "stage3 trains only LoRA with the projector frozen" in proc.stderr and "--stages 1,3" in proc.stderr
+    proc = curriculum("--out", str(tmp_path / "b"), "--stages", "3", "--no-eval",
+                      "--set", "stage3.continue_from=stage2", check=False)
+    assert proc.returncode == 2 and "stage3 continues from stage2" in proc.stderr
+    proc = curriculum("--out", str(full_run), "--no-eval", check=False)
+    assert proc.returncode == 2 and "already holds a run: pass --resume" in proc.stderr
+    proc = curriculum("--out", str(full_run), "--resume", "--set", "stage2.loss=token", check=False)
+    assert proc.returncode == 2 and "stage2.loss: 'round_balanced' -> 'token'" in proc.stderr
+    proc = curriculum("--out", str(tmp_path / "c"), "--set", "stage2.lr=1", check=False)
+    assert proc.returncode == 2 and "unknown key(s) 'stage2.lr'" in proc.stderr
+
+
+def test_resume_after_sigkill_mid_stage_matches_uninterrupted_run(tmp_path, full_run):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, str(ROOT / "training" / "curriculum.py"), "--config", str(TINY), "--threads", "1",
+           "--no-progress", "--no-eval", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = out / "stage2" / "last" / "trainer_state.pt"
+    deadline = time.monotonic() + 240
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    record = json.loads((out / "run.json").read_text())
+    assert record["stages"]["stage2"]["status"] == "running", "the kill must land inside stage 2"
+    killed_at = torch.load(marker, weights_only=False)["step"]
+    assert 0 < killed_at < record["stages"]["stage2"]["total_steps"]
+    curriculum("--out", str(out), "--resume", "--no-eval")
+    record = json.loads((out / "run.json").read_text())
+    assert record["stages"]["stage2"]["resumed"] and record["stages"]["stage2"]["resumed_from"] >= killed_at
+    assert record["stages"]["stage1"].get("resumed") is False  # stage 1 finished before the kill: not retrained
+    for stage in ("stage2", "stage3"):
+        ref = [(r["step"], r["loss"]) for r in read_log(full_run / stage / "log.jsonl") if r["type"] == "train"]
+        got = [(r["step"], r["loss"]) for r in read_log(out / stage / "log.jsonl") if r["type"] == "train"]
+        assert [s for s, _ in got] == [s for s, _ in ref]
+        assert [l for _, l in got] == pytest.approx([l for _, l in ref], rel=1e-5)
+    ref_w, got_w = _weights(full_run, "stage3"), _weights(out, "stage3")
+    assert ref_w.keys() == got_w.keys()
+    for k in ref_w:
+        torch.testing.assert_close(got_w[k], ref_w[k], rtol=1e-5, atol=1e-6)
+
+
+def test_two_process_gloo_replicas_stay_identical(tmp_path):
+    out = tmp_path / "ddp"
+    common = ["--config", str(TINY), "--threads", "1", "--no-progress", "--no-eval", "--stages", "1,2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "training" / "curriculum.py"), *common, "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((out / "run.json").read_text())
+    for stage in ("stage1", "stage2"):
+        s = record["stages"][stage]
+        assert s["status"] == "done" and len(s["replica_digests"]) == 2
+        assert s["replica_digests"][0] == s["replica_digests"][1]
+        assert s["best_val_loss"] < s["first_val_loss"]
+    # the same global batch (4 = 2 per rank x 2 ranks) gives the single-process loss curve
+    # (up to float summation order and each rank's own LoRA-dropout noise)
+    single = tmp_path / "single"
+    curriculum(*common[6:], "--out", str(single))
+    a = [r["loss"] for r in read_log(out / "stage1" / "log.jsonl") if r["type"] == "train"]
+    b = [r["loss"] for r in read_log(single / "stage1" / "log.jsonl") if r["type"] == "train"]
+    assert a == pytest.approx(b, rel=1e-5)  # stage 1 has no dropout on its path (LoRA B = 0)

@@ -1,0 +1,170 @@
+"""Curriculum data: events -> user split -> samples -> labelled dialogues -> tokenized examples.
+
+Everything here is a pure function of the config (and its seeds), so every rank of a
+distributed run, and a resumed run, builds exactly the same examples.
+
+Per stage (dialogue builders from `bua.dialogue`, answers from `bua.labels.Labeler`):
+- stage1: one single-round dialogue per prediction window, its task cycling through the
+  stage's tasks (default: reconstruct, current/future scene, home/work, hobbies).
+- stage2: multi-round dialogues key_behaviors -> patterns -> summary -> predict, or ending in
+  generate (share `generation_fraction`); a share `direct_fraction` of both kinds is built with
+  explain=False (the final round alone: the runtime's fast path, and what direct evaluation asks).
+- stage3: self-reflective refinement dialogues.
+User-level answers of training users come from their whole training log; validation and test
+users are profiled from their sample window (the labeler never sees their logs).
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from bua.dialogue import (GENERATE, PREDICT, STAGE1_TASKS, STAGE2_EXPLAIN_TASKS, STAGE3_TASKS, Dialogue,
+                          stage1_dialogues, stage2_dialogue, stage3_dialogue, tokenize_segments)
+from bua.events import Dataset, events_to_array
+from bua.training.collate import Example
+from bua.training.config import DataConfig, StageConfig
+
+STAGE_TASKS = {"stage1": STAGE1_TASKS, "stage2": STAGE2_EXPLAIN_TASKS + (PREDICT, GENERATE), "stage3": STAGE3_TASKS}
+
+
+@dataclass
+class CurriculumData:
+    """The dataset, its user split and the labeler built on the training users."""
+
+    dataset: Dataset
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    labeler: Any  # bua.labels.Labeler over the training users
+
+    @property
+    def vocab(self):
+        return self.dataset.vocab
+
+
+@dataclass
+class StageExamples:
+    train: list[Example]
+    val: list[Example]
+    dropped: int = 0  # dialogues longer than data.max_length
+    counts: dict[str, int] = field(default_factory=dict)  # dialogues per final task / kind
+
+
+def load_events(config: DataConfig) -> Dataset:
+    """The event dataset the config names (simulator, Foursquare check-ins or a table)."""
+    if config.source == "simulate":
+        from bua.simulate import simulate
+
+        return simulate(n_users=config.n_users, n_days=config.n_days, seed=config.seed)
+    from bua import loaders
+
+    if config.source == "foursquare":
+        return loaders.load_foursquare(config.path)
+    return loaders.load_table(config.path)
+
+
+def prepare(config: DataConfig) -> CurriculumData:
+    from bua.labels import Labeler
+    from bua.samples import split_users
+
+    dataset = load_events(config)
+    split = split_users(dataset, seed=config.seed)
+    for name, part in zip(("train", "val", "test"), split):
+        if len(part) == 0:
+            raise ValueError(f"data: the 8:1:1 user split left no {name} users out of {len(dataset)}; "
+                             "raise data.n_users (at least 3)")
+    return CurriculumData(dataset, split.train, split.val, split.test, Labeler(split.train))
+
+
+def _user_seed(seed: int, stage: str, user_id: str) -> int:
+    return zlib.crc32(f"{seed}:{stage}:{user_id}".encode())
+
+
+def stage_dialogues(data: CurriculumData, users: Dataset, stage: str, per_user: int, cfg: StageConfig,
+                    dconfig: DataConfig, template, chat) -> list[Dialogue]:
+    """`per_user` dialogues of `stage` for every user in `users`."""
+    from bua.samples import generation_samples, prediction_samples
+
+    if per_user <= 0:
+        return []
+    tasks = tuple(cfg.tasks) or STAGE_TASKS[stage]
+    unknown = [t for t in tasks if t not in STAGE_TASKS[stage]]
+    if unknown:
+        raise ValueError(f"{stage}.tasks {unknown} are not {stage} tasks; valid: {', '.join(STAGE_TASKS[stage])}")
+    min_history = max(2, dconfig.history_len // 2)
+    out: list[Dialogue] = []
+    for user in users:
+        rng = np.random.default_rng(_user_seed(dconfig.seed, stage, user.user_id))
+        if stage == "stage2":
+            kinds = _stage2_kinds(per_user, cfg, rng)
+            n_gen = sum(1 for final, _ in kinds if final == GENERATE)
+            gen = generation_samples(user, dconfig.generation_history_len,
+                                     min_history=min(dconfig.generation_history_len, min_history),
+                                     max_per_user=n_gen) if n_gen else []
+            n_pred = len(kinds) - min(n_gen, len(gen))
+            preds = prediction_samples(user, dconfig.history_len, min_history=min_history, max_per_user=n_pred)
+            pi = gi = 0
+            for final, explain in kinds:
+                if final == GENERATE and gi < len(gen):
+                    sample, gi = gen[gi], gi + 1
+                elif pi < len(preds):  # also stands in for a generation sample the user lacks
+                    sample, pi, final = preds[pi], pi + 1, PREDICT
+                else:
+                    continue
+                out.append(stage2_dialogue(sample, data.labeler, final, explain, template=template, chat=chat))
+            continue
+        samples = prediction_samples(user, dconfig.history_len, min_history=min_history, max_per_user=per_user)
+        offset = int(rng.integers(len(tasks)))
+        for i, sample in enumerate(samples):
+            if stage == "stage1":
+                task = tasks[(i + offset) % len(tasks)]
+                out += stage1_dialogues(sample, data.labeler, template=template, chat=chat, tasks=[task])
+            else:
+                out.append(stage3_dialogue(sample, data.labeler, template=template, chat=chat))
+    return out
+
+
+def _stage2_kinds(n: int, cfg: StageConfig, rng: np.random.Generator) -> list[tuple[str, bool]]:
+    """`n` (final task, explain) pairs: generate with probability `generation_fraction`, else
+    predict; explain=False (the final round alone) with probability `direct_fraction`."""
+    out = []
+    for _ in range(n):
+        final = GENERATE if rng.random() < cfg.generation_fraction else PREDICT
+        explain = not rng.random() < cfg.direct_fraction
+        out.append((final, explain))
+    return out
+
+
+def to_examples(dialogues: Sequence[Dialogue], tokenizer, n_soft, max_length: int) -> tuple[list[Example], int]:
+    """Tokenizes dialogues (each segment on its own); drops those longer than `max_length`."""
+    cache: dict[str, list[int]] = {}
+    out, dropped = [], 0
+    for d in dialogues:
+        tokens = tokenize_segments(d.segments, tokenizer, n_soft=n_soft(len(d.history)), cache=cache)
+        if len(tokens) > max_length:
+            dropped += 1
+            continue
+        out.append(Example(tokens, events_to_array(d.history), tuple(d.tasks), d.user_id))
+    return out, dropped
+
+
+def build_stage(data: CurriculumData, stage: str, cfg: StageConfig, dconfig: DataConfig, model) -> StageExamples:
+    """Training and validation examples of one stage for `model` (its tokenizer, chat format,
+    template and soft-token count)."""
+    made = {}
+    for split, users, per_user in (("train", data.train, cfg.train_samples_per_user),
+                                   ("val", data.val, cfg.val_samples_per_user)):
+        made[split] = stage_dialogues(data, users, stage, per_user, cfg, dconfig, model.template, model.chat)
+    counts: dict[str, int] = {}
+    for d in made["train"]:
+        key = d.tasks[-1] if stage != "stage2" else ("explain_" if len(d.tasks) > 1 else "direct_") + d.tasks[-1]
+        counts[key] = counts.get(key, 0) + 1
+    train, dropped_t = to_examples(made["train"], model.tokenizer, model.n_soft_tokens, dconfig.max_length)
+    val, dropped_v = to_examples(made["val"], model.tokenizer, model.n_soft_tokens, dconfig.max_length)
+    if not train:
+        raise ValueError(f"{stage}: no training dialogues left (built {len(made['train'])}, {dropped_t} longer than "
+                         f"data.max_length={dconfig.max_length})")
+    return StageExamples(train, val, dropped_t + dropped_v, counts)

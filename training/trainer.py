@@ -1,0 +1,377 @@
+"""One curriculum stage: AdamW + warm-up/cosine, gradient accumulation to the global batch
+over micro-batches and ranks, Eq. 3/5 losses with optional App. J task weights, validation
+with best-checkpoint selection, resumable checkpoints and the JSONL log.
+
+Data order is a pure function of (seed, stage, epoch), so a resumed run sees exactly the
+batches the killed run would have seen; RNG states, optimizer, scheduler, task weighter and
+the best validation loss travel in stageN/last/.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bua.dialogue import ALL_TASKS
+from bua.training import distributed as D
+from bua.training.checkpoint import stage_dir
+from bua.training.collate import Batch, Example, collate
+from bua.training.config import StageConfig
+from bua.training.fsio import commit_dir, new_temp_dir
+from bua.training.inference import evaluating
+from bua.training.losses import dialogue_losses, round_losses
+from bua.training.model import BUAModel
+from bua.training.runlog import JsonlLog
+from bua.training.schedule import cosine_with_warmup
+from bua.training.state import load_adapter, load_projector, rng_state, save_weights, set_rng_state
+from bua.training.task_weighting import TaskWeighter
+
+STAGE_INDEX = {"stage1": 1, "stage2": 2, "stage3": 3}
+
+
+class StageDataError(ValueError):
+    """A stage's data cannot fill even one optimizer step."""
+
+
+@dataclass
+class StageResult:
+    stage: str
+    steps: int
+    total_steps: int
+    best_step: int
+    best_val_loss: float
+    first_train_loss: float
+    last_train_loss: float
+    first_val_loss: float
+    seconds: float
+    train_dialogues: int
+    val_dialogues: int
+    tokens: int
+    resumed_from: Optional[int] = None
+    replica_digests: list[str] = field(default_factory=list)  # sha256 of trainable weights per rank
+    history: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("history")
+        return d
+
+
+def plan_steps(cfg: StageConfig, n_train: int, world_size: int, stage: str) -> tuple[int, int, int]:
+    """(accumulation steps, optimizer steps per epoch, total optimizer steps)."""
+    per_rank = cfg.global_batch_size // world_size
+    if cfg.global_batch_size % world_size or per_rank % cfg.micro_batch_size:
+        raise ValueError(f"{stage}.global_batch_size={cfg.global_batch_size} must be a multiple of "
+                         f"micro_batch_size ({cfg.micro_batch_size}) x world size ({world_size})")
+    accum = per_rank // cfg.micro_batch_size
+    per_epoch = n_train // cfg.global_batch_size
+    if per_epoch < 1:
+        raise StageDataError(f"{stage} has {n_train} training dialogues, fewer than one global batch "
+                             f"({stage}.global_batch_size={cfg.global_batch_size}): lower the batch or "
+                             f"raise {stage}.train_samples_per_user / data.n_users")
+    total = math.ceil(cfg.epochs * per_epoch) if cfg.epochs > 0 else cfg.max_steps
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps) if cfg.epochs > 0 else cfg.max_steps
+    return accum, per_epoch, max(1, int(total))
+
+
+class StageTrainer:
+    """Trains `model` (already set up for `stage`: freezing and initial weights) on `train`."""
+
+    def __init__(self, model: BUAModel, stage: str, cfg: StageConfig, train: Sequence[Example],
+                 val: Sequence[Example], run_dir: Path, ctx: D.DistContext, seed: int,
+                 strategy: str = "ddp", find_unused_parameters: bool = False, progress: bool = True) -> None:
+        self.model = model
+        self.stage = stage
+        self.cfg = cfg
+        self.train = list(train)
+        self.val = list(val)
+        self.run_dir = Path(run_dir)
+        self.ctx = ctx
+        self.seed = seed
+        self.progress = progress and ctx.is_main
+        self.accum, self.per_epoch, self.total_steps = plan_steps(cfg, len(self.train), ctx.world_size, stage)
+        self.trains_lora = stage in ("stage2", "stage3")
+        self.params = [p for _, p in model.named_trainable()]
+        if not self.params:
+            raise RuntimeError(f"{stage}: the model has no trainable parameters (call set_stage first)")
+        opt = cfg.optimizer
+        self.optimizer = torch.optim.AdamW(self.params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps,
+                                           weight_decay=opt.weight_decay)
+        self.scheduler = cosine_with_warmup(self.optimizer, opt, self.total_steps)
+        self.weighter = TaskWeighter(cfg.task_weighting.ema_decay, cfg.task_weighting.alpha,
+                                     cfg.task_weighting.form) if cfg.task_weighting.enabled else None
+        self.tasks = list(ALL_TASKS)
+        self.n_rounds = max(len(e.round_tasks) for e in self.train + self.val)
+        self.wrapped = self._wrap(strategy, find_unused_parameters)
+        self.log = JsonlLog(self.run_dir / stage / "log.jsonl", enabled=ctx.is_main)
+        self.step = 0
+        self.best_val = math.inf
+        self.best_step = -1
+        self.first_val = math.nan
+        self.tokens = 0
+        self.history: list[float] = []
+        self.resumed_from: Optional[int] = None
+
+    # ------------------------------------------------------------------ setup
+    def _wrap(self, strategy: str, find_unused: bool) -> torch.nn.Module:
+        if not self.ctx.distributed:
+            return self.model
+        if strategy == "ddp":
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.ctx.local_rank] if self.ctx.device.type == "cuda" else None
+            return DDP(self.model, device_ids=ids, find_unused_parameters=find_unused)
+        raise ValueError(f"distributed.strategy {strategy!r} is not supported by this trainer; use 'ddp'")
+
+    def _pad_id(self) -> int:
+        return self.model.pad_id
+
+    # ------------------------------------------------------------------ data order
+    def _step_indices(self, step: int) -> list[list[int]]:
+        """This rank's micro-batches (lists of example indices) for optimizer step `step`."""
+        epoch, within = divmod(step, self.per_epoch)
+        rng = np.random.default_rng([self.seed, STAGE_INDEX[self.stage], epoch])
+        perm = rng.permutation(len(self.train))
+        g = self.cfg.global_batch_size
+        chunk = perm[within * g:(within + 1) * g]
+        per_rank = g // self.ctx.world_size
+        mine = chunk[self.ctx.rank * per_rank:(self.ctx.rank + 1) * per_rank]
+        mine = sorted(mine.tolist(), key=lambda i: (-len(self.train[i]), i))  # less padding
+        m = self.cfg.micro_batch_size
+        return [mine[k:k + m] for k in range(0, len(mine), m)]
+
+    # ------------------------------------------------------------------ loss
+    def _round_weights(self, batch: Batch) -> Optional[torch.Tensor]:
+        if self.weighter is None:
+            return None
+        w = self.weighter.weights()
+        rows = [[w.get(t, 1.0) for t in tasks] + [1.0] * (self.n_rounds - len(tasks)) for tasks in batch.round_tasks]
+        return torch.tensor(rows, dtype=torch.float32, device=self.ctx.device)
+
+    def _stats_vector(self, rounds, losses: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """[loss sum, dialogues, tokens, per-task (sum, n)..., per-round (sum, n)...] of a micro-batch."""
+        nt, nr = len(self.tasks), self.n_rounds
+        v = torch.zeros(3 + 2 * nt + 2 * nr, dtype=torch.float64)
+        v[0] = float(losses.detach().sum())
+        v[1] = len(batch)
+        v[2] = float(rounds.counts.sum())
+        means = rounds.means.detach().cpu().double()
+        present = rounds.present.cpu()
+        for b, tasks in enumerate(batch.round_tasks):
+            for r, task in enumerate(tasks):
+                if r < means.shape[1] and present[b, r]:
+                    k = self.tasks.index(task)
+                    v[3 + 2 * k] += means[b, r]
+                    v[4 + 2 * k] += 1
+                    v[3 + 2 * nt + 2 * r] += means[b, r]
+                    v[4 + 2 * nt + 2 * r] += 1
+        return v
+
+    def _unpack(self, v: torch.Tensor) -> dict[str, Any]:
+        nt, nr = len(self.tasks), self.n_rounds
+        out = {"loss": float(v[0] / max(v[1], 1)), "dialogues": int(v[1]), "tokens": int(v[2])}
+        out["tasks"] = {t: float(v[3 + 2 * k] / v[4 + 2 * k]) for k, t in enumerate(self.tasks) if v[4 + 2 * k] > 0}
+        out["rounds"] = {str(r): float(v[3 + 2 * nt + 2 * r] / v[4 + 2 * nt + 2 * r])
+                         for r in range(nr) if v[4 + 2 * nt + 2 * r] > 0}
+        return out
+
+    def _micro_losses(self, batch: Batch, module: torch.nn.Module, weights: Optional[torch.Tensor]):
+        nll, loss_rounds = module(batch)
+        rounds = round_losses(nll, loss_rounds, max(self.n_rounds, batch.n_rounds))
+        if weights is not None and weights.shape[1] < rounds.sums.shape[1]:
+            pad = torch.ones(weights.shape[0], rounds.sums.shape[1] - weights.shape[1], device=weights.device)
+            weights = torch.cat([weights, pad], dim=1)
+        losses = dialogue_losses(rounds, self.cfg.loss, weights)
+        return rounds, losses
+
+    # ------------------------------------------------------------------ training
+    def train_step(self) -> dict[str, Any]:
+        self.model.train()
+        micro = self._step_indices(self.step)
+        per_rank = self.cfg.global_batch_size // self.ctx.world_size
+        stats = None
+        for k, idx in enumerate(micro):
+            batch = collate([self.train[i] for i in idx], self._pad_id()).to(self.ctx.device)
+            weights = self._round_weights(batch)
+            last = k == len(micro) - 1
+            sync = self.wrapped.no_sync() if (self.ctx.distributed and not last and hasattr(self.wrapped, "no_sync")) \
+                else _nullcontext()
+            with sync:
+                rounds, losses = self._micro_losses(batch, self.wrapped, weights)
+                (losses.sum() / per_rank).backward()
+            unweighted = dialogue_losses(rounds, self.cfg.loss) if weights is not None else losses
+            v = self._stats_vector(rounds, unweighted, batch)
+            stats = v if stats is None else stats + v
+        D.all_reduce_sum(stats, self.ctx)
+        grad_norm = None
+        if self.cfg.optimizer.grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optimizer.grad_clip))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        info = self._unpack(stats)
+        if self.weighter is not None:
+            self.weighter.update(info["tasks"])
+            info["task_weights"] = self.weighter.weights()
+        self.step += 1
+        self.tokens += info["tokens"]
+        info.update({"type": "train", "step": self.step, "epoch": (self.step - 1) // self.per_epoch, "lr": lr,
+                     "grad_norm": grad_norm})
+        return info
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        """Mean dialogue loss (the stage's loss mode, unweighted) over the validation dialogues."""
+        mine = self.val[self.ctx.rank::self.ctx.world_size]
+        nt, nr = len(self.tasks), self.n_rounds
+        stats = torch.zeros(3 + 2 * nt + 2 * nr, dtype=torch.float64)
+        m = self.cfg.micro_batch_size
+        mine = sorted(mine, key=len, reverse=True)
+        with evaluating(self.model):
+            for k in range(0, len(mine), m):
+                batch = collate(mine[k:k + m], self._pad_id()).to(self.ctx.device)
+                rounds, losses = self._micro_losses(batch, self.model, None)
+                stats += self._stats_vector(rounds, losses, batch)
+        D.all_reduce_sum(stats, self.ctx)
+        info = self._unpack(stats)
+        if info["dialogues"] == 0:
+            info["loss"] = math.nan
+        info.update({"type": "val", "step": self.step})
+        return info
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, kind: str) -> None:
+        final = stage_dir(self.run_dir, self.stage, kind)
+        tmp = new_temp_dir(final) if self.ctx.is_main else None
+        tmp = D.broadcast_object(str(tmp) if tmp else None, self.ctx)
+        tmp = Path(tmp)
+        if kind == "last":
+            torch.save(rng_state(), tmp / f"rng_rank{self.ctx.rank}.pt")
+        D.barrier(self.ctx)
+        if self.ctx.is_main:
+            save_weights(tmp, self.model, with_adapter=self.trains_lora or self.model.has_adapter)
+            if kind == "last":
+                torch.save(self.trainer_state(), tmp / "trainer_state.pt")
+            commit_dir(tmp, final)
+        D.barrier(self.ctx)
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "weighter": self.weighter.state_dict() if self.weighter else None, "best_val": self.best_val,
+                "best_step": self.best_step, "first_val": self.first_val, "tokens": self.tokens,
+                "history": self.history, "world_size": self.ctx.world_size, "total_steps": self.total_steps}
+
+    def resume(self) -> bool:
+        """Loads stageN/last/ if present; returns whether it did."""
+        last = stage_dir(self.run_dir, self.stage, "last")
+        state_path = last / "trainer_state.pt"
+        if not state_path.is_file():
+            return False
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state["world_size"] != self.ctx.world_size:
+            raise RuntimeError(f"{self.stage}: the checkpoint in {last} was written by {state['world_size']} "
+                               f"processes, this run has {self.ctx.world_size}; resume with the same world size")
+        if state["total_steps"] != self.total_steps:
+            raise RuntimeError(f"{self.stage}: the checkpoint plans {state['total_steps']} steps, this config "
+                               f"{self.total_steps}; resume with the config the run started with")
+        load_projector(self.model, last)
+        if (last / "adapter").is_dir():
+            load_adapter(self.model, last / "adapter")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.weighter is not None and state["weighter"] is not None:
+            self.weighter.load_state_dict(state["weighter"])
+        self.step = state["step"]
+        self.best_val, self.best_step = state["best_val"], state["best_step"]
+        self.first_val, self.tokens, self.history = state["first_val"], state["tokens"], state["history"]
+        set_rng_state(torch.load(last / f"rng_rank{self.ctx.rank}.pt", map_location="cpu", weights_only=False))
+        self.log.truncate_after(self.step)
+        self.resumed_from = self.step
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def _due(self, every: int) -> bool:
+        if self.step == self.total_steps:
+            return True
+        if every > 0:
+            return self.step % every == 0
+        return self.step % self.per_epoch == 0
+
+    def run(self) -> StageResult:
+        start = time.monotonic()
+        if self.step == 0:
+            self.log.reset()
+        n_params = sum(p.numel() for p in self.params)
+        if self.ctx.is_main:
+            print(f"[{self.stage}] {len(self.train)} train / {len(self.val)} val dialogues, {self.total_steps} steps "
+                  f"(global batch {self.cfg.global_batch_size} = {self.cfg.micro_batch_size} x {self.accum} accum x "
+                  f"{self.ctx.world_size} ranks), {n_params:,} trainable parameters, loss {self.cfg.loss}"
+                  + (" + App. J task weighting" if self.weighter else "")
+                  + (f", resumed at step {self.step}" if self.resumed_from is not None else ""), flush=True)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.stage, disable=not self.progress,
+                   dynamic_ncols=True)
+        if self.step == 0 and self.val:
+            v = self.validate()
+            self.first_val = v["loss"]
+            self.log.write({**v, "best": False})
+        while self.step < self.total_steps:
+            info = self.train_step()
+            self.history.append(info["loss"])
+            self.log.write(info)
+            bar.update(1)
+            bar.set_postfix(loss=f"{info['loss']:.3f}", lr=f"{info['lr']:.2e}")
+            evaluated = False
+            if self._due(self.cfg.eval_every):
+                evaluated = True
+                if self.val:
+                    v = self.validate()
+                    better = v["loss"] < self.best_val
+                    if better:
+                        self.best_val, self.best_step = v["loss"], self.step
+                        self._save("best")
+                    self.log.write({**v, "best": better})
+                    bar.set_postfix(loss=f"{info['loss']:.3f}", val=f"{v['loss']:.3f}")
+                elif self.step == self.total_steps:
+                    self.best_step = self.step
+                    self._save("best")
+            if (self.cfg.save_every > 0 and self.step % self.cfg.save_every == 0) or \
+                    (self.cfg.save_every == 0 and evaluated) or self.step == self.total_steps:
+                self._save("last")
+        bar.close()
+        digests = D.all_gather_object(self.trainable_digest(), self.ctx)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"{self.stage}: the replicas' trainable weights differ after training: {digests}")
+        if self.best_step < 0:  # resumed after the final step of a stage whose best was never saved
+            self.best_step = self.step
+            self._save("best")
+        return StageResult(
+            stage=self.stage, steps=self.step, total_steps=self.total_steps, best_step=self.best_step,
+            best_val_loss=self.best_val, first_train_loss=self.history[0] if self.history else math.nan,
+            last_train_loss=self.history[-1] if self.history else math.nan, first_val_loss=self.first_val,
+            seconds=time.monotonic() - start, train_dialogues=len(self.train), val_dialogues=len(self.val),
+            tokens=self.tokens, resumed_from=self.resumed_from, replica_digests=digests, history=list(self.history))
+
+    def trainable_digest(self) -> str:
+        """sha256 over the bytes of every trainable tensor, in parameter order."""
+        h = hashlib.sha256()
+        for name, p in self.model.named_trainable():
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
