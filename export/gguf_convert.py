@@ -8,10 +8,12 @@ Layout rules llama.cpp expects:
   interleaved one (per head, the two halves of the head dimension are interleaved). Qwen2 uses
   NEOX RoPE in llama.cpp, which is HF's layout: no permutation.
 - 1-D tensors (norms, biases) stay f32; 2-D weights become the requested dtype.
-- tied embeddings: no output.weight (llama.cpp reuses token_embd.weight).
+- tied embeddings: no output.weight (llama.cpp reuses token_embd.weight). As in transformers,
+  a checkpoint whose config ties but which holds a different lm_head.weight is not tied.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -83,6 +85,20 @@ def safetensors_files(hf_dir: Path) -> dict[str, Path]:
         f"{hf_dir} has no model.safetensors (or sharded index): save the model with "
         "save_pretrained(safe_serialization=True)"
     )
+
+
+def _effectively_tied(spec: HFModelSpec, files: dict[str, Path]) -> bool:
+    """transformers ties lm_head to the embeddings only when the config says so and the
+    checkpoint has no lm_head.weight of different values; mirror that."""
+    if not spec.tied_embeddings or "lm_head.weight" not in files:
+        return spec.tied_embeddings
+    from safetensors import safe_open
+
+    tensors = []
+    for name in ("lm_head.weight", "model.embed_tokens.weight"):
+        with safe_open(str(files[name]), framework="pt") as f:
+            tensors.append(f.get_tensor(name))
+    return bool(tensors[0].shape == tensors[1].shape and (tensors[0] == tensors[1]).all())
 
 
 def _plan(spec: HFModelSpec, files: dict[str, Path], dtype: str) -> list[_Planned]:
@@ -191,6 +207,7 @@ def convert_hf_to_gguf(
     hf_dir, out_path = Path(hf_dir), Path(out_path)
     spec = read_hf_config(hf_dir)
     files = safetensors_files(hf_dir)
+    spec = dataclasses.replace(spec, tied_embeddings=_effectively_tied(spec, files))
     plans = _plan(spec, files, dtype)
 
     with atomic_output(out_path) as tmp:

@@ -181,3 +181,28 @@ def test_unknown_dtype_and_missing_weights(tmp_path):
     shutil.copy(resolve_backbone("tiny-llama") / "config.json", tmp_path / "config.json")
     with pytest.raises(ExportError, match="no model.safetensors"):
         convert_hf_to_gguf(tmp_path, tmp_path / "x.gguf")
+
+
+@pytest.mark.parametrize("distinct_head", [False, True])
+def test_qwen2_with_tied_embeddings(tiny, tmp_path, distinct_head):
+    """Qwen2.5-0.5B ties its embeddings: no output.weight, llama.cpp reuses token_embd. A
+    config that says "tied" next to a different lm_head.weight is not tied (as transformers)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from bua.export.merge import copy_tokenizer_files
+
+    src = tiny["qwen2"][1].hf_dir
+    config = AutoConfig.from_pretrained(str(src), tie_word_embeddings=True)
+    model = AutoModelForCausalLM.from_pretrained(str(src), config=config, dtype=torch.float32)
+    if not distinct_head:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    tied = tmp_path / "tied"
+    model.save_pretrained(str(tied))
+    copy_tokenizer_files(src, tied)
+    result = convert_hf_to_gguf(tied, tmp_path / "tied.gguf", progress=False)
+    assert result.tied_embeddings is not distinct_head
+    has_output = "output.weight" in {t.name for t in gguf.GGUFReader(result.path).tensors}
+    assert has_output is distinct_head
+    parity = logits_parity(HFReference(tied), load_gguf(result.path), DEFAULT_TEXTS[:1])
+    assert parity.within(F16_REL_TOL), parity
