@@ -1,7 +1,8 @@
 """The export pipeline: trained pieces in, a verified on-device bundle out.
 
-    merge LoRA -> GGUF f16 -> parity (tokens, logits, greedy) -> quantize -> ONNX encoder
-    -> manifest with sha256 -> self-check with the runtime's reader -> rename into place
+    merge LoRA -> GGUF f16 -> quantize -> parity (tokens, logits, greedy) -> ONNX encoder
+    -> native prompt file -> manifest with sha256 -> self-check with the runtime's reader
+    -> rename into place
 
 Everything is written into a temp directory beside the target and renamed at the end, so the
 target is either the old bundle or the complete new one, never a mix. The cheap checks
@@ -29,6 +30,7 @@ from bua.export.merge import merge_adapter, validate_adapter
 from bua.export.onnx_export import ONNX_TOL, export_encoder_onnx, load_soft_tokenizer
 from bua.export.quantize import QUANT_TYPES, QuantizeReport, quantize_gguf
 from bua.runtime.bundle import MANIFEST, Bundle, BundleError
+from bua.runtime.native_prompt import write_native_prompt
 
 Progress = Callable[[str], None]
 
@@ -251,7 +253,10 @@ def export_bundle(
         onnx = export_encoder_onnx(encoder, projector, tmp / "encoder.onnx", spec.n_embd)
         parity["onnx"] = {"max_abs_diff": onnx.max_abs_diff, "tolerance": ONNX_TOL, "checks": onnx.checks}
 
-        roles = {"model": model_file, "encoder": "encoder.onnx"}
+        # the prediction prompt as a plain file, for C++-only apps (cpp/examples/bua_predict)
+        native_prompt = write_native_prompt(tmp, model_file, chat_format, dialogue_template, vocab)
+        roles = {"model": model_file, "encoder": "encoder.onnx",
+                 "native_prompt": native_prompt.relative_to(tmp).as_posix()}
         if keep_f16 and quant != reference_type:
             roles["reference_model"] = reference.name
         say("writing the manifest (sha256 of every file)")

@@ -76,7 +76,8 @@ def qwen2_bundle(qwen2, tmp_path_factory):
 def test_qwen2_bundle_end_to_end(qwen2, qwen2_bundle):
     out, summary = qwen2_bundle
     bundle = Bundle.load(out, verify=True)
-    assert sorted(bundle.files) == ["encoder.onnx", "model-f16.gguf", "model-q4_k_m.gguf"]
+    assert sorted(bundle.files) == ["encoder.onnx", "model-f16.gguf", "model-q4_k_m.gguf", "native/predict.prompt"]
+    assert bundle.native_prompt_path.read_bytes().startswith(b"bua-native-prompt 1\nmodel model-q4_k_m.gguf\n")
     assert (bundle.backbone.arch, bundle.n_embd, bundle.quant) == ("qwen2", 64, "q4_k_m")
     assert bundle.vocab == qwen2.vocab and bundle.chat_format == qwen2.chat
     assert bundle.dialogue_template == default_template()
@@ -150,10 +151,10 @@ def test_force_replaces_the_bundle(qwen2, tmp_path):
     _export(qwen2, out, "f16", check_parity=False)
     first = Bundle.load(out)
     assert first.quant == "f16" and first.parity == {"skipped": True, "onnx": first.parity["onnx"]}
-    assert sorted(first.files) == ["encoder.onnx", "model-f16.gguf"]
+    assert sorted(first.files) == ["encoder.onnx", "model-f16.gguf", "native/predict.prompt"]
     _export(qwen2, out, "q4_0", force=True, check_parity=False)
     second = Bundle.load(out)
-    assert second.quant == "q4_0" and sorted(second.files) == ["encoder.onnx", "model-q4_0.gguf"]
+    assert second.quant == "q4_0" and sorted(second.files) == ["encoder.onnx", "model-q4_0.gguf", "native/predict.prompt"]
     assert _leftovers(tmp_path) == []
 
 
@@ -263,3 +264,15 @@ def test_cli_exports_a_llama_run(tmp_path, capsys):
     assert "valid: f32, f16, q8_0" in capsys.readouterr().err
     assert cli_main(["--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert "run.json is missing" in capsys.readouterr().err
+
+
+def test_runtime_predictor_reads_the_bundle(qwen2_bundle):
+    from bua import OnDevicePredictor
+    from bua.events import Event
+
+    predictor = OnDevicePredictor.from_bundle(qwen2_bundle[0], n_threads=1, max_answer_tokens=8)
+    history = [Event(day=1, minute=420 + 45 * i, location=i % 5, behavior=i % 6) for i in range(12)]
+    result = predictor.predict(history, top_k=len(BEHAVIORS), explain=False)
+    assert sorted(s.behavior for s in result.top) == sorted(BEHAVIORS)
+    assert sum(s.probability for s in result.top) == pytest.approx(1.0, abs=1e-6)
+    assert result.soft_tokens == 12
