@@ -157,8 +157,10 @@ def test_resume_after_sigkill_mid_stage_matches_uninterrupted_run(tmp_path, full
 def test_two_process_gloo_replicas_stay_identical(tmp_path):
     out = tmp_path / "ddp"
     common = ["--config", str(TINY), "--threads", "1", "--no-progress", "--no-eval", "--stages", "1,2"]
+    # micro-batches of 1: 4 = 1 x 2 accumulation steps (no_sync, then all-reduce) x 2 ranks
+    micro = ["--set", "stage1.micro_batch_size=1", "--set", "stage2.micro_batch_size=1"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "training" / "curriculum.py"), *common, "--out", str(out)]
+           str(ROOT / "training" / "curriculum.py"), *common, *micro, "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads((out / "run.json").read_text())
@@ -169,8 +171,31 @@ def test_two_process_gloo_replicas_stay_identical(tmp_path):
         assert s["best_val_loss"] < s["first_val_loss"]
     # the same global batch (4 = 2 per rank x 2 ranks) gives the single-process loss curve
     # (up to float summation order and each rank's own LoRA-dropout noise)
+    assert "1 x 2 accum x 2 ranks" in proc.stdout
     single = tmp_path / "single"
-    curriculum(*common[6:], "--out", str(single))
+    curriculum("--no-eval", "--stages", "1", "--out", str(single))
     a = [r["loss"] for r in read_log(out / "stage1" / "log.jsonl") if r["type"] == "train"]
     b = [r["loss"] for r in read_log(single / "stage1" / "log.jsonl") if r["type"] == "train"]
     assert a == pytest.approx(b, rel=1e-5)  # stage 1 has no dropout on its path (LoRA B = 0)
+
+
+def test_ablation_runner_reuses_the_full_run_and_collects_table4(tmp_path, full_run):
+    out = tmp_path / "abl"
+    cmd = [sys.executable, str(ROOT / "training" / "ablations.py"), "--config", str(TINY), "--out", str(out),
+           "--full", str(full_run), "--variants", "no_stage3,no_stage2", "--threads", "1", "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = json.loads((out / "ablations.json").read_text())
+    assert list(table["prediction"]["natural"]) == ["Ours", "w/o stage3", "w/o stage2"]
+    assert set(table["prediction"]["long_tail"]["w/o stage2"]) >= {"rec_w", "overall", "tail"}
+    # w/o stage3 is the full run's stage-2 model; w/o stage2 trains stage 3 on the full run's stage 1
+    assert json.loads((full_run / "eval_report_stage2.json").read_text())["stage"] == "stage2"
+    record = json.loads((out / "no_stage2" / "run.json").read_text())
+    assert record["stages"]["stage1"]["copied_from"] == str(full_run)
+    assert record["stages"]["stage2"]["status"] == "skipped"
+    assert record["stages"]["stage3"]["status"] == "done" and record["stages"]["stage3"]["init_from"] == "stage1"
+    p1 = _weights(full_run, "stage1")
+    p3 = _weights(out / "no_stage2", "stage3")
+    for k in p1:  # stage 3 keeps the stage-1 projector frozen
+        assert torch.equal(p1[k], p3[k]), k
+    assert "| w/o stage2 |" in (out / "ablations.md").read_text()

@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated stages to run, in order, e.g. 2,3 (default: those the config enables)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--init-from", type=Path, default=None,
-                   help="take finished stages that precede the first of --stages (and the encoder) from this run")
+                   help="take the encoder and finished earlier stages from this run (see --init-stages)")
+    p.add_argument("--init-stages", default=None,
+                   help="with --init-from: which stages to take, e.g. 1 (default: all before the first of --stages)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (dotted key, YAML value); repeatable")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = RunOptions(config=args.config, out=out, stages=parse_stages(args.stages) if args.stages else None,
                           resume=args.resume, overrides=_parse_set(args.set), device=args.device,
                           evaluate=False if args.no_eval else None, progress=not args.no_progress,
-                          init_from=args.init_from)
+                          init_from=args.init_from,
+                          init_stages=parse_stages(args.init_stages) if args.init_stages else None)
         run_curriculum(opts)
     except (ConfigError, RunDirError, ValueError, FileNotFoundError) as err:
         print(f"curriculum.py: error: {err}", file=sys.stderr)

@@ -34,6 +34,7 @@ class RunOptions:
     evaluate: Optional[bool] = None  # None: the config's eval.enabled
     progress: bool = True
     init_from: Optional[Path] = None
+    init_stages: Optional[list[str]] = None  # stages to take from init_from (default: all before stages[0])
 
 
 def parse_stages(text: str) -> list[str]:
@@ -85,6 +86,17 @@ def _prepare_run_dir(opts: RunOptions, config: TrainConfig, stages: list[str], c
     return read_run(out)
 
 
+def _init_stages(opts: RunOptions, stages: list[str]) -> list[str]:
+    """The stages --init-from takes: --init-stages, else every stage before the first of --stages."""
+    first = STAGE_ORDER.index(stages[0])
+    take = opts.init_stages if opts.init_stages is not None else list(STAGE_ORDER[:first])
+    late = [s for s in take if STAGE_ORDER.index(s) >= first]
+    if late:
+        raise RunDirError(f"--init-stages {','.join(late)}: only stages before the first of --stages ({stages[0]}) "
+                          "can be taken from another run")
+    return take
+
+
 def _check_same_config(out: Path, record: dict, config: TrainConfig) -> None:
     diff = _config_diff(record["config"], config.to_dict())
     if diff:
@@ -97,15 +109,18 @@ def _copy_earlier_stages(opts: RunOptions, config: TrainConfig, stages: list[str
     (their best/ weights and logs) as this run's, so an ablation need not retrain them."""
     src = opts.init_from
     other = read_run(src)
-    first = STAGE_ORDER.index(stages[0])
+    take = _init_stages(opts, stages)
     for section in ("data", "encoder", "model", "seed"):
         diff = _config_diff({"x": other["config"][section]}, {"x": config.to_dict()[section]})
         if diff:
             raise RunDirError(f"--init-from {src}: its {section} config differs from this run's: {'; '.join(diff[:5])}")
     if ctx.is_main:
         record = read_run(opts.out)
-        for s in STAGE_ORDER[:first]:
-            if other["stages"][s].get("status") != "done" or record["stages"][s].get("status") == "done":
+        for s in take:
+            if other["stages"][s].get("status") != "done":
+                raise RunDirError(f"--init-from {src}: its {s} has status {other['stages'][s].get('status')!r}, "
+                                  "not 'done'")
+            if record["stages"][s].get("status") == "done":
                 continue
             for kind in ("best",):
                 shutil.copytree(stage_dir(src, s, kind), opts.out / s / kind, dirs_exist_ok=False)
@@ -199,8 +214,8 @@ def run_curriculum(opts: RunOptions) -> dict[str, Any]:
             _check_same_config(opts.out, record, config)
         if opts.init_from is not None:
             other = read_run(opts.init_from)
-            record = {"stages": {s: ({"status": "done"} if other["stages"][s].get("status") == "done"
-                                     and STAGE_ORDER.index(s) < STAGE_ORDER.index(stages[0])
+            take = _init_stages(opts, stages)
+            record = {"stages": {s: ({"status": "done"} if s in take and other["stages"][s].get("status") == "done"
                                      else (record or {"stages": {}})["stages"].get(s, {}))
                                  for s in STAGE_ORDER}}
         check_stage_plan(stages, config, record, opts.out)
