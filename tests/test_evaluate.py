@@ -78,6 +78,15 @@ def test_bua_eval_cli_quick(tmp_path, capsys):
             assert 0.0 <= m["rec_w"] <= 1.0
     assert rep["meta"]["models"]["SASRec"]["training"]["epochs"] == 1
     assert rep["meta"]["models"]["encoder_pretraining"]["config"]["d_model"] == 32
+    # the pretrained encoder is kept, and a later run can fine-tune it instead of pretraining
+    assert (tmp_path / "encoder" / "encoder.safetensors").is_file()
+    again = tmp_path / "again"
+    assert main(["eval", "--quick", "--no-progress", "--models", "behaveGPT", "--encoder",
+                 str(tmp_path / "encoder"), "--out", str(again)]) == 0
+    rep2 = json.loads((again / "report.json").read_text())
+    assert list(rep2["metrics"]["natural"]) == ["behaveGPT"]
+    assert rep2["meta"]["models"]["encoder_pretraining"]["loaded_from"] == str(tmp_path / "encoder")
+    assert not (again / "encoder").exists()
 
 
 def test_cli_dispatch_and_errors(capsys):
@@ -99,3 +108,10 @@ def test_cli_table_columns(tmp_path, capsys):
             "--column", "behavior=act"]
     assert main(args) == 1
     assert "gives no training prediction samples with history_len=20" in capsys.readouterr().err
+
+
+def test_eval_is_reproducible():
+    from bua.evaluate import run_eval
+
+    cfg = EvalConfig.quick(sim_users=12, models=("SASRec", "behaveGPT"), progress=False)
+    assert run_eval(cfg).metrics == run_eval(cfg).metrics

@@ -29,13 +29,21 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="seconds-scale smoke run (tiny encoder, few users, one epoch)")
     p.add_argument("--encoder-size", choices=("tiny", "default", "large"))
+    p.add_argument("--encoder", metavar="DIR",
+                   help="fine-tune this saved encoder (encoder.safetensors + encoder.json) for "
+                        "the behaveGPT row instead of pretraining one")
     p.add_argument("--history-len", type=int)
     p.add_argument("--sim-users", type=int, help="simulated users (default 300)")
     p.add_argument("--sim-days", type=int, help="simulated days (default 28)")
     p.add_argument("--long-tail-per-class", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--pretrain-epochs", type=int, help="encoder pretraining epochs (default 10)")
+    p.add_argument("--sasrec-epochs", type=int,
+                   help="SASRec max epochs (default 15; App. G uses 200 with patience 5)")
+    p.add_argument("--finetune-epochs", type=int, help="behaveGPT fine-tuning epochs (default 4)")
     p.add_argument("--time-budget", type=float, metavar="S",
-                   help="cap in seconds for each neural training phase (default 180-240)")
+                   help="also stop each neural training phase after S seconds (keeping the best "
+                        "epoch so far; makes results depend on machine speed)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_eval)
 
@@ -51,9 +59,11 @@ def _run_eval(args: argparse.Namespace) -> int:
         columns[key] = value
     overrides = {k: v for k, v in {
         "columns": columns or None,
-        "data": args.data, "encoder_size": args.encoder_size, "history_len": args.history_len,
+        "data": args.data, "encoder_dir": args.encoder, "encoder_size": args.encoder_size, "history_len": args.history_len,
         "sim_users": args.sim_users, "sim_days": args.sim_days, "seed": args.seed,
         "long_tail_per_class": args.long_tail_per_class,
+        "pretrain_max_epochs": args.pretrain_epochs, "sasrec_max_epochs": args.sasrec_epochs,
+        "finetune_max_epochs": args.finetune_epochs,
         "models": tuple(args.models) if args.models else None,
     }.items() if v is not None}
     if args.time_budget is not None:
@@ -69,7 +79,13 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_eval]
+def _register_demo(sub: argparse._SubParsersAction) -> None:
+    from bua.demo import register
+
+    register(sub)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_demo, _register_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

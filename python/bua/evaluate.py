@@ -10,7 +10,10 @@ Protocol (sec. 4.1, App. C):
    ``long_tail_per_class`` samples of each behavior, drawn from all test samples).
 4. Frequency classes (head/medium/tail) from the training users' events (App. C.1).
 5. Every model is fitted on the same training samples, early-stopped on the validation
-   samples, and scored on both test sets with the six metrics of ``bua.metrics``.
+   samples, and scored on both test sets with the six metrics of ``bua.metrics``. The
+   behaveGPT row's encoder is first pretrained on next-event prediction over the training
+   users' full logs (early-stopped on the validation users); with an output directory it is
+   saved to ``OUT/encoder`` (``BehaviorEncoder.load``), for reuse by BUA training.
 
 ``prediction_report`` builds the tables from any models' scores, so BUA's own predictions can
 be put beside the baselines on the same test sets (:func:`prepare_eval_data` returns them).
@@ -148,16 +151,19 @@ class EvalConfig:
     test_per_user: int | None = 100
     long_tail_per_class: int = 50
     models: tuple[str, ...] = ALL_MODELS
+    encoder_dir: str | None = None  # a saved BehaviorEncoder to fine-tune instead of pretraining
     encoder_size: str = "default"
+    # Training caps for a shared 2-core CPU. Epoch caps (not wall-clock budgets) keep runs
+    # reproducible; the time budgets are an optional safety net (None: off).
     pretrain_max_epochs: int = 10
     pretrain_windows_per_epoch: int | None = 512
-    pretrain_time_budget_s: float | None = 240.0
-    sasrec_max_epochs: int = 200
-    sasrec_samples_per_epoch: int | None = None
-    sasrec_time_budget_s: float | None = 180.0
-    finetune_max_epochs: int = 30
+    pretrain_time_budget_s: float | None = None
+    sasrec_max_epochs: int = 15  # App. G: 200 with patience 5
+    sasrec_samples_per_epoch: int | None = 4096
+    sasrec_time_budget_s: float | None = None
+    finetune_max_epochs: int = 4
     finetune_samples_per_epoch: int | None = 2048
-    finetune_time_budget_s: float | None = 180.0
+    finetune_time_budget_s: float | None = None
     progress: bool = True
 
     @classmethod
@@ -252,14 +258,16 @@ def prepare_eval_data(config: EvalConfig, dataset: Any = None) -> EvalData:
 # running the baselines
 
 
-def run_baselines(data: EvalData, config: EvalConfig) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Fit every model of ``config.models`` and score both test sets.
-    Returns ``({model: {test_set: scores}}, {model: training details})``."""
+def run_baselines(data: EvalData, config: EvalConfig, encoder_out: str | Path | None = None
+                  ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Fit every model of ``config.models`` and score both test sets. The behaveGPT row uses
+    the encoder in ``config.encoder_dir``, or pretrains one on the training users (saved to
+    ``encoder_out`` when given). Returns ``({model: {test_set: scores}}, {model: details})``."""
     import torch
 
     from bua.models.baselines import (EncoderClassifier, Markov, MostFrequent, SASRec,
                                       prediction_arrays)
-    from bua.models.encoder import EncoderConfig
+    from bua.models.encoder import BehaviorEncoder, EncoderConfig
     from bua.models.pretrain import pretrain_encoder
 
     unknown = set(config.models) - set(ALL_MODELS)
@@ -284,14 +292,25 @@ def run_baselines(data: EvalData, config: EvalConfig) -> tuple[dict[str, dict[st
                            max_train_samples=config.sasrec_samples_per_epoch,
                            progress=config.progress)
         else:
-            enc_cfg = EncoderConfig.sized(config.encoder_size, nb, nl)
-            encoder, pre = pretrain_encoder(
-                list(data.split.train), list(data.split.val), enc_cfg,
-                max_epochs=config.pretrain_max_epochs, seed=config.seed,
-                max_windows_per_epoch=config.pretrain_windows_per_epoch,
-                time_budget_s=config.pretrain_time_budget_s, progress=config.progress)
-            details["encoder_pretraining"] = {**pre.to_dict(), "config": enc_cfg.to_dict()}
-            _log(pre.summary(), config)
+            if config.encoder_dir:
+                encoder = BehaviorEncoder.load(config.encoder_dir)
+                encoder.config.check_vocab(nb, nl, source=f"dataset {data.name!r}")
+                details["encoder_pretraining"] = {"loaded_from": str(config.encoder_dir),
+                                                  "config": encoder.config.to_dict()}
+                _log(f"encoder loaded from {config.encoder_dir}")
+            else:
+                enc_cfg = EncoderConfig.sized(config.encoder_size, nb, nl)
+                encoder, pre = pretrain_encoder(
+                    list(data.split.train), list(data.split.val), enc_cfg,
+                    max_epochs=config.pretrain_max_epochs, seed=config.seed,
+                    max_windows_per_epoch=config.pretrain_windows_per_epoch,
+                    time_budget_s=config.pretrain_time_budget_s, progress=config.progress)
+                details["encoder_pretraining"] = {**pre.to_dict(), "config": enc_cfg.to_dict()}
+                _log(pre.summary())
+                if encoder_out is not None:
+                    encoder.save(encoder_out)
+                    _log(f"pretrained encoder saved to {encoder_out}")
+            start = time.monotonic()  # the row's seconds: fine-tuning and scoring only
             model = EncoderClassifier(nb, nl, encoder, max_epochs=config.finetune_max_epochs,
                                       seed=config.seed,
                                       max_train_samples=config.finetune_samples_per_epoch,
@@ -304,7 +323,7 @@ def run_baselines(data: EvalData, config: EvalConfig) -> tuple[dict[str, dict[st
                          **({"training": rep.to_dict()} if rep is not None else {})}
         extra = (f", {rep.epochs} epochs ({rep.stopped}), best {rep.best_epoch}"
                  if rep is not None else "")
-        _log(f"{name}: fitted in {details[name]['seconds']}s{extra}", config)
+        _log(f"{name}: fitted in {details[name]['seconds']}s{extra}")
     return scores, details
 
 
@@ -315,8 +334,9 @@ def run_eval(config: EvalConfig, out_dir: str | Path | None = None, dataset: Any
     data = prepare_eval_data(config, dataset)
     _log(f"{data.name}: {len(data.split.train)}/{len(data.split.val)}/{len(data.split.test)} "
          f"users, {len(data.train)} train / {len(data.val)} val samples, test sets "
-         + ", ".join(f"{k} {len(v)}" for k, v in data.test_sets.items()), config)
-    scores, details = run_baselines(data, config)
+         + ", ".join(f"{k} {len(v)}" for k, v in data.test_sets.items()))
+    scores, details = run_baselines(
+        data, config, encoder_out=None if out_dir is None else Path(out_dir) / "encoder")
     meta = {"dataset": data.name, "config": _jsonable(asdict(config)),
             "users": {"train": len(data.split.train), "val": len(data.split.val),
                       "test": len(data.split.test)},
@@ -334,6 +354,6 @@ def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x, default=str))
 
 
-def _log(msg: str, config: EvalConfig) -> None:
-    if config.progress:
-        print(f"[bua eval] {msg}", flush=True)
+def _log(msg: str) -> None:
+    """Summary lines (always printed; ``EvalConfig.progress`` only switches the tqdm bars)."""
+    print(f"[bua eval] {msg}", flush=True)
