@@ -130,3 +130,13 @@ def test_generation_metrics_streams():
         generation_metrics([real], [real, real])
     with pytest.raises(ValueError, match="shape"):
         generation_metrics([real[:, :3]], [real])
+
+
+def test_generation_metrics_accepts_events_and_empty_generations():
+    from bua.events import Event
+
+    real = [Event(0, 480, 1, 2), Event(0, 500, 1, 3), Event(0, 600, 2, 2)]
+    m = generation_metrics([real, []], [real, real], n_behaviors=4, n_locations=3)
+    # mean of 0.0 (empty) and an exact 3-event copy, whose missing 4-gram is smoothed to 0.1
+    assert m["event"]["bleu"] == pytest.approx(0.5 * 0.1 ** 0.25)
+    assert m["location"]["tvd"] == 0.0

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -234,8 +235,8 @@ def jsd(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def generation_metrics(
-    generated: Sequence[np.ndarray],
-    reference: Sequence[np.ndarray],
+    generated: Sequence[Any],
+    reference: Sequence[Any],
     n_behaviors: int | None = None,
     n_locations: int | None = None,
     time_bucket_minutes: int = 30,
@@ -243,8 +244,8 @@ def generation_metrics(
     """Table 2: BLEU, TVD and JSD for the event, timestamp and location streams.
 
     ``generated[i]`` and ``reference[i]`` are int arrays ``[L, 4]`` with columns
-    (day, minute, location, behavior), as ``bua.events.events_to_array`` gives; lengths may
-    differ. Returns ``{stream: {"bleu", "tvd", "jsd"}}``.
+    (day, minute, location, behavior), as ``bua.events.events_to_array`` gives, or sequences
+    of ``Event``; lengths may differ (an empty generation scores BLEU 0). Returns ``{stream: {"bleu", "tvd", "jsd"}}``.
     """
     if len(generated) != len(reference):
         raise ValueError(
@@ -300,8 +301,14 @@ def _distribution(p: np.ndarray) -> np.ndarray:
     return p / p.sum()
 
 
-def _event_array(a: np.ndarray, name: str) -> np.ndarray:
+def _event_array(a: Any, name: str) -> np.ndarray:
+    if not isinstance(a, np.ndarray) and len(a) and hasattr(a[0], "behavior"):
+        from bua.events import events_to_array  # a sequence of bua.events.Event
+
+        a = events_to_array(list(a))
     a = np.asarray(a, dtype=np.int64)
+    if a.size == 0:
+        a = a.reshape(0, 4)
     if a.ndim != 2 or a.shape[1] != 4:
         raise ValueError(f"{name} must be an int array [L, 4] (day, minute, location, behavior), got shape {a.shape}")
     return a
