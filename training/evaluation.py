@@ -80,7 +80,7 @@ def repeat_previous_day(sample) -> np.ndarray:
     return arr
 
 
-def _baseline_config(config: TrainConfig, progress: bool):
+def baseline_eval_config(config: TrainConfig, progress: bool):
     from bua.evaluate import EvalConfig as BaselineEvalConfig
 
     e = config.eval
@@ -107,7 +107,7 @@ def evaluate_model(run_dir: str | Path, stage: Optional[str], config: TrainConfi
         stage = ck.final_stage
     model.eval()
     vocab = data.vocab
-    bconf = _baseline_config(config, progress)
+    bconf = baseline_eval_config(config, progress)
     edata = prepare_eval_data(bconf, data.dataset)
     explain = config.eval.prediction_mode == "explain"
     names = list(vocab.behaviors)

@@ -1,0 +1,310 @@
+"""`bua demo`: the product's main job end to end, from nothing to an on-device prediction.
+
+1. events (the built-in daily-life simulator by default; `--data` takes the Foursquare
+   check-ins or a CSV/Parquet log), 2. behavior encoder pretraining and 3. the three-stage
+   curriculum (both by `bua.training`, on the real SmolLM2-135M-Instruct), 4. `bua-export` to a
+   q4_k_m bundle, 5. `OnDevicePredictor` on held-out users: one user's history, understanding
+   rounds and top-5 next behaviors; Table-1 metrics of on-device BUA next to SASRec and the
+   Markov baseline; a generated next day with the Table-2 metrics.
+
+Every step's output lives under runs/demo/<config>-<hash>/, the hash covering the config
+file, the data option and the overrides: a rerun reuses finished steps (training resumes where
+it stopped) and `--fresh` starts over.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_CONFIG = "smollm2-135m-cpu"
+QUICK_CONFIG = "tiny-cpu"
+SHOWN_HISTORY = 12
+
+
+def configs_dir() -> Path:
+    import bua.training
+
+    return Path(bua.training.__file__).parent / "configs"
+
+
+@dataclass
+class DemoPlan:
+    config: Path
+    overrides: dict[str, Any]
+    root: Path
+    quant: str
+    threads: int
+    generation_samples: int
+    quick: bool = False
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.root / f"bundle-{self.quant}"
+
+    @property
+    def eval_path(self) -> Path:
+        return self.root / "ondevice_eval.json"
+
+
+def data_overrides(data: str | None) -> dict[str, Any]:
+    """Config overrides for `--data`: simulator (default), foursquare, or a CSV/Parquet path."""
+    if data in (None, "simulator"):
+        return {}
+    if data == "foursquare":
+        from bua.evaluate import default_foursquare_dir
+
+        return {"data.source": "foursquare", "data.path": str(default_foursquare_dir())}
+    path = Path(data)
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {data!r}: not 'simulator', 'foursquare' or an existing CSV/Parquet file")
+    return {"data.source": "table", "data.path": str(path.resolve())}
+
+
+def make_plan(args: argparse.Namespace) -> DemoPlan:
+    name = QUICK_CONFIG if args.quick else (args.config or DEFAULT_CONFIG)
+    config = Path(name) if name.endswith((".yaml", ".yml")) else configs_dir() / f"{name}.yaml"
+    if not config.is_file():
+        known = ", ".join(sorted(p.stem for p in configs_dir().glob("*.yaml")))
+        raise FileNotFoundError(f"config {config} not found (known: {known})")
+    overrides = data_overrides(args.data)
+    key = json.dumps({"config": config.read_text(), "overrides": overrides, "quant": args.quant}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return DemoPlan(config, overrides, Path(args.out) / f"{config.stem}-{digest}", args.quant, args.threads,
+                    2 if args.quick else args.generation_samples, args.quick)
+
+
+def _say(title: str) -> None:
+    print(f"\n=== {title} " + "=" * max(0, 74 - len(title)), flush=True)
+
+
+# ------------------------------------------------------------------------------------- steps
+def step_train(plan: DemoPlan) -> tuple[dict[str, Any], str]:
+    from bua.training.checkpoint import read_run
+    from bua.training.pipeline import RunOptions, run_curriculum
+
+    record = read_run(plan.run_dir) if (plan.run_dir / "run.json").is_file() else None
+    requested = record.get("stages_requested", []) if record else []
+    if record and requested and all(record["stages"][s].get("status") == "done" for s in requested):
+        return record, "reused"
+    run_curriculum(RunOptions(config=plan.config, out=plan.run_dir, resume=record is not None,
+                              overrides=plan.overrides, device="cpu", evaluate=False))
+    return read_run(plan.run_dir), "resumed" if record else "trained"
+
+
+def step_export(plan: DemoPlan) -> tuple[Any, str]:
+    from bua.export.pipeline import export_run
+    from bua.runtime.bundle import Bundle, BundleError
+
+    if plan.bundle_dir.exists():
+        try:
+            return Bundle.load(plan.bundle_dir, verify=True), "reused"
+        except BundleError as err:
+            print(f"existing bundle is unusable ({err}); exporting again")
+    export_run(plan.run_dir, plan.bundle_dir, plan.quant, force=True, n_threads=plan.threads)
+    return Bundle.load(plan.bundle_dir, verify=True), "exported"
+
+
+def eval_setup(plan: DemoPlan):
+    """The training config, the baseline settings (Markov and SASRec) and the test sets: the
+    same split and samples the curriculum's own evaluation uses."""
+    import dataclasses
+
+    from bua.evaluate import prepare_eval_data
+    from bua.training.config import load_config
+    from bua.training.data import load_events
+    from bua.training.evaluation import baseline_eval_config
+
+    config = load_config(plan.config, plan.overrides)
+    econf = dataclasses.replace(baseline_eval_config(config, progress=True), models=("markov", "SASRec"))
+    if plan.quick:
+        econf = dataclasses.replace(econf, sasrec_max_epochs=1)
+    return config, econf, prepare_eval_data(econf, load_events(config.data))
+
+
+def _generation_pool(config, edata) -> list:
+    from bua.samples import generation_samples
+
+    h = config.data.generation_history_len
+    return generation_samples(edata.split.test, h, min_history=min(h, max(2, config.data.history_len // 2)),
+                              max_per_user=1)
+
+
+def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict[str, Any], str]:
+    """On-device BUA (fast path) next to SASRec and Markov; generation metrics. Cached."""
+    from tqdm.auto import tqdm
+
+    from bua.evaluate import prediction_report, run_baselines
+    from bua.events import events_to_array
+    from bua.metrics import generation_metrics
+    from bua.training.evaluation import repeat_previous_day
+
+    bundle_sha = predictor.bundle.files[predictor.bundle.roles["model"]].sha256
+    if plan.eval_path.is_file():
+        cached = json.loads(plan.eval_path.read_text())
+        if cached.get("bundle_sha256") == bundle_sha:
+            return cached, "reused"
+
+    vocab = edata.vocab
+    rows: dict[str, dict[str, np.ndarray]] = {"BUA (on-device)": {}}
+    t0 = time.monotonic()
+    for name, samples in edata.test_sets.items():
+        scores = np.stack([predictor.behavior_logprobs(s.history, explain=False)
+                           for s in tqdm(samples, desc=f"on-device BUA, {name} test set")])
+        rows["BUA (on-device)"][name] = scores
+    latency_ms = 1000 * (time.monotonic() - t0) / sum(len(v) for v in edata.test_sets.values())
+    baseline_scores, _ = run_baselines(edata, econf)
+    rows.update(baseline_scores)
+    report = prediction_report(rows, edata.targets(), vocab.n_behaviors, edata.freq_classes,
+                               title=f"Next behavior prediction, test users of {edata.name}")
+
+    pool = _generation_pool(config, edata)[: plan.generation_samples]
+    generated, failures = [], 0
+    for s in tqdm(pool, desc="on-device BUA, next-day generation"):
+        try:
+            generated.append(events_to_array(predictor.generate(s.history[-predictor.bundle.max_history:],
+                                                                explain=False).events))
+        except RuntimeError:
+            failures += 1
+            generated.append(np.zeros((0, 4), dtype=np.int64))
+    reference = [events_to_array(s.target_day) for s in pool]
+    generation = {
+        "BUA (on-device)": generation_metrics(generated, reference, vocab.n_behaviors, vocab.n_locations),
+        "repeat previous day": generation_metrics([repeat_previous_day(s) for s in pool], reference,
+                                                  vocab.n_behaviors, vocab.n_locations),
+    } if pool else {}
+    result = {"bundle_sha256": bundle_sha, "prediction_markdown": report.to_markdown(),
+              "prediction": report.to_dict(), "latency_ms_per_prediction": round(latency_ms, 1),
+              "generation": generation, "generation_samples": len(pool), "generation_failures": failures}
+    tmp = plan.eval_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=float))
+    tmp.replace(plan.eval_path)
+    return result, "evaluated"
+
+
+# ------------------------------------------------------------------------------------- output
+def show_user(edata, predictor) -> None:
+    from bua.textformat import format_event, format_events
+
+    sample = edata.test_sets["natural"][0]
+    vocab = predictor.vocab
+    print(f"held-out user {sample.user_id}: {len(sample.history)} events of history, the last {SHOWN_HISTORY}:")
+    for line in format_events(sample.history[-SHOWN_HISTORY:], vocab).split("\n"):
+        print(f"  {line}")
+    t = time.monotonic()
+    result = predictor.predict(sample.history, top_k=5, explain=True)
+    seconds = time.monotonic() - t
+    for task, text in result.explanation.items():
+        print(f"\n[{task}]\n  " + text.replace("\n", "\n  "))
+    print(f"\ntop-5 next behaviors ({seconds:.1f} s with the understanding rounds, {result.prompt_tokens} positions):")
+    truth = vocab.behaviors[sample.target.behavior]
+    for rank, s in enumerate(result.top, 1):
+        mark = "   <- true next behavior" if s.behavior == truth else ""
+        print(f"  {rank}. {s.behavior:<24} p={s.probability:.3f}{mark}")
+    print(f"  true next event: {format_event(sample.target, vocab)}")
+
+
+def show_generation(config, edata, predictor) -> None:
+    from bua.textformat import format_events
+
+    pool = _generation_pool(config, edata)
+    if not pool:
+        print("no test user has a full next day to generate")
+        return
+    s = pool[0]
+    day = predictor.generate(s.history[-predictor.bundle.max_history:], explain=False)
+    print(f"user {s.user_id}, generated next day ({len(day.events)} events"
+          f"{', grammar-constrained retry' if day.constrained else ''}):")
+    for line in format_events(day.events, predictor.vocab).split("\n")[:16]:
+        print(f"  {line}")
+    print(f"true next day ({len(s.target_day)} events), first lines:")
+    for line in format_events(s.target_day, predictor.vocab).split("\n")[:8]:
+        print(f"  {line}")
+
+
+def _generation_table(gen: dict[str, dict[str, dict[str, float]]]) -> str:
+    head = "| model | " + " | ".join(f"{s} BLEU | {s} TVD | {s} JSD" for s in ("event", "timestamp", "location")) + " |"
+    sep = "|---" * 10 + "|"
+    lines = [head, sep]
+    for name, m in gen.items():
+        cells = [f"{m[s][k]:.3f}" for s in ("event", "timestamp", "location") for k in ("bleu", "tvd", "jsd")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from bua import OnDevicePredictor
+
+    plan = make_plan(args)
+    if args.fresh and plan.root.exists():
+        shutil.rmtree(plan.root)
+    plan.root.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    start = time.monotonic()
+    print(f"bua demo: config {plan.config.name}, data {args.data or 'simulator'}, artifacts in {plan.root}")
+
+    _say("1-3. data, behavior encoder pretraining, three-stage curriculum")
+    t = time.monotonic()
+    record, how = step_train(plan)
+    timings["train"] = time.monotonic() - t
+    print(f"curriculum {how}: backbone {record['backbone']}, stages "
+          + ", ".join(f"{s} {record['stages'][s].get('status')}" for s in ("stage1", "stage2", "stage3")))
+
+    _say(f"4. bua-export --quant {plan.quant}")
+    t = time.monotonic()
+    bundle, how = step_export(plan)
+    timings["export"] = time.monotonic() - t
+    sizes = ", ".join(f"{name} {entry.size / 2**20:.1f} MiB" for name, entry in bundle.files.items())
+    print(f"bundle {how}: {plan.bundle_dir} ({sizes})")
+
+    _say("5. OnDevicePredictor on a held-out user")
+    t = time.monotonic()
+    predictor = OnDevicePredictor.from_bundle(plan.bundle_dir, n_threads=plan.threads)
+    config, econf, edata = eval_setup(plan)
+    show_user(edata, predictor)
+
+    _say("Next-behavior prediction on the test users (Table 1 metrics)")
+    result, how = step_evaluate(plan, predictor, config, econf, edata)
+    print(result["prediction_markdown"])
+    print(f"(on-device BUA: fast path, {result['latency_ms_per_prediction']} ms per prediction; {how})")
+
+    _say("Next-day generation")
+    show_generation(config, edata, predictor)
+    if result["generation"]:
+        print(f"\nTable 2 metrics over {result['generation_samples']} test users "
+              f"({result['generation_failures']} unparseable):")
+        print(_generation_table(result["generation"]))
+    timings["on-device"] = time.monotonic() - t
+
+    _say("Summary")
+    total = time.monotonic() - start
+    print("time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()) + f", total {total / 60:.1f} min")
+    print(f"training run:   {plan.run_dir}  (loss curves: {plan.run_dir / 'loss_curves.png'})")
+    print(f"bundle:         {plan.bundle_dir}")
+    print(f"on-device eval: {plan.eval_path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the main job end to end: simulate, train, export, predict on device",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=None, help="simulator (default), foursquare, or a CSV/Parquet log")
+    p.add_argument("--config", default=None, help=f"training config name or YAML path (default {DEFAULT_CONFIG})")
+    p.add_argument("--quick", action="store_true", help=f"tiny random backbone ({QUICK_CONFIG}): seconds, for CI")
+    p.add_argument("--quant", default="q4_k_m", help="bundle quantization (default q4_k_m)")
+    p.add_argument("--threads", type=int, default=2, help="llama.cpp / onnxruntime threads (default 2)")
+    p.add_argument("--generation-samples", type=int, default=10, help="test users for the generation metrics")
+    p.add_argument("--out", default="runs/demo", help="where the steps' artifacts go (default runs/demo)")
+    p.add_argument("--fresh", action="store_true", help="delete this configuration's artifacts and start over")
+    p.set_defaults(func=run_demo)

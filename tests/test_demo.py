@@ -1,0 +1,48 @@
+"""`bua demo --quick`: the whole chain (simulate, encoder, curriculum, export, on-device
+prediction, explanation, metrics, generation) on a tiny random backbone, then a rerun that
+reuses every finished step."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _demo(out: Path, *extra: str) -> str:
+    cmd = [sys.executable, "-m", "bua.cli", "demo", "--quick", "--threads", "1", "--out", str(out), *extra]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_quick_demo_runs_the_whole_chain_and_reuses_finished_steps(tmp_path):
+    first = _demo(tmp_path)
+    for needle in ("curriculum trained", "bundle exported", "top-5 next behaviors", "[key_behaviors]",
+                   "[patterns]", "[summary]", "true next event:", "| BUA (on-device) |", "| markov |",
+                   "| SASRec |", "generated next day", "Table 2 metrics", "total"):
+        assert needle in first, needle
+    runs = list(tmp_path.glob("tiny-cpu-*"))
+    assert len(runs) == 1 and (runs[0] / "bundle-q4_k_m" / "manifest.json").is_file()
+
+    second = _demo(tmp_path)
+    assert "curriculum reused" in second and "bundle reused" in second and "; reused)" in second
+
+
+def test_plan_hash_covers_config_data_and_quant(tmp_path):
+    import argparse
+
+    from bua.demo import make_plan
+
+    def plan(**kw):
+        args = dict(quick=True, config=None, data=None, quant="q4_k_m", out=str(tmp_path), threads=1,
+                    generation_samples=2)
+        args.update(kw)
+        return make_plan(argparse.Namespace(**args))
+
+    base = plan()
+    assert plan().root == base.root
+    assert plan(quant="q8_0").root != base.root
+    csv = tmp_path / "log.csv"
+    csv.write_text("user,timestamp,location,behavior\n")
+    other = plan(data=str(csv))
+    assert other.root != base.root and other.overrides == {"data.source": "table", "data.path": str(csv.resolve())}
