@@ -66,7 +66,8 @@ def test_eval_data_protocol():
 
 
 def test_bua_eval_cli_quick(tmp_path, capsys):
-    code = main(["eval", "--data", "simulator", "--quick", "--no-progress", "--out", str(tmp_path)])
+    code = main(["eval", "--data", "simulator", "--quick", "--no-progress", "--threads", "1",
+                 "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
     assert "### natural test set" in out and "### long_tail test set" in out

@@ -44,12 +44,20 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=float, metavar="S",
                    help="also stop each neural training phase after S seconds (keeping the best "
                         "epoch so far; makes results depend on machine speed)")
+    p.add_argument("--threads", type=int,
+                   help="torch intra-op threads (default: torch's choice; 1 is fastest for "
+                        "these small models on a busy machine)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     from bua.evaluate import EvalConfig, run_eval
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     columns = {}
     for item in args.column:
