@@ -123,7 +123,7 @@ class StageConfig:
 class DistributedConfig:
     """How replicas cooperate under torchrun."""
 
-    strategy: Literal["ddp", "fsdp"] = "ddp"
+    strategy: Literal["ddp"] = "ddp"  # LoRA + bf16 base: a 7B replica (15 GB) fits a 40 GB card, see README
     backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl with CUDA, else gloo
     find_unused_parameters: bool = False
 

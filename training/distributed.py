@@ -1,9 +1,8 @@
 """Process group setup under torchrun and the collective helpers the trainer needs.
 
 `python training/curriculum.py` runs single-process; `torchrun --nproc_per_node N
-training/curriculum.py ...` runs N replicas (RANK / WORLD_SIZE / LOCAL_RANK from torchrun).
-Replicas are wrapped in torch's DistributedDataParallel, or sharded with torch FSDP2
-(`fully_shard`) when `distributed.strategy: fsdp`.
+training/curriculum.py ...` runs N data-parallel replicas (RANK / WORLD_SIZE / LOCAL_RANK from
+torchrun), each wrapped in torch's DistributedDataParallel.
 """
 from __future__ import annotations
 
