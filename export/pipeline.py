@@ -56,16 +56,22 @@ class ExportSummary:
     warnings: list[str] = field(default_factory=list)
 
     def text(self) -> str:
-        mib = 2**20
         lines = [f"bundle {self.bundle_dir} ({self.quant}), exported in {self.seconds:.0f}s"]
         for rel, size in sorted(self.file_sizes.items()):
-            lines.append(f"  {rel:<28} {size / mib:10.2f} MiB")
-        lines.append("GGUF size per type: " + ", ".join(f"{q} {s / mib:.1f} MiB" for q, s in self.gguf_sizes.items()))
+            lines.append(f"  {rel:<28} {human_size(size):>12}")
+        lines.append("GGUF size per type: " + ", ".join(f"{q} {human_size(s)}" for q, s in self.gguf_sizes.items()))
         if self.quantization is not None:
             lines.append(self.quantization.summary())
         lines.extend(describe_parity(self.parity))
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
+
+
+def human_size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
 
 
 def describe_parity(parity: dict[str, Any]) -> list[str]:
