@@ -20,7 +20,7 @@ def encoder_max_len(config: TrainConfig, size_max_len: int) -> int:
 def ensure_encoder(run_dir: Path, config: TrainConfig, data, ctx: D.DistContext, progress: bool = True):
     """RUN_DIR/encoder: reused if present, copied from `encoder.pretrained`, or pretrained on the
     training users (validation users for early stopping) by rank 0. Returns the loaded encoder."""
-    from bua.models.encoder import SIZES, BehaviorEncoder, EncoderConfig
+    from bua.models.encoder import BehaviorEncoder, EncoderConfig
     from bua.models.pretrain import pretrain_encoder
 
     target = run_dir / "encoder"

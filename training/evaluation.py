@@ -10,7 +10,6 @@ the same sequence (the multi-round setup of sec. 3.4); `direct` asks the final r
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path

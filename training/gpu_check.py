@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -147,7 +146,7 @@ def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: t
     from bua.models.encoder import BehaviorEncoder, EncoderConfig
     from bua.models.projector import Projector, ProjectorConfig, SoftTokenizer
     from bua.training.collate import collate
-    from bua.training.config import LoraSettings, StageConfig, config_from_dict
+    from bua.training.config import StageConfig, config_from_dict
     from bua.training.data import build_stage, prepare
     from bua.training.losses import dialogue_losses, round_losses
     from bua.training.model import BUAModel
