@@ -1,0 +1,44 @@
+"""On-device BUA agrees with the PyTorch model of the same checkpoint (issue 6's parity):
+identical top-1 on an f16 bundle, >= 95% top-1 agreement for q4_k_m."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    from bua.training.pipeline import RunOptions, run_curriculum
+
+    out = tmp_path_factory.mktemp("parity") / "run"
+    run_curriculum(RunOptions(config=ROOT / "training" / "configs" / "tiny-cpu.yaml", out=out, device="cpu",
+                              evaluate=False, progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def torch_scores(trained_run):
+    from bua.training.runtime_parity import torch_logprobs
+
+    samples, lp, _ = torch_logprobs(trained_run, n_samples=None)
+    return samples, lp
+
+
+@pytest.mark.parametrize("quant,min_agreement", [("f16", 1.0), ("q4_k_m", 0.95)])
+def test_runtime_top1_matches_pytorch(trained_run, torch_scores, tmp_path, quant, min_agreement):
+    from bua.export.pipeline import export_run
+    from bua.training.runtime_parity import compare
+
+    bundle = tmp_path / f"bundle-{quant}"
+    export_run(trained_run, bundle, quant, n_threads=1, progress=lambda msg: None)
+    samples, lp = torch_scores
+    report = compare(samples, lp, bundle, n_threads=1)
+    print(report)
+    assert report.samples >= 20
+    assert report.top1_agreement >= min_agreement, report
+    if quant == "f16":
+        assert report.max_abs_logprob_diff < 0.05, report
