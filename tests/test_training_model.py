@@ -106,6 +106,9 @@ def test_score_candidates_equals_training_nll_of_the_answer(model):
     prompt = round_prompt_segments(tpl, chat, "predict", True)
     names = ["gaming", "check weather", "subway"]
     scores = model.score_candidates(HIST, prompt, names)
+    from bua.events import events_from_array
+
+    assert torch.equal(model.score_candidates(events_from_array(HIST), prompt, names), scores)
     eot = model.tokenizer(chat.end_of_turn, add_special_tokens=False)["input_ids"]
     for name, score in zip(names, scores):
         ex = _example(model, ["predict"], [name])

@@ -65,8 +65,12 @@ class InferenceSession:
         with torch.no_grad():
             self._run(self.model.lm.get_input_embeddings()(t))
 
-    def feed_history(self, history: np.ndarray) -> None:
-        """The soft tokens of `history` (int64 [L, 4]) as embedding rows."""
+    def feed_history(self, history) -> None:
+        """The soft tokens of `history` (int64 [L, 4], or a sequence of `bua.events.Event`) as embedding rows."""
+        if not isinstance(history, np.ndarray) and len(history) and not isinstance(history[0], (list, tuple, np.ndarray)):
+            from bua.events import events_to_array
+
+            history = events_to_array(list(history))
         events = torch.as_tensor(np.asarray(history, dtype=np.int64), device=self.model.device).unsqueeze(0)
         mask = torch.ones(events.shape[:2], dtype=torch.bool, device=self.model.device)
         with evaluating(self.model):

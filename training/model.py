@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -179,16 +178,17 @@ class BUAModel(nn.Module):
         return ForwardOutput(nll=nll, loss_rounds=batch.loss_rounds[:, 1:])
 
     # ------------------------------------------------------------------ inference
-    def score_candidates(self, history: np.ndarray, prompt: Sequence[Segment], candidates: Sequence[str]) -> torch.Tensor:
+    def score_candidates(self, history, prompt: Sequence[Segment], candidates: Sequence[str]) -> torch.Tensor:
         """Summed log-probs [C] of `candidate + end_of_turn` as the answer to `prompt` (segments
-        ending with the assistant prefix; the soft slot filled from `history`)."""
+        ending with the assistant prefix; the soft slot filled from `history`: int64 [L, 4] or
+        a sequence of `bua.events.Event`)."""
         from bua.training.inference import InferenceSession
 
         session = InferenceSession(self)
         session.feed_segments(prompt, history)
         return session.score(candidates)
 
-    def generate_answer(self, history: np.ndarray, prompt: Sequence[Segment], max_new_tokens: int = 256) -> str:
+    def generate_answer(self, history, prompt: Sequence[Segment], max_new_tokens: int = 256) -> str:
         """Greedy answer to `prompt` up to (not including) the end-of-turn token."""
         from bua.training.inference import InferenceSession
 
