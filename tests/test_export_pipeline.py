@@ -276,3 +276,12 @@ def test_runtime_predictor_reads_the_bundle(qwen2_bundle):
     assert sorted(s.behavior for s in result.top) == sorted(BEHAVIORS)
     assert sum(s.probability for s in result.top) == pytest.approx(1.0, abs=1e-6)
     assert result.soft_tokens == 12
+
+
+def test_console_script_is_installed():
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "bua-export"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--checkpoint RUN_DIR" in out and "q4_k_m" in out and "--keep-f16" in out
