@@ -1,0 +1,79 @@
+"""Comparison 6: bua._native (pybind11 + the C++ session) vs llama-cpp-python's low-level
+ctypes API on the identical workload, the fast path's shape: the prompt head as tokens, 40
+soft rows as embeddings, the prompt tail as tokens, then single-token decodes. Both sides
+issue the same llama_decode calls on the same GGUF with the same context parameters; their
+final logits must be identical."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bua.dialogue import PREDICT, round_prompt_segments
+
+from benchkit import artifacts
+from benchkit.rawllama import RawSession
+from benchkit.recorder import finish, run_side
+from benchkit.sessions import new_session
+from benchkit.workloads import histories
+
+pytestmark = pytest.mark.bua_compare
+MODELS = [artifacts.SMOLLM2_KEY, artifacts.QWEN05_KEY]
+N_CTX = 4096  # OnDevicePredictor's context
+
+
+@pytest.fixture(scope="module")
+def workload(models, bench):
+    cache: dict[str, dict] = {}
+
+    def get(model: str) -> dict:
+        if model not in cache:
+            p = models.predictor(model, "q4_k_m")
+            head, _, tail = round_prompt_segments(p.template, p.chat, PREDICT, True)
+            decode = [c[0] for c in p._candidates][: max(4, bench.decode_tokens // 2)]
+            cache[model] = {"p": p, "head": p._tokens(head.text), "rows": p.soft_tokens(histories(1)[0]),
+                            "tail": p._tokens(tail.text), "decode": decode}
+        return cache[model]
+
+    return get
+
+
+def run(session, w: dict) -> None:
+    session.reset()
+    session.eval_tokens(w["head"])
+    session.eval_embeddings(w["rows"])
+    session.eval_tokens(w["tail"])
+    for t in w["decode"]:
+        session.eval_tokens([t])
+
+
+def _calls(w: dict, n_batch: int = 512) -> int:
+    chunks = sum(-(-len(x) // n_batch) for x in (w["head"], w["rows"], w["tail"]))
+    return chunks + len(w["decode"])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_glue_native(benchmark, bench, recorder, models, workload, model):
+    w = workload(model)
+    session = new_session(w["p"], N_CTX)
+    rec = run_side(benchmark, bench, recorder, comparison="6", model=model, model_label=models.info(model).label,
+                   side="native", role="bua", label="bua._native Session (pybind11, C++)", fn=lambda: run(session, w))
+    rec.metrics.update(llama_decode_calls=_calls(w), positions=len(w["head"]) + len(w["rows"]) + len(w["tail"]) + len(w["decode"]))
+    finish(benchmark, rec)
+    w["native_logits"] = np.asarray(session.last_logits()).copy()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_glue_raw(benchmark, bench, recorder, models, workload, model):
+    w = workload(model)
+    raw = RawSession(w["p"].bundle.gguf_path, N_CTX, bench.threads)
+    try:
+        rec = run_side(benchmark, bench, recorder, comparison="6", model=model, model_label=models.info(model).label,
+                       side="raw", role="baseline", label="llama-cpp-python low-level API (ctypes)", fn=lambda: run(raw, w))
+        rec.metrics.update(llama_decode_calls=_calls(w))
+        if "native_logits" in w:
+            diff = float(np.max(np.abs(w["native_logits"] - raw.logits)))
+            rec.metrics["max_abs_logit_diff_vs_native"] = diff
+            assert diff < 1e-3, f"native and raw paths disagree (max |logit diff| {diff}): not the same workload"
+        finish(benchmark, rec)
+    finally:
+        raw.close()
