@@ -40,6 +40,8 @@ def test_config_sizes_and_errors():
         cfg.check_vocab(14, 10)
     cfg.check_vocab(37, 10)
     assert EncoderConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match=r"unknown EncoderConfig fields: \['bogus'\]"):
+        EncoderConfig.from_dict({**cfg.to_dict(), "bogus": 1})
 
 
 def test_forward_shapes_and_heads(encoder):

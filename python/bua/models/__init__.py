@@ -21,6 +21,13 @@ _EXPORTS = {
     "SoftTokenizer": "projector",
     "export_soft_token_onnx": "onnx_io",
     "onnx_parity": "onnx_io",
+    "MostFrequent": "baselines",
+    "Markov": "baselines",
+    "SASRec": "baselines",
+    "SASRecConfig": "baselines",
+    "EncoderClassifier": "baselines",
+    "EncoderClassifierConfig": "baselines",
+    "prediction_arrays": "baselines",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,6 +1,7 @@
 """Atomic save/load of a module as ``<name>.safetensors`` + ``<name>.json`` in a directory."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -48,6 +49,15 @@ def save_module(module: torch.nn.Module, config: dict[str, Any], directory: str 
     atomic_write_bytes(directory / f"{name}.json",
                        (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
     return directory
+
+
+def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """``cls(**d)`` for a config dataclass, naming unknown fields instead of a TypeError."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**d)
 
 
 def load_config(directory: str | os.PathLike, name: str) -> dict[str, Any]:

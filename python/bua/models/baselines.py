@@ -266,11 +266,24 @@ def _fit_early_stopping(model: nn.Module, optimizer: torch.optim.Optimizer, n_tr
     return report
 
 
-def _batched_scores(fn: Callable[[np.ndarray], torch.Tensor], n: int, batch_size: int) -> np.ndarray:
-    out = []
+def _index_batches(n: int, batch_size: int):
+    for start in range(0, n, batch_size):
+        yield torch.arange(start, min(n, start + batch_size))
+
+
+def _mean_cross_entropy(logits_fn: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor,
+                        batch_size: int) -> float:
+    """Mean cross-entropy of ``logits_fn(index batch)`` against ``targets``, in batches."""
+    total = sum(float(F.cross_entropy(logits_fn(i), targets[i.to(targets.device)], reduction="sum"))
+                for i in _index_batches(len(targets), batch_size))
+    return total / len(targets)
+
+
+def _batched_scores(logits_fn: Callable[[torch.Tensor], torch.Tensor], n: int,
+                    batch_size: int) -> np.ndarray:
+    """Softmax of ``logits_fn(index batch)`` for indices 0..n-1, as float64 ``[n, C]``."""
     with torch.no_grad():
-        for i in range(0, n, batch_size):
-            out.append(torch.softmax(fn(np.arange(i, min(n, i + batch_size))), -1).cpu().numpy())
+        out = [torch.softmax(logits_fn(i), -1).cpu().numpy() for i in _index_batches(n, batch_size)]
     return np.concatenate(out).astype(np.float64)
 
 
@@ -384,11 +397,7 @@ class SASRec:
             return loss + c.l2_emb * 0.5 * self.net.item_emb.weight.pow(2).sum()
 
         def val_loss() -> float:
-            tot = 0.0
-            for s in range(0, len(val), 512):
-                logits = self.net(val_seq[s:s + 512])[:, -1]
-                tot += float(F.cross_entropy(logits, val_y[s:s + 512], reduction="sum"))
-            return tot / len(val)
+            return _mean_cross_entropy(lambda i: self.net(val_seq[i.to(c.device)])[:, -1], val_y, 512)
 
         torch.manual_seed(c.seed)
         self.report = _fit_early_stopping(
@@ -401,7 +410,7 @@ class SASRec:
     def predict_scores(self, samples: Any) -> np.ndarray:
         seq = self._sequences(prediction_arrays(samples), with_target=False)
         self.net.eval()
-        return _batched_scores(lambda i: self.net(seq[torch.from_numpy(i)])[:, -1], len(seq), 512)
+        return _batched_scores(lambda i: self.net(seq[i.to(seq.device)])[:, -1], len(seq), 512)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,11 +488,8 @@ class EncoderClassifier:
             return F.cross_entropy(self._logits(train_ev[i], train_m[i]), train_y[i])
 
         def val_loss() -> float:
-            tot = 0.0
-            for s in range(0, len(val_y), 256):
-                tot += float(F.cross_entropy(self._logits(val_ev[s:s + 256], val_m[s:s + 256]),
-                                             val_y[s:s + 256], reduction="sum"))
-            return tot / len(val_y)
+            return _mean_cross_entropy(
+                lambda i: self._logits(val_ev[i.to(c.device)], val_m[i.to(c.device)]), val_y, 256)
 
         torch.manual_seed(c.seed)
         self.report = _fit_early_stopping(
@@ -498,5 +504,5 @@ class EncoderClassifier:
             raise RuntimeError("call fit() first")
         ev, m, _ = self._tensors(samples)
         self.encoder.eval()
-        return _batched_scores(lambda i: self._logits(ev[torch.from_numpy(i)], m[torch.from_numpy(i)]),
+        return _batched_scores(lambda i: self._logits(ev[i.to(ev.device)], m[i.to(ev.device)]),
                                len(ev), 256)

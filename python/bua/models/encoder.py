@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bua.models._io import load_config, load_state, save_module
+from bua.models._io import config_from_dict, load_config, load_state, save_module
 
 MINUTES_PER_DAY = 1440
 N_DAYS = 7
@@ -99,11 +99,7 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EncoderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown EncoderConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 def _exporting() -> bool:

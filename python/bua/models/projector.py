@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bua.models._io import load_config, load_state, save_module
+from bua.models._io import config_from_dict, load_config, load_state, save_module
 from bua.models.encoder import BehaviorEncoder
 
 MODES = ("per_event", "pooled", "item_emb")
@@ -54,11 +54,7 @@ class ProjectorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ProjectorConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown ProjectorConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 class Projector(nn.Module):
