@@ -3,19 +3,16 @@ checkpoint in PyTorch/transformers fp32 on the CPU: latency per prediction (same
 candidate scoring over every behavior) and peak RSS, each side measured in a fresh process."""
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from benchkit import artifacts
 from benchkit.probe import run_probe
-from benchkit.recorder import finish, run_side
+from benchkit.recorder import Cycler, finish, run_side
 from benchkit.sessions import fastpath_breakdown
 from benchkit.workloads import histories
 
 pytestmark = pytest.mark.bua_compare
 MODELS = [artifacts.SMOLLM2_KEY, artifacts.QWEN05_KEY]
-N_CHECK = 4  # histories on which both sides' top-1 are compared (a sanity check)
 
 
 def _rss(metrics: dict, probe: dict) -> None:
@@ -26,13 +23,11 @@ def _rss(metrics: dict, probe: dict) -> None:
 @pytest.mark.parametrize("model", MODELS)
 def test_fastpath_bua(benchmark, bench, recorder, models, model):
     p = models.predictor(model, "q4_k_m")
-    hs = histories(bench.n_histories)
-    cycle = itertools.cycle(hs)
+    calls = Cycler(histories(bench.n_histories), lambda h: p.predict(h, top_k=5, explain=False).behavior)
     rec = run_side(benchmark, bench, recorder, comparison="1", model=model, model_label=models.info(model).label,
-                   side="bua", role="bua", label="OnDevicePredictor.predict(explain=False), q4_k_m + ONNX",
-                   fn=lambda: p.predict(next(cycle), top_k=5, explain=False))
-    rec.metrics.update(fastpath_breakdown(p, hs[0], 1 if bench.smoke else 5))
-    rec.metrics["top1"] = [p.predict(h, top_k=1, explain=False).behavior for h in hs[:N_CHECK]]
+                   side="bua", role="bua", label="OnDevicePredictor.predict(explain=False), q4_k_m + ONNX", fn=calls)
+    rec.metrics.update(fastpath_breakdown(p, calls.items[0], 1 if bench.smoke else 5))
+    rec.metrics["top1"] = {str(i): b for i, b in sorted(calls.results.items())}
     probe = run_probe("native", bench.threads, bench.rss_predictions, bundle=models.bundle(model))
     assert not probe["torch_imported"], "the on-device side imported torch"
     _rss(rec.metrics, probe)
@@ -46,14 +41,12 @@ def test_fastpath_torch(benchmark, bench, recorder, models, model):
     info = models.info(model)
     enc, proj = artifacts.encoder_dir(bench), artifacts.projector_dir(bench, artifacts.hf_width(info.backbone_dir))
     tp = TorchPredictor(info.backbone_dir, enc, proj, artifacts.dataset().vocab, bench.threads)
-    hs = histories(bench.n_histories)
-    cycle = itertools.cycle(hs)
+    calls = Cycler(histories(bench.n_histories), lambda h: tp.top(h, 5)[0])
     rec = run_side(benchmark, bench, recorder, comparison="1", model=model, model_label=info.label,
-                   side="torch", role="baseline", label="BUAModel.score_candidates, transformers fp32",
-                   fn=lambda: tp.top(next(cycle), 5))
-    rec.metrics.update(tp.breakdown(hs[0], 1 if bench.smoke else 3))
-    rec.metrics["top1"] = [tp.top(h, 1)[0] for h in hs[:N_CHECK]]
-    del tp
+                   side="torch", role="baseline", label="BUAModel.score_candidates, transformers fp32", fn=calls)
+    rec.metrics.update(tp.breakdown(calls.items[0], 1))
+    rec.metrics["top1"] = {str(i): b for i, b in sorted(calls.results.items())}
+    del tp, calls
     probe = run_probe("torch", bench.threads, bench.rss_predictions, backbone=info.backbone_dir,
                       encoder=enc, projector=proj)
     _rss(rec.metrics, probe)

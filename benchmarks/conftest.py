@@ -6,7 +6,7 @@
 
 Options: --bench-smoke (or BUA_BENCH_SMOKE=1), --bench-threads N (or BUA_BENCH_THREADS;
 default min(2, free cores)), --bench-cache DIR (or BUA_BENCH_CACHE; default
-<bua cache>/bench). Files named bench_*.py are collected here (the default `pytest` run,
+<bua cache>/bench), --bench-budget SECONDS (timing per side in a full run). Files named bench_*.py are collected here (the default `pytest` run,
 testpaths = tests, never sees them).
 """
 from __future__ import annotations
@@ -33,6 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-threads", default=None,
                     help="threads for llama.cpp, onnxruntime and torch (default min(2, free cores))")
     group.addoption("--bench-cache", default=None, help="where built models are cached")
+    group.addoption("--bench-budget", default=None,
+                    help="seconds of timing per side in a full run (default 12; at least 3 rounds)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -64,7 +66,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def bench(pytestconfig: pytest.Config) -> Settings:
     return make_settings(_smoke(pytestconfig), pytestconfig.getoption("--bench-threads"),
-                         pytestconfig.getoption("--bench-cache"))
+                         pytestconfig.getoption("--bench-cache"), pytestconfig.getoption("--bench-budget"))
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,8 @@ def fastpath(get: Get, outcomes: list[Outcome]) -> list[str]:
         f"positions in batches). PyTorch = prompt {tp:.1f} ms ({tpos:.0f} positions incl. encoder + projector) "
         f"+ scoring {ts:.1f} ms.",
     ]
-    same = [t == b for t, b in zip(torch.metrics.get("top1", []), bua.metrics.get("top1", []))]
+    tt, bt = torch.metrics.get("top1") or {}, bua.metrics.get("top1") or {}
+    same = [tt[k] == bt[k] for k in tt if k in bt]
     if same:
         out.append(f"Sanity: top-1 equal on {sum(same)}/{len(same)} histories (q4_k_m vs fp32).")
     miss = _missed(outcomes, "time")

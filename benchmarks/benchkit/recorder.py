@@ -97,6 +97,28 @@ def run_side(benchmark, settings: Settings, recorder: Recorder, *, comparison: s
     return rec
 
 
+class Cycler:
+    """Calls fn(item) on items in turn, keeping each item's latest result (so checks after the
+    timing reuse the timed calls instead of running more)."""
+
+    def __init__(self, items: list, fn: Callable[[Any], Any]) -> None:
+        self.items, self.fn = items, fn
+        self.results: dict[int, Any] = {}
+        self._next = 0
+
+    def __call__(self) -> Any:
+        i = self._next
+        self._next = (i + 1) % len(self.items)
+        self.results[i] = self.fn(self.items[i])
+        return self.results[i]
+
+    def result(self, i: int = 0) -> Any:
+        """The latest result for item i, computing it if the timed rounds never reached it."""
+        if i not in self.results:
+            self.results[i] = self.fn(self.items[i])
+        return self.results[i]
+
+
 def finish(benchmark, rec: SideRecord) -> None:
     """Stores metrics added to `rec` after run_side into the benchmark's JSON too."""
     benchmark.extra_info.update(rec.metrics)

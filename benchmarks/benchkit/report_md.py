@@ -101,7 +101,8 @@ def render(records: list[SideRecord], run: dict[str, Any], model_labels: dict[st
         "## Method",
         "",
         "- Each side: one untimed warm-up call, then pytest-benchmark rounds sized to a fixed time budget per side "
-        "(at least 3). Median and interquartile range (IQR) over rounds; latency cases cycle through fixed "
+        "(at least 3; 2 for calls taking half the budget or more). Median and interquartile range (IQR) over rounds; "
+        "latency cases cycle through fixed "
         "simulated histories (40 events each).",
         "- Peak RSS: a fresh subprocess per side (`benchkit/probe.py`) imports its runtime, loads the model and "
         "runs a few predictions; peak = `getrusage(RUSAGE_SELF).ru_maxrss`. The on-device probe asserts torch "

@@ -83,20 +83,28 @@ class Settings:
     load_at_start: tuple[float, float, float] = field(default_factory=lambda: os.getloadavg())
 
     def rounds_for(self, one_call_s: float) -> int:
-        """Rounds that fit the per-side budget given one call's duration."""
+        """Rounds that fit the per-side budget given one call's duration (at least
+        `min_rounds`, or 2 for calls taking half the budget or more)."""
         if self.smoke:
             return 1
+        if one_call_s >= self.seconds_per_side / 2:
+            return 2  # slow calls (seconds each) vary little relative to their length
         fit = int(self.seconds_per_side / max(one_call_s, 1e-6))
         return max(self.min_rounds, min(self.max_rounds, fit))
 
 
-def make_settings(smoke: bool, threads: int | str | None = None, cache: str | os.PathLike | None = None) -> Settings:
+def make_settings(smoke: bool, threads: int | str | None = None, cache: str | os.PathLike | None = None,
+                  budget_s: float | str | None = None) -> Settings:
+    """Settings of a run; budget_s overrides the full run's timing budget per side."""
     n = resolve_threads(threads)
     root = Path(cache) / ("smoke" if smoke else "full") if cache else default_cache(smoke)
     if smoke:
         return Settings(smoke=True, threads=n, cache=root, seconds_per_side=0.0, min_rounds=1,
                         max_rounds=1, n_histories=2, n_agreement=3, decode_tokens=4,
                         bandwidth_mib=32, rss_predictions=1)
-    return Settings(smoke=False, threads=n, cache=root, seconds_per_side=12.0, min_rounds=3,
+    budget = 12.0 if budget_s in (None, "") else float(budget_s)
+    if budget <= 0:
+        raise ValueError(f"the timing budget per side must be positive, got {budget}")
+    return Settings(smoke=False, threads=n, cache=root, seconds_per_side=budget, min_rounds=3,
                     max_rounds=25, n_histories=8, n_agreement=24, decode_tokens=48,
                     bandwidth_mib=1024, rss_predictions=3)
