@@ -158,7 +158,9 @@ def test_two_process_gloo_replicas_stay_identical(tmp_path):
     out = tmp_path / "ddp"
     common = ["--config", str(TINY), "--threads", "1", "--no-progress", "--no-eval", "--stages", "1,2"]
     # micro-batches of 1: 4 = 1 x 2 accumulation steps (no_sync, then all-reduce) x 2 ranks
-    micro = ["--set", "stage1.micro_batch_size=1", "--set", "stage2.micro_batch_size=1"]
+    # and App. J task weighting in stage 2 (its statistics are all-reduced, so replicas agree)
+    micro = ["--set", "stage1.micro_batch_size=1", "--set", "stage2.micro_batch_size=1",
+             "--set", "stage2.task_weighting.enabled=true", "--set", "stage2.task_weighting.alpha=2.0"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "training" / "curriculum.py"), *common, *micro, "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
@@ -171,7 +173,11 @@ def test_two_process_gloo_replicas_stay_identical(tmp_path):
         assert s["best_val_loss"] < s["first_val_loss"]
     # the same global batch (4 = 2 per rank x 2 ranks) gives the single-process loss curve
     # (up to float summation order and each rank's own LoRA-dropout noise)
-    assert "1 x 2 accum x 2 ranks" in proc.stdout
+    assert "1 x 2 accum x 2 ranks" in proc.stdout and "App. J task weighting" in proc.stdout
+    weighted = [r for r in read_log(out / "stage2" / "log.jsonl") if r["type"] == "train"]
+    last = weighted[-1]["task_weights"]
+    assert {"key_behaviors", "patterns", "summary", "predict"} <= set(last)
+    assert sum(last.values()) == pytest.approx(len(last)) and max(last.values()) > 1.0 > min(last.values())
     single = tmp_path / "single"
     curriculum("--no-eval", "--stages", "1", "--out", str(single))
     a = [r["loss"] for r in read_log(out / "stage1" / "log.jsonl") if r["type"] == "train"]
