@@ -25,7 +25,7 @@ import gguf
 import numpy as np
 
 from bua.export.errors import ExportError
-from bua.export.fsutil import atomic_output
+from bua.fsio import atomic_output
 from bua.export.gguf_vocab import BpeVocab, add_tokenizer
 from bua.export.hf_config import HFModelSpec, read_hf_config
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from bua.events import DAY_ABBRS
+from bua.fsio import write_bytes
 from bua.runtime.bundle import FORMAT_VERSION, MANIFEST, sha256_file
 
 # How generated days are written and parsed (bua.textformat).
@@ -56,7 +56,5 @@ def write_manifest(root: Path, fields: Mapping[str, Any]) -> Path:
     if missing:
         raise FileNotFoundError(f"bundle files {missing} named in roles were not written")
     path = root / MANIFEST
-    tmp = path.with_name(MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_bytes(path, (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     return path

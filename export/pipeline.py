@@ -14,15 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from bua.export.errors import ExportError
-from bua.export.fsutil import publish_mode
+from bua.fsio import commit_dir, new_temp_dir, publish_mode
 from bua.export.gguf_convert import convert_hf_to_gguf
 from bua.export.hf_config import read_hf_config
 from bua.export.manifest import SERIALIZATION, soft_token_spec, write_manifest
@@ -111,21 +109,6 @@ def _check_target(out_dir: Path, force: bool) -> None:
         )
     if not out_dir.is_dir() or (not (out_dir / MANIFEST).is_file() and any(out_dir.iterdir())):
         raise ExportError(f"refusing to replace {out_dir}: it is not a bua bundle (no {MANIFEST})")
-
-
-def _install(tmp: Path, out_dir: Path) -> None:
-    """Renames tmp to out_dir; an existing out_dir is moved aside first and removed after."""
-    if not out_dir.exists():
-        os.rename(tmp, out_dir)
-        return
-    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except OSError:
-        os.rename(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_parity_strict(parity: dict[str, Any]) -> None:
@@ -222,9 +205,8 @@ def export_bundle(
         Path(encoder_dir), Path(projector_dir), spec.n_embd, vocab, backbone=f"{backbone_name or spec.name} ({spec.arch})"
     )
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.work-", dir=out_dir.parent))
+    tmp = new_temp_dir(out_dir)
+    work = new_temp_dir(out_dir.with_name(out_dir.name + ".work"))
     warnings: list[str] = []
     try:
         if adapter_dir is not None:
@@ -299,7 +281,7 @@ def export_bundle(
         sizes[MANIFEST] = (tmp / MANIFEST).stat().st_size
         for path in [tmp, *tmp.rglob("*")]:
             publish_mode(path)
-        _install(tmp, out_dir)
+        commit_dir(tmp, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import gguf
 
 from bua.export.errors import ExportError
-from bua.export.fsutil import atomic_output
+from bua.fsio import atomic_output
 
 Q = gguf.GGMLQuantizationType
 # quant name -> (llama_ftype, the base tensor type llama.cpp aims for)

@@ -228,7 +228,7 @@ def test_mismatched_adapters_are_named(qwen2, tmp_path):
 def _write_run(root: Path, p: Pieces) -> Path:
     """A finished curriculum run directory, written with the training package's own helpers."""
     from bua.training.checkpoint import new_run_record, update_stage, write_run
-    from bua.training.fsio import write_json
+    from bua.fsio import write_json
 
     run = root / "run"
     run.mkdir(parents=True)

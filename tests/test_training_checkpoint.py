@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bua.training.checkpoint import RunDirError, load_run, new_run_record, stage_dir, update_stage, write_run
-from bua.training.fsio import commit_dir, new_temp_dir, recover_dir, write_dir
+from bua.fsio import commit_dir, new_temp_dir, recover_dir, write_dir
 
 torch.set_num_threads(1)
 
@@ -40,7 +40,7 @@ def _fake_run(tmp_path, stages_done):
     from bua.models.encoder import BehaviorEncoder, EncoderConfig
     from bua.models.projector import Projector, ProjectorConfig, SoftTokenizer
     from bua.training.config import LoraSettings, TrainConfig
-    from bua.training.fsio import write_json
+    from bua.fsio import write_json
     from bua.training.model import BUAModel
     from bua.training.state import save_weights
 

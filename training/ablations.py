@@ -140,7 +140,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for key in order:
         reports[key] = run_variant(key, args.config, args.out, full, launcher, extra)
     table = collect(reports)
-    from bua.training.fsio import write_bytes, write_json
+    from bua.fsio import write_bytes, write_json
 
     write_json(args.out / "ablations.json", table)
     md = to_markdown(table)

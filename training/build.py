@@ -10,7 +10,7 @@ import torch
 
 from bua.training import distributed as D
 from bua.training.config import TrainConfig
-from bua.training.fsio import write_dir, write_json
+from bua.fsio import write_dir, write_json
 
 
 def encoder_max_len(config: TrainConfig, size_max_len: int) -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from bua.training.fsio import read_json, recover_dir, write_json
+from bua.fsio import read_json, recover_dir, write_json
 
 RUN_FORMAT_VERSION = 1
 STAGE_ORDER = ("stage1", "stage2", "stage3")

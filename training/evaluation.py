@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from bua.dialogue import GENERATE, PREDICT, STAGE2_EXPLAIN_TASKS, question_context, round_prompt_segments
 from bua.events import events_to_array
 from bua.training.config import TrainConfig
-from bua.training.fsio import write_bytes, write_json
+from bua.fsio import write_bytes, write_json
 from bua.training.inference import InferenceSession
 
 

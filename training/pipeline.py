@@ -16,7 +16,7 @@ from bua.training import distributed as D
 from bua.training.checkpoint import (STAGE_ORDER, RunDirError, new_run_record, read_run, stage_dir, update_stage,
                                      write_run)
 from bua.training.config import TrainConfig, load_config
-from bua.training.fsio import write_json
+from bua.fsio import write_json
 
 STAGE_NAMES = {"1": "stage1", "2": "stage2", "3": "stage3", "stage1": "stage1", "stage2": "stage2", "stage3": "stage3"}
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from bua.training.fsio import write_bytes
+from bua.fsio import write_bytes
 
 
 class JsonlLog:

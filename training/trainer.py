@@ -24,7 +24,7 @@ from bua.training import distributed as D
 from bua.training.checkpoint import stage_dir
 from bua.training.collate import Batch, Example, collate
 from bua.training.config import StageConfig
-from bua.training.fsio import commit_dir, new_temp_dir
+from bua.fsio import commit_dir, new_temp_dir
 from bua.training.inference import evaluating
 from bua.training.losses import dialogue_losses, round_losses
 from bua.training.model import BUAModel

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -63,23 +61,11 @@ def resolve_backbone(name_or_path: str) -> Path:
     )
 
 
-def _atomic_dir(final: Path, build) -> Path:
-    """Builds a directory in a temp sibling with build(tmp_path), then renames it into place."""
-    if final.is_dir():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
-    try:
-        build(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished first
-            if not final.is_dir():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+def _cached_dir(final: Path, build) -> Path:
+    """`final` if it exists, else built by build(tmp) in a temp sibling and renamed into place."""
+    from bua.fsio import write_dir
+
+    return final if final.is_dir() else write_dir(final, build)
 
 
 def _smollm2_hf_dir() -> Path:
@@ -100,7 +86,7 @@ def _smollm2_hf_dir() -> Path:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
 
-    return _atomic_dir(cache_dir() / "backbones" / SMOLLM2, build)
+    return _cached_dir(cache_dir() / "backbones" / SMOLLM2, build)
 
 
 def tiny_random_backbone(arch: str, seed: int = 0) -> Path:
@@ -141,4 +127,4 @@ def tiny_random_backbone(arch: str, seed: int = 0) -> Path:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
 
-    return _atomic_dir(cache_dir() / "backbones" / f"tiny-{arch}-seed{seed}", build)
+    return _cached_dir(cache_dir() / "backbones" / f"tiny-{arch}-seed{seed}", build)

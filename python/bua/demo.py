@@ -147,6 +147,7 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
 
     from bua.evaluate import prediction_report, run_baselines
     from bua.events import events_to_array
+    from bua.fsio import write_bytes
     from bua.metrics import generation_metrics
     from bua.training.evaluation import repeat_previous_day
 
@@ -187,9 +188,7 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
     result = {"bundle_sha256": bundle_sha, "prediction_markdown": report.to_markdown(),
               "prediction": report.to_dict(), "latency_ms_per_prediction": round(latency_ms, 1),
               "generation": generation, "generation_samples": len(pool), "generation_failures": failures}
-    tmp = plan.eval_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=float))
-    tmp.replace(plan.eval_path)
+    write_bytes(plan.eval_path, json.dumps(result, indent=2, default=float).encode())
     return result, "evaluated"
 
 

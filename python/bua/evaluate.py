@@ -76,12 +76,12 @@ class PredictionReport:
 
     def save(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write ``report.md`` and ``report.json`` into ``out_dir`` (atomically)."""
-        from bua.models._io import atomic_write_bytes
+        from bua.fsio import write_bytes
 
         out = Path(out_dir)
         md, js = out / "report.md", out / "report.json"
-        atomic_write_bytes(md, self.to_markdown().encode())
-        atomic_write_bytes(js, self.to_json().encode())
+        write_bytes(md, self.to_markdown().encode())
+        write_bytes(js, self.to_json().encode())
         return md, js
 
 

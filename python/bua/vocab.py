@@ -205,12 +205,9 @@ class Vocabulary:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes JSON (atomically: temp file, then rename)."""
-        path = os.fspath(path)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, ensure_ascii=False, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
+        from bua.fsio import write_bytes
+
+        write_bytes(path, (json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocabulary":

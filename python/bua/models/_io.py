@@ -4,28 +4,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from bua.fsio import atomic_output, write_bytes
 
 
 def save_module(module: torch.nn.Module, config: dict[str, Any], directory: str | os.PathLike,
@@ -35,19 +20,10 @@ def save_module(module: torch.nn.Module, config: dict[str, Any], directory: str 
     Each file is written to a temp path and renamed, so a crash never leaves a half file.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / f"{name}.safetensors"
-    fd, tmp = tempfile.mkstemp(prefix=f".{weights.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-        save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, weights)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    atomic_write_bytes(directory / f"{name}.json",
-                       (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    with atomic_output(directory / f"{name}.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_bytes(directory / f"{name}.json", (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
     return directory
 
 

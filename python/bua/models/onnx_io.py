@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bua.models._io import atomic_write_bytes
+from bua.fsio import write_bytes
 from bua.models.encoder import BehaviorEncoder
 from bua.models.projector import Projector, SoftTokenizer
 
@@ -62,7 +62,7 @@ def export_soft_token_onnx(encoder: BehaviorEncoder, projector: Projector,
             opset_version=opset, dynamo=True, external_data=False, verbose=False,
         )
     program.optimize()
-    atomic_write_bytes(path, program.model_proto.SerializeToString())
+    write_bytes(path, program.model_proto.SerializeToString())
     return path
 
 

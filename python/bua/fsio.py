@@ -1,32 +1,58 @@
-"""Atomic file and directory writes: build beside the target, then rename into place."""
+"""Atomic file and directory output: build beside the target, then rename into place.
+
+Readers never see a half-written checkpoint, bundle or report, and a crash never replaces a
+good one: files go through `atomic_output` (temp file, fsync, rename), directories through
+`write_dir` (temp directory, then `commit_dir`). Temp files are created private (0600/0700)
+and get the umask's usual permissions when published.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: Path) -> None:
+    """Gives a temp file or directory (created 0600/0700) the umask's usual permissions."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_umask())
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temp path beside `path`; on success it is fsynced and renamed onto `path`, on
+    failure removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        publish_mode(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to a temp file beside `path`, fsyncs, then renames over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -48,12 +74,17 @@ def commit_dir(tmp: Path, final: Path) -> None:
     The old directory is first renamed to `final.old`; if the process dies between the two
     renames, `recover_dir(final)` restores it.
     """
+    publish_mode(tmp)
     old = final.with_name(final.name + ".old")
     if old.exists():
         shutil.rmtree(old)
     if final.exists():
         os.rename(final, old)
-    os.rename(tmp, final)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        recover_dir(final)
+        raise
     if old.exists():
         shutil.rmtree(old)
 
