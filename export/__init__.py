@@ -1,16 +1,8 @@
 """Export a trained curriculum checkpoint to an on-device bundle (ships as `bua.export`).
 
-CLI: `bua-export --checkpoint RUN_DIR --quant q4_k_m --out BUNDLE_DIR` (`bua.export.cli`).
-Modules import torch / transformers only inside the functions that need them.
-
-- `pipeline`: `export_run(run_dir, out_dir, quant)`, `export_bundle(...pieces...)`, `ExportSummary`
-- `gguf_convert`: `convert_hf_to_gguf(hf_dir, out_path, dtype)` for llama and qwen2
-- `quantize`: `quantize_gguf(src, out, quant)`, `QUANT_TYPES`, `QuantizeReport` (fallbacks)
-- `merge`: `validate_adapter`, `merge_adapter` (peft LoRA, fp32)
-- `onnx_export`: `load_soft_tokenizer`, `export_encoder_onnx` (onnxruntime-checked)
-- `parity`: `HFReference`, `tokenization_parity`, `logits_parity`, `greedy_parity`
-- `manifest`: `write_manifest` (the reader is `bua.runtime.bundle.Bundle.load`)
-- `errors`: `ExportError`, raised for every problem a user can fix
-
-See docs/EXPORT.md.
+Imports nothing heavy: `bua-export --help` works in a runtime-only install.
 """
+
+# GGUF types bua-export writes (llama.cpp's names, lower case); bua.export.quantize maps each to
+# llama.cpp's ftype.
+QUANT_NAMES = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_0")

@@ -12,8 +12,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from bua.export.errors import ExportError
-from bua.export.quantize import QUANT_TYPES
+from bua.export import QUANT_NAMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="training run directory (training/curriculum.py --out)")
     p.add_argument("--out", required=True, metavar="BUNDLE_DIR", help="bundle directory to write")
-    p.add_argument("--quant", default="q4_k_m", help=f"GGUF type: {', '.join(QUANT_TYPES)} (default q4_k_m)")
+    p.add_argument("--quant", default="q4_k_m", help=f"GGUF type: {', '.join(QUANT_NAMES)} (default q4_k_m)")
     p.add_argument("--stage", default=None, help="export this finished stage instead of the final one (stage1/2/3)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle (kept until the new one is complete)")
     p.add_argument("--keep-f16", action="store_true", help="also keep the unquantized f16 GGUF in the bundle")
@@ -36,7 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from bua.export.pipeline import export_run
+    try:
+        from bua.export.errors import ExportError
+        from bua.export.pipeline import export_run
+    except ModuleNotFoundError as exc:
+        print(f"bua-export: error: {exc.name} is not installed; the exporter needs bua's train and export "
+              "extras: pip install 'bua[train,export]'", file=sys.stderr)
+        return 2
 
     try:
         summary = export_run(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import gguf
 
+from bua.export import QUANT_NAMES
 from bua.export.errors import ExportError
 from bua.fsio import atomic_output
 
@@ -35,6 +36,7 @@ QUANT_TYPES: dict[str, tuple[int, gguf.GGMLQuantizationType]] = {
     "q4_k_m": (15, Q.Q4_K),
     "q4_0": (2, Q.Q4_0),
 }
+assert tuple(QUANT_TYPES) == QUANT_NAMES
 
 
 @dataclass(frozen=True)
