@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchkit import artifacts
+from benchkit.kernels import describe, profile_probe, weight_type_metrics
 from benchkit.probe import run_probe
 from benchkit.recorder import Cycler, finish, run_side
 from benchkit.sessions import fastpath_breakdown
@@ -31,6 +32,11 @@ def test_fastpath_bua(benchmark, bench, recorder, models, model):
     probe = run_probe("native", bench.threads, bench.rss_predictions, bundle=models.bundle(model))
     assert not probe["torch_imported"], "the on-device side imported torch"
     _rss(rec.metrics, probe)
+    rows, why = profile_probe(["native", "--bundle", str(models.bundle(model)), "--threads", str(bench.threads),
+                               "--predictions", str(bench.n_histories)])
+    rec.metrics["kernels"] = describe(rows) if rows else f"no profile: {why}"
+    rec.metrics.update(weight_type_metrics(p.bundle.gguf_path))
+    rec.metrics["n_embd"] = p.model.n_embd
     finish(benchmark, rec)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from benchkit import artifacts
+from benchkit.kernels import weight_type_metrics
 from benchkit.probe import run_probe
 from benchkit.recorder import finish, run_side
 from benchkit.sessions import TextPromptPredictor
@@ -49,6 +50,7 @@ def test_quant(benchmark, bench, recorder, models, top1, quant):
                    fn=lambda: p.predict(next(cycle), top_k=5, explain=False))
     rec.metrics["file_mib"] = p.bundle.gguf_path.stat().st_size / 2**20
     rec.metrics["gguf"] = p.model.description
+    rec.metrics.update(weight_type_metrics(p.bundle.gguf_path))
     probe = run_probe("native", bench.threads, bench.rss_predictions, bundle=models.bundle(MODEL, quant))
     rec.metrics["peak_rss_mib"] = probe["peak_rss_mib"]
     rec.metrics["rss_after_load_mib"] = probe["rss_after_load_mib"]

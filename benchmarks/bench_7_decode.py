@@ -10,6 +10,7 @@ import pytest
 
 from benchkit import artifacts
 from benchkit.bandwidth import measure_bandwidth, token_bytes
+from benchkit.kernels import describe, profile_probe, weight_type_metrics
 from benchkit.recorder import finish, run_side
 from benchkit.settings import Settings
 
@@ -66,7 +67,8 @@ def test_decode(benchmark, bench, recorder, models, bandwidth, model):
         file_mib=tb.file_bytes / 2**20, tied_embeddings=tb.tied, read_gbs=bandwidth["read_gbs"],
         copy_gbs=bandwidth["copy_gbs"], bandwidth_array_mib=bandwidth["array_mib"],
         limit_tokens_per_s=limit, fraction_of_limit=tok_s / limit,
-        effective_gbs=tok_s * per_token / 1e9, gguf=model_obj.description,
+        effective_gbs=tok_s * per_token / 1e9, gguf=model_obj.description, n_embd=tb.n_embd,
+        **weight_type_metrics(gguf),
     )
     if bench.threads > 1:  # scaling with threads tells compute-bound from bandwidth-bound
         setup1, fn1 = _decode_loop(native, model_obj, 1, n)
@@ -79,4 +81,7 @@ def test_decode(benchmark, bench, recorder, models, bandwidth, model):
         rec.metrics["tokens_per_s_1thread"] = n / min(times)
         one = measure_bandwidth(bench.bandwidth_mib, 1)
         rec.metrics["read_gbs_1thread"] = one["read_gbs"]
+    rows, why = profile_probe(["decode", "--gguf", str(gguf), "--threads", str(bench.threads),
+                               "--tokens", str(max(16, n))])
+    rec.metrics["kernels"] = describe(rows) if rows else f"no profile: {why}"
     finish(benchmark, rec)

@@ -11,10 +11,15 @@ testpaths = tests, never sees them).
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-import pytest
+# numpy's own BLAS is in no measured path; its idle worker threads would only spin on the cores
+# being measured. (report.py sets it for its subprocesses too.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -56,6 +56,7 @@ class LoadSampler(threading.Thread):
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(BENCH_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS is in no measured path (see conftest.py)
     return env
 
 

@@ -135,10 +135,11 @@ def shape_checkpoint(s: Settings, shape: Shape) -> Path:
     """A random HF checkpoint of `shape` with SmolLM2's tokenizer."""
     from bua.backbones import resolve_backbone
 
-    tokenizer_dir = resolve_backbone("smollm2-135m-instruct")
-    say(f"random checkpoint {shape.name} ({shape.n_params / 1e6:.0f}M parameters)")
-    return _build_dir(s.cache / f"hf-{shape.name}-v{ARTIFACT_VERSION}",
-                      lambda out: build_random_checkpoint(shape, tokenizer_dir, out))
+    def build(out: Path) -> None:
+        say(f"random checkpoint {shape.name} ({shape.n_params / 1e6:.0f}M parameters)")
+        build_random_checkpoint(shape, resolve_backbone("smollm2-135m-instruct"), out)
+
+    return _build_dir(s.cache / f"hf-{shape.name}-v{ARTIFACT_VERSION}", build)
 
 
 def qwen05(s: Settings) -> ModelInfo:

@@ -60,6 +60,7 @@ class TokenBytes:
     kv_per_position: int  # KV-cache bytes read per cached position
     tied: bool
     n_layer: int
+    n_embd: int
     file_bytes: int
 
     def per_token(self, mean_position: float) -> float:
@@ -86,6 +87,6 @@ def token_bytes(gguf_path: Path) -> TokenBytes:
     n_layer = meta("block_count")
     n_head = meta("attention.head_count")
     n_kv = meta("attention.head_count_kv")
-    head_dim = meta("embedding_length") // n_head
-    kv = 2 * n_layer * n_kv * head_dim * 2  # K and V, f16
-    return TokenBytes(weights, kv, tied, n_layer, Path(gguf_path).stat().st_size)
+    n_embd = meta("embedding_length")
+    kv = 2 * n_layer * n_kv * (n_embd // n_head) * 2  # K and V, f16
+    return TokenBytes(weights, kv, tied, n_layer, n_embd, Path(gguf_path).stat().st_size)

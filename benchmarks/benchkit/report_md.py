@@ -9,7 +9,7 @@ from benchkit.goals import COMPARISONS, _model_order, evaluate, find
 from benchkit.recorder import SideRecord
 
 COMMAND = "python benchmarks/report.py"
-HIDDEN_METRICS = {"threads", "top1", "gguf"}
+HIDDEN_METRICS = {"threads", "top1", "gguf", "kernels", "weight_types"}
 
 
 def _fmt_ms(s: float) -> str:
@@ -105,8 +105,8 @@ def render(records: list[SideRecord], run: dict[str, Any], model_labels: dict[st
         "latency cases cycle through fixed "
         "simulated histories (40 events each).",
         "- Peak RSS: a fresh subprocess per side (`benchkit/probe.py`) imports its runtime, loads the model and "
-        "runs a few predictions; peak = `getrusage(RUSAGE_SELF).ru_maxrss`. The on-device probe asserts torch "
-        "was never imported.",
+        "runs a few predictions; peak = VmHWM from /proc/self/status (not ru_maxrss, which Linux carries over "
+        "from the forked parent). The on-device probe asserts torch was never imported.",
         "- Memory bandwidth (comparison 7): " + _bandwidth_method(records),
         "- Bytes per token: all weight tensors of the GGUF (tied embeddings count fully: they are the output "
         "matrix; an untied token-embedding matrix counts one row) + the f16 KV cache at the mean decode position.",
