@@ -19,6 +19,11 @@ def _fmt_ms(s: float) -> str:
     return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 1 else f"{ms:.3f}"
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return " ".join(str(text).replace("|", ",").split()).strip(" ,")
+
+
 def _fmt_metric(v: Any) -> str:
     if isinstance(v, bool):
         return str(v).lower()
@@ -29,7 +34,7 @@ def _fmt_metric(v: Any) -> str:
 
 def _metrics_cell(rec: SideRecord) -> str:
     items = [f"{k} {_fmt_metric(v)}" for k, v in rec.metrics.items() if k not in HIDDEN_METRICS]
-    return "; ".join(items)
+    return _cell("; ".join(items))
 
 
 def render(records: list[SideRecord], run: dict[str, Any], model_labels: dict[str, str]) -> str:
@@ -52,7 +57,7 @@ def render(records: list[SideRecord], run: dict[str, Any], model_labels: dict[st
         f"| load average | {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} at start, "
         f"{load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f} at end (1 / 5 / 15 min); highest 1-min value "
         f"sampled during the run {run['load_max']:.2f}, of which about {run['own_load']} is this run's own threads |",
-        f"| software | Python {m['python']}; {m['llama']} |",
+        f"| software | Python {m['python']}; {_cell(m['llama'])} |",
         f"| duration | {run['seconds'] / 60:.1f} min (models built beforehand) |",
         "",
     ]
