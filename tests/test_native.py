@@ -81,3 +81,26 @@ def test_context_overflow_is_an_error_not_a_crash(smollm2):
         s.eval_tokens(list(range(200, 210)))
     assert info.value.code == 1
     assert s.n_past == room - 4  # the dialogue is unchanged
+
+
+def test_extension_refuses_another_llama_cpp_python(tmp_path):
+    # A llama-cpp-python 9.9.9 found first on sys.path: the extension's ABI check must refuse it.
+    dist = tmp_path / "llama_cpp_python-9.9.9.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: 9.9.9\n")
+    code = "import bua._native"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert result.returncode != 0
+    assert "built against llama-cpp-python==0.3.36 but llama-cpp-python==9.9.9" in result.stderr
+    assert "pip install llama-cpp-python==0.3.36" in result.stderr
+
+
+def test_missing_extension_says_how_to_build_it():
+    code = (
+        "import sys; sys.modules['bua._native'] = None\n"
+        "from bua.runtime.native import load_native\n"
+        "try:\n    load_native()\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "bua._native is not installed" in out and "pip install -e ." in out
