@@ -35,6 +35,7 @@ def test_fastpath_bua(benchmark, bench, recorder, models, model):
     rows, why = profile_probe(["native", "--bundle", str(models.bundle(model)), "--threads", str(bench.threads),
                                "--predictions", str(bench.n_histories)])
     rec.metrics["kernels"] = describe(rows) if rows else f"no profile: {why}"
+    rec.metrics["kernel_shares"] = {name: pct for name, pct in rows}
     rec.metrics.update(weight_type_metrics(p.bundle.gguf_path))
     rec.metrics["n_embd"] = p.model.n_embd
     finish(benchmark, rec)

@@ -51,6 +51,7 @@ def test_quant(benchmark, bench, recorder, models, top1, quant):
     rec.metrics["file_mib"] = p.bundle.gguf_path.stat().st_size / 2**20
     rec.metrics["gguf"] = p.model.description
     rec.metrics.update(weight_type_metrics(p.bundle.gguf_path))
+    rec.metrics["n_embd"] = p.model.n_embd
     probe = run_probe("native", bench.threads, bench.rss_predictions, bundle=models.bundle(MODEL, quant))
     rec.metrics["peak_rss_mib"] = probe["peak_rss_mib"]
     rec.metrics["rss_after_load_mib"] = probe["rss_after_load_mib"]

@@ -2,7 +2,8 @@
 ctypes API on the identical workload, the fast path's shape: the prompt head as tokens, 40
 soft rows as embeddings, the prompt tail as tokens, then single-token decodes. Both sides
 issue the same llama_decode calls on the same GGUF with the same context parameters; their
-final logits must be identical."""
+final logits must be identical. Every timed round of one side follows an untimed round of the
+other (rounds alternate), so both see the same machine state."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,8 @@ N_CTX = 4096  # OnDevicePredictor's context
 
 
 @pytest.fixture(scope="module")
-def workload(models, bench):
+def glue(models, bench):
+    """model -> the workload and both sessions (native, raw) on the bundle's q4_k_m GGUF."""
     cache: dict[str, dict] = {}
 
     def get(model: str) -> dict:
@@ -30,11 +32,15 @@ def workload(models, bench):
             p = models.predictor(model, "q4_k_m")
             head, _, tail = round_prompt_segments(p.template, p.chat, PREDICT, True)
             decode = [c[0] for c in p._candidates][: max(4, bench.decode_tokens // 2)]
-            cache[model] = {"p": p, "head": p._tokens(head.text), "rows": p.soft_tokens(histories(1)[0]),
-                            "tail": p._tokens(tail.text), "decode": decode}
+            cache[model] = {"head": p._tokens(head.text), "rows": p.soft_tokens(histories(1)[0]),
+                            "tail": p._tokens(tail.text), "decode": decode, "label": models.info(model).label,
+                            "native": new_session(p, N_CTX),
+                            "raw": RawSession(p.bundle.gguf_path, N_CTX, bench.threads)}
         return cache[model]
 
-    return get
+    yield get
+    for entry in cache.values():
+        entry["raw"].close()
 
 
 def run(session, w: dict) -> None:
@@ -51,29 +57,29 @@ def _calls(w: dict, n_batch: int = 512) -> int:
     return chunks + len(w["decode"])
 
 
+def _side(benchmark, bench, recorder, model: str, w: dict, side: str, other: str, role: str, label: str):
+    rec = run_side(benchmark, bench, recorder, comparison="6", model=model, model_label=w["label"],
+                   side=side, role=role, label=label, fn=lambda: run(w[side], w), setup=lambda: run(w[other], w))
+    rec.metrics.update(llama_decode_calls=_calls(w),
+                       positions=len(w["head"]) + len(w["rows"]) + len(w["tail"]) + len(w["decode"]))
+    return rec
+
+
 @pytest.mark.parametrize("model", MODELS)
-def test_glue_native(benchmark, bench, recorder, models, workload, model):
-    w = workload(model)
-    session = new_session(w["p"], N_CTX)
-    rec = run_side(benchmark, bench, recorder, comparison="6", model=model, model_label=models.info(model).label,
-                   side="native", role="bua", label="bua._native Session (pybind11, C++)", fn=lambda: run(session, w))
-    rec.metrics.update(llama_decode_calls=_calls(w), positions=len(w["head"]) + len(w["rows"]) + len(w["tail"]) + len(w["decode"]))
+def test_glue_native(benchmark, bench, recorder, glue, model):
+    rec = _side(benchmark, bench, recorder, model, glue(model), "native", "raw", "bua",
+                "bua._native Session (pybind11, C++)")
     finish(benchmark, rec)
-    w["native_logits"] = np.asarray(session.last_logits()).copy()
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_glue_raw(benchmark, bench, recorder, models, workload, model):
-    w = workload(model)
-    raw = RawSession(w["p"].bundle.gguf_path, N_CTX, bench.threads)
-    try:
-        rec = run_side(benchmark, bench, recorder, comparison="6", model=model, model_label=models.info(model).label,
-                       side="raw", role="baseline", label="llama-cpp-python low-level API (ctypes)", fn=lambda: run(raw, w))
-        rec.metrics.update(llama_decode_calls=_calls(w))
-        if "native_logits" in w:
-            diff = float(np.max(np.abs(w["native_logits"] - raw.logits)))
-            rec.metrics["max_abs_logit_diff_vs_native"] = diff
-            assert diff < 1e-3, f"native and raw paths disagree (max |logit diff| {diff}): not the same workload"
-        finish(benchmark, rec)
-    finally:
-        raw.close()
+def test_glue_raw(benchmark, bench, recorder, glue, model):
+    w = glue(model)
+    rec = _side(benchmark, bench, recorder, model, w, "raw", "native", "baseline",
+                "llama-cpp-python low-level API (ctypes)")
+    run(w["native"], w)
+    run(w["raw"], w)
+    diff = float(np.max(np.abs(np.asarray(w["native"].last_logits()) - w["raw"].logits)))
+    rec.metrics["max_abs_logit_diff_vs_native"] = diff
+    finish(benchmark, rec)
+    assert diff < 1e-3, f"native and raw paths disagree (max |logit diff| {diff}): not the same workload"

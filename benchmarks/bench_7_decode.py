@@ -84,4 +84,5 @@ def test_decode(benchmark, bench, recorder, models, bandwidth, model):
     rows, why = profile_probe(["decode", "--gguf", str(gguf), "--threads", str(bench.threads),
                                "--tokens", str(max(16, n))])
     rec.metrics["kernels"] = describe(rows) if rows else f"no profile: {why}"
+    rec.metrics["kernel_shares"] = {name: pct for name, pct in rows}
     finish(benchmark, rec)

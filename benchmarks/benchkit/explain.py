@@ -46,6 +46,10 @@ def fastpath(get: Get, outcomes: list[Outcome]) -> list[str]:
     out += _weights_and_profile(bua, "the on-device predictions (perf attached after loading and one warm-up prediction)")
     miss = _missed(outcomes, "time")
     if miss:
+        out.append(
+            f"Per position, BUA's prompt costs {prompt / (pos - head):.1f} ms and its scoring "
+            f"{scoring / cand:.1f} ms: scoring computes full-vocabulary logits at every one of the {cand:.0f} "
+            "candidate positions (the prompt only at its last), and so does PyTorch.")
         parts = {"ONNX encoder + prompt": (onnx + prompt, tp), "candidate scoring": (scoring, ts)}
         worst = min(parts, key=lambda k: parts[k][1] / parts[k][0] if parts[k][0] else math.inf)
         b, t = parts[worst]
@@ -104,13 +108,17 @@ def prompt(get: Get, outcomes: list[Outcome]) -> list[str]:
         f"{k_ms:.1f} + prompt {tp_ms:.1f} + scoring {ts_ms:.1f} ms.")
     if _missed(outcomes, "time"):
         head = _m(soft, "head_positions_cached")
-        out.append(
-            f"Why the latency goal is missed: both sides keep the {head:.0f}-position head cached and score the "
-            f"same candidates, which costs {s_ms:.1f} ms = {100 * s_ms / (o_ms + p_ms + s_ms):.0f}% of the soft "
-            f"side; only the prompt after the head differs ({tp_ - head:.0f} vs {sp - head:.0f} positions, "
-            f"{tp_ms + k_ms:.1f} vs {p_ms + o_ms:.1f} ms incl. tokenizer / encoder = "
-            f"{(tp_ms + k_ms) / (p_ms + o_ms):.2f}x). Even an infinitely fast soft prompt would give at most "
-            f"{(k_ms + tp_ms + ts_ms) / s_ms:.2f}x with scoring this expensive.")
+        soft_total, text_total = o_ms + p_ms + s_ms, k_ms + tp_ms + ts_ms
+        sentence = (
+            f"Why the latency goal is missed: only the prompt after the cached {head:.0f}-position head differs "
+            f"({tp_ - head:.0f} vs {sp - head:.0f} positions: {tp_ms + k_ms:.0f} vs {p_ms + o_ms:.0f} ms incl. "
+            f"tokenizer / encoder = {(tp_ms + k_ms) / (p_ms + o_ms):.1f}x). Candidate scoring, {100 * s_ms / soft_total:.0f}% "
+            f"of the soft side, is paid by both ({ts_ms:.0f} vs {s_ms:.0f} ms: {ts_ms / s_ms:.2f}x, the text "
+            f"side's candidates attending over the longer prompt), so this breakdown totals {text_total / soft_total:.2f}x.")
+        bound = text_total / s_ms
+        if bound < 5:
+            sentence += f" Even a free soft prompt would give at most {bound:.2f}x with scoring this expensive."
+        out.append(sentence)
     return out
 
 
@@ -130,8 +138,9 @@ def dialogue(get: Get, outcomes: list[Outcome]) -> list[str]:
         out.append(
             f"Why the goal is missed: decoding the {d:.0f} answer tokens ({dec_a / d:.1f} ms per token) costs the same "
             f"on both sides and dominates; KV reuse removes only re-evaluated prefill ({pre_b - pre_a:.0f} ms, batched "
-            f"at {pre_b / pb:.2f} ms per position). With answers this long the bound is "
-            f"(re-evaluated prefill + decode) / (prefill + decode) = {(pre_b + dec_a) / (pre_a + dec_a):.2f}x.")
+            f"at {pre_b / pb:.2f} ms per position). This breakdown predicts (re-evaluated prefill + decode) / "
+            f"(prefill + decode) = {(pre_b + dec_a) / (pre_a + dec_a):.2f}x; 2x would need (prompts held fixed) "
+            f"fewer than {max(0.0, (pre_b - 2 * pre_a) / (dec_a / d)):.0f} answer tokens in all.")
     return out
 
 
@@ -167,7 +176,13 @@ def quant(get: Get, outcomes: list[Outcome]) -> list[str]:
     q4, f16 = get("q4_k_m"), get("f16")
     if q4 is not None and f16 is not None and q4.median_s > 0.8 * f16.median_s:
         out.append(f"Latency barely follows file size: the fast path's time is batched prompt + scoring evaluation "
-                   f"(compute-bound), where smaller weights save little{_fallback_note(q4)}")
+                   f"(compute-bound), where smaller weights save little.{_fallback_note(q4)}")
+    for q, r in rows:
+        if r is not None and f16 is not None and r.median_s > 1.2 * f16.median_s:
+            types = str(r.metrics.get("weight_types", "")).split(",")[0]
+            out.append(f"{q} is {r.median_s / f16.median_s:.2f}x slower than f16: its weight bytes are mostly "
+                       f"{types.strip()} (the recipe's fallback for rows not divisible by 256), whose kernels are "
+                       "slower than f16's in this batched workload.")
     out.append("The soft-prompt agreement uses the untrained (random-init) encoder + projector, so it measures "
                "quantization noise on arbitrary inputs; the text-prompt agreement uses SmolLM2's real weights "
                "reading the history as text. Few distinct top-1 behaviors make agreement easy: read it with that count.")
@@ -216,9 +231,12 @@ def decode(get: Get, outcomes: list[Outcome]) -> list[str]:
                 "nearly saturates memory bandwidth, so decode is compute-bound on this CPU (dequantizing q4_K/q6_K "
                 "blocks and the dot products), not bandwidth-bound; more cores, not faster memory, would close the gap.")
         elif not math.isnan(one):
+            gomp = sum(v for k, v in (d.metrics.get("kernel_shares") or {}).items() if "libgomp" in k)
             out.append(
-                "Thread scaling: adding threads helps little although bandwidth is not saturated, so the "
-                "per-token fixed costs (graph build, thread synchronisation per op, the logits row) weigh in.")
+                f"Thread scaling: {threads:.0f} threads give only {tok / one:.2f}x although decode uses "
+                f"{eff:.1f} of the {bw:.1f} GB/s: each op's work is small at this width and ggml's threads meet at "
+                "a barrier after every op"
+                + (f" (libgomp, where the OpenMP threads wait, has {gomp:.0f}% of the samples)." if gomp else "."))
         else:
             out.append("Thread scaling not measured (single-thread run): run with 2+ threads to see whether "
                        "decode is compute- or bandwidth-bound.")

@@ -9,7 +9,7 @@ from benchkit.goals import COMPARISONS, _model_order, evaluate, find
 from benchkit.recorder import SideRecord
 
 COMMAND = "python benchmarks/report.py"
-HIDDEN_METRICS = {"threads", "top1", "gguf", "kernels", "weight_types"}
+HIDDEN_METRICS = {"threads", "top1", "gguf", "kernels", "kernel_shares", "weight_types"}
 
 
 def _fmt_ms(s: float) -> str:
