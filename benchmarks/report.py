@@ -53,6 +53,19 @@ class LoadSampler(threading.Thread):
         return max(self.max, os.getloadavg()[0])
 
 
+def cpu_times() -> list[int]:
+    """The aggregate 'cpu' line of /proc/stat (user nice system idle iowait irq softirq steal ...)."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+def steal_percent(before: list[int], after: list[int]) -> float:
+    """CPU time the hypervisor gave to other guests between two samples, % of all CPU time."""
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta[:8])
+    return 100.0 * delta[7] / total if total and len(delta) > 7 else float("nan")
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(BENCH_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -98,16 +111,18 @@ def main(argv: list[str] | None = None) -> None:
     sampler = LoadSampler()
     sampler.start()
     t0 = time.monotonic()
+    stat0 = cpu_times()
     try:
         _run(cmd, REPO)
     finally:
         load_max = sampler.stop()
+    steal = steal_percent(stat0, cpu_times())
     given = sys.argv[1:] if argv is None else argv
     data = json.loads(json_path.read_text())
     data["bua_run"] = {
         "command": " ".join(["python benchmarks/report.py", *map(shlex.quote, given)]),
         "smoke": args.smoke, "threads": threads, "machine": machine, "load_start": machine["load_start"],
-        "load_end": os.getloadavg(), "load_max": load_max, "own_load": threads,
+        "load_end": os.getloadavg(), "load_max": load_max, "own_load": threads, "steal_pct": steal,
         "seconds": time.monotonic() - t0,
     }
     json_path.write_text(json.dumps(data, indent=2))

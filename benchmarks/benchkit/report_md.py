@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from benchkit.explain import EXPLAIN
 from benchkit.goals import COMPARISONS, _model_order, evaluate, find
 from benchkit.recorder import SideRecord
@@ -17,6 +19,22 @@ def _fmt_ms(s: float) -> str:
         return "n/a"
     ms = 1e3 * s
     return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 1 else f"{ms:.3f}"
+
+
+NOISY = 0.2       # median relative IQR above which the report warns
+STEAL_WARN = 2.0  # % CPU steal above which the report warns
+
+
+def _noise(records: list[SideRecord]) -> float:
+    rel = [(r.q3_s - r.q1_s) / r.median_s for r in records if r.rounds > 1 and r.median_s > 0]
+    return float(np.median(rel)) if rel else float("nan")
+
+
+def _steal(run: dict[str, Any]) -> str:
+    steal = run.get("steal_pct")
+    if steal is None or math.isnan(steal):
+        return "not recorded"
+    return f"{steal:.1f}% of CPU time during the run went to other guests (/proc/stat steal)"
 
 
 def _cell(text: str) -> str:
@@ -57,10 +75,17 @@ def render(records: list[SideRecord], run: dict[str, Any], model_labels: dict[st
         f"| load average | {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} at start, "
         f"{load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f} at end (1 / 5 / 15 min); highest 1-min value "
         f"sampled during the run {run['load_max']:.2f}, of which about {run['own_load']} is this run's own threads |",
+        f"| host steal | {_steal(run)} |",
+        f"| timing noise | median IQR / median over all timed sides: {_noise(records):.2f} |",
         f"| software | Python {m['python']}; {_cell(m['llama'])} |",
         f"| duration | {run['seconds'] / 60:.1f} min (models built beforehand) |",
         "",
     ]
+    noise, steal = _noise(records), run.get("steal_pct", float("nan"))
+    if noise > NOISY or steal > STEAL_WARN:
+        lines += [f"> **Warning:** the timings were noisy (median IQR / median {noise:.2f}; CPU steal "
+                  f"{steal:.1f}% — time the hypervisor gave to other guests). Other work on the host distorts "
+                  "them; rerun when the machine is quiet.", ""]
     busy = max(load0[0], run["load_max"] - run["own_load"])
     if busy > 0.5:
         lines += [f"> **Warning:** other work was running (1-min load average up to {run['load_max']:.2f} on "
