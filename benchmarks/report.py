@@ -28,7 +28,7 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from benchkit.goals import evaluate  # noqa: E402
-from benchkit.machine import describe  # noqa: E402
+from benchkit.machine import describe, git_commit  # noqa: E402
 from benchkit.plot import write_plot  # noqa: E402
 from benchkit.recorder import SideRecord  # noqa: E402
 from benchkit.report_md import render  # noqa: E402
@@ -137,7 +137,8 @@ def render_outputs(out_dir: Path) -> None:
     data = json.loads(json_path.read_text())
     if "bua_run" not in data:
         raise SystemExit(f"report: {json_path} was not written by report.py (no 'bua_run' section)")
-    run = data["bua_run"]
+    run = dict(data["bua_run"])
+    run["rendered_commit"] = git_commit(REPO)
     records = [SideRecord.from_json(b) for b in data["benchmarks"]]
     labels = {b["extra_info"]["model"]: b["extra_info"]["model_label"] for b in data["benchmarks"]}
     (out_dir / "README.md").write_text(render(records, run, labels))

@@ -30,6 +30,10 @@ def _noise(records: list[SideRecord]) -> float:
     return float(np.median(rel)) if rel else float("nan")
 
 
+def _fmt_noise(noise: float) -> str:
+    return "n/a (single rounds)" if math.isnan(noise) else f"{noise:.2f}"
+
+
 def _steal(run: dict[str, Any]) -> str:
     steal = run.get("steal_pct")
     if steal is None or math.isnan(steal):
@@ -68,6 +72,9 @@ def render(records: list[SideRecord], run: dict[str, Any], model_labels: dict[st
         "| | |", "|---|---|",
         f"| date | {m['date']} |",
         f"| commit | {m['commit']} |",
+        *([f"| rendered | text and layout re-rendered at commit {run['rendered_commit']} from this run's results.json "
+           "(`report.py --render-only`); the numbers are the run's |"]
+          if run.get("rendered_commit") and run["rendered_commit"] != m["commit"] else []),
         f"| mode | {'SMOKE (tiny stand-in models: numbers are meaningless)' if run['smoke'] else 'full'} |",
         f"| machine | {m['cpu']} ({', '.join(m['cpu_flags'])}); {m['logical_cores']} logical cores "
         f"({m['usable_cores']} usable); {m['ram_gib']} GiB RAM; Linux {m['kernel']} |",
@@ -76,7 +83,7 @@ def render(records: list[SideRecord], run: dict[str, Any], model_labels: dict[st
         f"{load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f} at end (1 / 5 / 15 min); highest 1-min value "
         f"sampled during the run {run['load_max']:.2f}, of which about {run['own_load']} is this run's own threads |",
         f"| host steal | {_steal(run)} |",
-        f"| timing noise | median IQR / median over all timed sides: {_noise(records):.2f} |",
+        f"| timing noise | median IQR / median over all timed sides: {_fmt_noise(_noise(records))} |",
         f"| software | Python {m['python']}; {_cell(m['llama'])} |",
         f"| duration | {run['seconds'] / 60:.1f} min (models built beforehand) |",
         "",
