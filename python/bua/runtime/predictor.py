@@ -67,7 +67,7 @@ class GeneratedDay:
     text: str
     explanation: dict[str, str] = field(default_factory=dict)
     constrained: bool = False         # True when the grammar-constrained retry produced it
-    skipped_lines: int = 0            # malformed lines dropped from a truncated answer
+    skipped_lines: int = 0            # constrained retry: repeated, out-of-order or cut-off lines dropped
 
 
 def default_threads() -> int:
@@ -244,9 +244,10 @@ class OnDevicePredictor:
                  max_retries: int = 1) -> GeneratedDay:
         """The next day's events, parsed in the bundle's serialization format.
 
-        The first attempt decodes freely; if its text does not parse, up to `max_retries`
-        retries decode under a GBNF grammar of the event-line format. Raises GenerationError
-        with the model's text if nothing parses.
+        The first attempt decodes freely and must parse strictly; if it does not, up to
+        `max_retries` retries decode under a GBNF grammar of the event-line format (restricted
+        to the next day), keeping the lines that parse. Raises GenerationError with the model's
+        text if no attempt yields an event.
         """
         if horizon != "1d":
             raise ValueError(f"unsupported horizon {horizon!r}: bundles are trained to generate "
@@ -265,17 +266,19 @@ class OnDevicePredictor:
                                              grammar=grammar if constrained else "", keep=False)
                 text = out["text"].strip()
                 attempts.append(text)
-                try:
-                    parsed = parse_events(text, self.vocab, source="generated day")
-                    if parsed:
-                        return GeneratedDay(parsed, text, explanation, constrained)
-                except DataError:
-                    pass
-                if constrained and out["stop_reason"] == "max_tokens":
-                    # Out of tokens mid-line: keep the complete lines.
-                    parsed, errors = parse_events_report(text, self.vocab, source="generated day")
-                    if parsed and len(errors) <= 1:
-                        return GeneratedDay(parsed, text, explanation, True, len(errors))
+                if not constrained:
+                    try:
+                        parsed = parse_events(text, self.vocab, source="generated day")
+                        if parsed:
+                            return GeneratedDay(parsed, text, explanation, False)
+                    except DataError:
+                        pass
+                    continue
+                # Under the grammar every complete line has the right form; drop the lines that
+                # repeat or go back in time, and a last line cut off by the token limit.
+                parsed, errors = parse_events_report(text, self.vocab, source="generated day")
+                if parsed:
+                    return GeneratedDay(parsed, text, explanation, True, len(errors))
         raise GenerationError(
             f"the model's generated day did not parse after {len(attempts)} attempt(s) "
             f"({max_retries} grammar-constrained); last text: {attempts[-1][:300]!r}")
