@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _demo(out: Path, *extra: str) -> str:
     cmd = [sys.executable, "-m", "bua.cli", "demo", "--quick", "--threads", "1", "--out", str(out), *extra]
@@ -35,7 +37,7 @@ def test_plan_hash_covers_config_data_and_quant(tmp_path):
 
     def plan(**kw):
         args = dict(quick=True, config=None, data=None, quant="q4_k_m", out=str(tmp_path), threads=1,
-                    generation_samples=2)
+                    generation_samples=2, users=None)
         args.update(kw)
         return make_plan(argparse.Namespace(**args))
 
@@ -46,3 +48,22 @@ def test_plan_hash_covers_config_data_and_quant(tmp_path):
     csv.write_text("user,timestamp,location,behavior\n")
     other = plan(data=str(csv))
     assert other.root != base.root and other.overrides == {"data.source": "table", "data.path": str(csv.resolve())}
+
+
+def test_plan_users_override(tmp_path):
+    import argparse
+
+    from bua.demo import make_plan
+
+    def plan(**kw):
+        args = dict(quick=False, config=None, data=None, quant="q4_k_m", out=str(tmp_path), threads=1,
+                    generation_samples=2, users=None)
+        args.update(kw)
+        return make_plan(argparse.Namespace(**args))
+
+    assert plan().overrides == {}
+    assert plan(users=50).overrides == {"data.n_users": 50} and plan(users=50).root != plan().root
+    with pytest.raises(ValueError, match="at least 10 users"):
+        plan(users=3)
+    with pytest.raises(ValueError, match="does not apply to --data foursquare"):
+        plan(data="foursquare", users=50)

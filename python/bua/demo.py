@@ -58,10 +58,15 @@ class DemoPlan:
         return self.root / "ondevice_eval.json"
 
 
-def data_overrides(data: str | None) -> dict[str, Any]:
-    """Config overrides for `--data`: simulator (default), foursquare, or a CSV/Parquet path."""
+def data_overrides(data: str | None, users: int | None = None) -> dict[str, Any]:
+    """Config overrides for `--data`: simulator (default; `users` simulated users, None keeps the
+    config's count), foursquare, or a CSV/Parquet path."""
     if data in (None, "simulator"):
-        return {}
+        if users is not None and users < 10:
+            raise ValueError(f"--users {users}: the 8:1:1 split needs at least 10 users")
+        return {} if users is None else {"data.n_users": users}
+    if users is not None:
+        raise ValueError("--users sets the simulator's user count; it does not apply to --data " + data)
     if data == "foursquare":
         from bua.evaluate import default_foursquare_dir
 
@@ -78,7 +83,7 @@ def make_plan(args: argparse.Namespace) -> DemoPlan:
     if not config.is_file():
         known = ", ".join(sorted(p.stem for p in configs_dir().glob("*.yaml")))
         raise FileNotFoundError(f"config {config} not found (known: {known})")
-    overrides = data_overrides(args.data)
+    overrides = data_overrides(args.data, args.users)
     key = json.dumps({"config": config.read_text(), "overrides": overrides, "quant": args.quant}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return DemoPlan(config, overrides, Path(args.out) / f"{config.stem}-{digest}", args.quant, args.threads,
@@ -299,6 +304,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job end to end: simulate, train, export, predict on device",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=None, help="simulator (default), foursquare, or a CSV/Parquet log")
+    p.add_argument("--users", type=int, default=None,
+                   help="simulated users (default: the config's, 300 for the default config)")
     p.add_argument("--config", default=None, help=f"training config name or YAML path (default {DEFAULT_CONFIG})")
     p.add_argument("--quick", action="store_true", help=f"tiny random backbone ({QUICK_CONFIG}): seconds, for CI")
     p.add_argument("--quant", default="q4_k_m", help="bundle quantization (default q4_k_m)")
