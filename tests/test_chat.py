@@ -8,18 +8,6 @@ import pytest
 from bua.chat import ChatFormat, ChatFormatError
 
 
-@pytest.fixture(scope="module")
-def smol_tok():
-    transformers = pytest.importorskip("transformers")
-    from bua.backbones import resolve_backbone
-
-    try:
-        d = resolve_backbone("smollm2-135m-instruct")
-    except Exception as e:  # pragma: no cover
-        pytest.skip(f"SmolLM2 tokenizer unavailable: {e}")
-    return transformers.AutoTokenizer.from_pretrained(d)
-
-
 def test_chatml_constant_and_dict_roundtrip():
     c = ChatFormat.chatml()
     assert ChatFormat.from_dict(json.loads(json.dumps(c.to_dict()))) == c

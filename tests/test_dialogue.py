@@ -19,18 +19,6 @@ ANSWERS = ["Frequent: subway (5).", "Recurring: subway -> payment (3x).",
            "Trait: commuter.", "gaming"]
 
 
-@pytest.fixture(scope="module")
-def smol_tok():
-    transformers = pytest.importorskip("transformers")
-    from bua.backbones import resolve_backbone
-
-    try:
-        d = resolve_backbone("smollm2-135m-instruct")
-    except Exception as e:  # pragma: no cover
-        pytest.skip(f"SmolLM2 tokenizer unavailable: {e}")
-    return transformers.AutoTokenizer.from_pretrained(d)
-
-
 def test_template_covers_all_tasks_and_roundtrips():
     assert set(ALL_TASKS) <= set(TPL.questions)
     assert DialogueTemplate.from_dict(json.loads(json.dumps(TPL.to_dict()))) == TPL

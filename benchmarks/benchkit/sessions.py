@@ -44,8 +44,9 @@ class TextPromptPredictor:
         head, rest = text_prompt_parts(self.p.template, self.p.chat, events, self.p.vocab)
         return self.p._tokens(head), list(self.p.model.tokenize(rest, add_special=False, parse_special=True))
 
-    def logprobs(self, events) -> np.ndarray:
-        head, rest = self.prompt_tokens(events)
+    def eval_prompt(self, head: list[int], rest: list[int]) -> None:
+        """Evaluate head + rest, keeping the KV of a head that did not change since last call
+        (the fixed instructions before the history, as the fast path keeps its head)."""
         if self.head == head:
             self.session.truncate(len(head))
         else:
@@ -54,6 +55,9 @@ class TextPromptPredictor:
             self.head = head
         self.session.eval_tokens(rest)
         self.last_prompt_tokens = self.session.n_past
+
+    def logprobs(self, events) -> np.ndarray:
+        self.eval_prompt(*self.prompt_tokens(events))
         return np.asarray(self.session.score_continuations(self.p._candidates), dtype=np.float64)
 
     def top(self, events, k: int = 5) -> list[str]:
@@ -66,13 +70,7 @@ class TextPromptPredictor:
             t0 = time.perf_counter()
             head, rest = self.prompt_tokens(events)
             t1 = time.perf_counter()
-            if self.head == head:
-                self.session.truncate(len(head))
-            else:
-                self.session.reset()
-                self.session.eval_tokens(head)
-                self.head = head
-            self.session.eval_tokens(rest)
+            self.eval_prompt(head, rest)
             t2 = time.perf_counter()
             self.session.score_continuations(self.p._candidates)
             t3 = time.perf_counter()
