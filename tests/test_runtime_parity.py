@@ -40,5 +40,7 @@ def test_runtime_top1_matches_pytorch(trained_run, torch_scores, tmp_path, quant
     print(report)
     assert report.samples >= 20
     assert report.top1_agreement >= min_agreement, report
+    assert report.disagreements == round((1 - report.top1_agreement) * report.samples)
+    assert (report.max_torch_margin_at_disagreement > 0) == (report.disagreements > 0)
     if quant == "f16":
         assert report.max_abs_logprob_diff < 0.05, report

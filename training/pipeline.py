@@ -322,7 +322,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         lines.append(f"| {s} | {rec.get('status')} | {rec.get('steps', '-')} | {_fmt(rec.get('first_train_loss'))} -> "
                      f"{_fmt(rec.get('last_train_loss'))} | {_fmt(rec.get('first_val_loss'))} -> "
                      f"{_fmt(rec.get('best_val_loss'))} ({rec.get('best_step', '-')}) | "
-                     f"{_fmt(rec.get('seconds'))} |")
+                     f"{'-' if rec.get('seconds') is None else format(rec['seconds'], '.0f')} |")
     if "eval" in summary:
         from bua.training.evaluation import report_markdown
 

@@ -1,8 +1,10 @@
 """Accuracy parity between a trained run in PyTorch and its exported on-device bundle.
 
 Both sides score every behavior name as the final answer of the fast-path prediction dialogue
-on the same test samples (natural + long-tail sets); the report gives the top-1 agreement, the top-1 accuracy of each
-side and the largest difference of the log-softmax over candidates.
+on the same test samples (natural + long-tail sets); the report gives the top-1 agreement, the
+top-1 accuracy of each side, the largest difference of the log-softmax over candidates, and for
+the samples whose top-1s differ, how close PyTorch's own scores for the two behaviors were (a
+near-tie flipped by the runtime's precision, or a real disagreement).
 
     python -m bua.training.runtime_parity --run RUN_DIR --bundle BUNDLE_DIR [--samples 200]
 """
@@ -28,6 +30,10 @@ class ParityReport:
     top1_accuracy_runtime: float
     max_abs_logprob_diff: float
     mean_abs_logprob_diff: float
+    # Where the top-1s differ: how far apart PyTorch puts its own top-1 and the runtime's (nats).
+    # Below the logprob noise of the runtime's precision, a disagreement is a near-tie flipped.
+    disagreements: int
+    max_torch_margin_at_disagreement: float
     seconds_torch: float
     seconds_runtime: float
 
@@ -77,12 +83,15 @@ def compare(samples: list, torch_lp: np.ndarray, bundle_dir: str | Path, n_threa
     targets = np.array([s.target.behavior for s in samples])
     top_torch, top_runtime = torch_lp.argmax(1), runtime_lp.argmax(1)
     diff = np.abs(torch_lp - runtime_lp)
+    differ = np.flatnonzero(top_torch != top_runtime)
+    margins = torch_lp[differ, top_torch[differ]] - torch_lp[differ, top_runtime[differ]]
     return ParityReport(
         quant=predictor.bundle.quant, samples=len(samples),
         top1_agreement=float((top_torch == top_runtime).mean()),
         top1_accuracy_torch=float((top_torch == targets).mean()),
         top1_accuracy_runtime=float((top_runtime == targets).mean()),
         max_abs_logprob_diff=float(diff.max()), mean_abs_logprob_diff=float(diff.mean()),
+        disagreements=int(differ.size), max_torch_margin_at_disagreement=float(margins.max(initial=0.0)),
         seconds_torch=round(seconds_torch, 1), seconds_runtime=round(seconds_runtime, 1))
 
 

@@ -90,6 +90,10 @@ def make_plan(args: argparse.Namespace) -> DemoPlan:
                     2 if args.quick else args.generation_samples, args.quick)
 
 
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.1f} MiB" if n_bytes >= 2**20 else f"{n_bytes / 2**10:.1f} KiB"
+
+
 def _say(title: str) -> None:
     print(f"\n=== {title} " + "=" * max(0, 74 - len(title)), flush=True)
 
@@ -262,14 +266,14 @@ def run_demo(args: argparse.Namespace) -> int:
     t = time.monotonic()
     record, how = step_train(plan)
     timings["train"] = time.monotonic() - t
-    print(f"curriculum {how}: backbone {record['backbone']}, stages "
+    print(f"curriculum {how}: backbone {record['backbone']['name']}, stages "
           + ", ".join(f"{s} {record['stages'][s].get('status')}" for s in ("stage1", "stage2", "stage3")))
 
     _say(f"4. bua-export --quant {plan.quant}")
     t = time.monotonic()
     bundle, how = step_export(plan)
     timings["export"] = time.monotonic() - t
-    sizes = ", ".join(f"{name} {entry.size / 2**20:.1f} MiB" for name, entry in bundle.files.items())
+    sizes = ", ".join(f"{name} {_size(entry.size)}" for name, entry in bundle.files.items())
     print(f"bundle {how}: {plan.bundle_dir} ({sizes})")
 
     _say("5. OnDevicePredictor on a held-out user")
@@ -307,7 +311,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--users", type=int, default=None,
                    help="simulated users (default: the config's, 300 for the default config)")
     p.add_argument("--config", default=None, help=f"training config name or YAML path (default {DEFAULT_CONFIG})")
-    p.add_argument("--quick", action="store_true", help=f"tiny random backbone ({QUICK_CONFIG}): seconds, for CI")
+    p.add_argument("--quick", action="store_true", help=f"tiny random backbone ({QUICK_CONFIG}): a minute or two, for CI")
     p.add_argument("--quant", default="q4_k_m", help="bundle quantization (default q4_k_m)")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp / onnxruntime threads (default 2)")
     p.add_argument("--generation-samples", type=int, default=10, help="test users for the generation metrics")
