@@ -30,17 +30,23 @@ def test_quick_demo_runs_the_whole_chain_and_reuses_finished_steps(tmp_path):
     assert "curriculum reused" in second and "bundle reused" in second and "; reused)" in second
 
 
-def test_plan_hash_covers_config_data_and_quant(tmp_path):
+def _planner(tmp_path: Path, **defaults):
+    """make_plan over `bua demo`'s arguments, the given ones overriding the defaults."""
     import argparse
 
     from bua.demo import make_plan
 
     def plan(**kw):
-        args = dict(quick=True, config=None, data=None, quant="q4_k_m", out=str(tmp_path), threads=1,
+        args = dict(quick=False, config=None, data=None, quant="q4_k_m", out=str(tmp_path), threads=1,
                     generation_samples=2, users=None)
-        args.update(kw)
+        args.update(defaults, **kw)
         return make_plan(argparse.Namespace(**args))
 
+    return plan
+
+
+def test_plan_hash_covers_config_data_and_quant(tmp_path):
+    plan = _planner(tmp_path, quick=True)
     base = plan()
     assert plan().root == base.root
     assert plan(quant="q8_0").root != base.root
@@ -51,16 +57,7 @@ def test_plan_hash_covers_config_data_and_quant(tmp_path):
 
 
 def test_plan_users_override(tmp_path):
-    import argparse
-
-    from bua.demo import make_plan
-
-    def plan(**kw):
-        args = dict(quick=False, config=None, data=None, quant="q4_k_m", out=str(tmp_path), threads=1,
-                    generation_samples=2, users=None)
-        args.update(kw)
-        return make_plan(argparse.Namespace(**args))
-
+    plan = _planner(tmp_path)
     assert plan().overrides == {}
     assert plan(users=50).overrides == {"data.n_users": 50} and plan(users=50).root != plan().root
     with pytest.raises(ValueError, match="at least 10 users"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bua.events import (DataError, Dataset, Event, UserHistory, UserTraits, events_from_array,
-                        events_to_array, events_to_batch, validate_events)
+                        events_to_array, events_to_batch, history_array, validate_events)
 from bua.vocab import Vocabulary
 
 VOCAB = Vocabulary(["alarm clock", "check weather", "subway"], ["home", "work", "transit"])
@@ -47,6 +47,16 @@ def test_events_to_batch_keeps_last_and_pads_right():
     assert x2.shape == (1, 2, 4)
     with pytest.raises(ValueError):
         events_to_batch([h1], 0)
+
+
+def test_history_array_takes_every_history_form():
+    events = [ev(0, 10 * i, i % 2, i % 3) for i in range(4)]
+    expect = events_to_array(events)
+    assert history_array(events).tolist() == expect.tolist()
+    assert history_array(UserHistory("a", tuple(events))).tolist() == expect.tolist()
+    with_week = events_to_array(events, with_week=True)
+    assert history_array(with_week).dtype == np.int64 and history_array(with_week).tolist() == expect.tolist()
+    assert history_array([]).shape == (0, 4)
 
 
 @pytest.mark.parametrize("events, field, reason, value", [

@@ -66,12 +66,11 @@ class InferenceSession:
             self._run(self.model.lm.get_input_embeddings()(t))
 
     def feed_history(self, history) -> None:
-        """The soft tokens of `history` (int64 [L, 4], or a sequence of `bua.events.Event`) as embedding rows."""
-        if not isinstance(history, np.ndarray) and len(history) and not isinstance(history[0], (list, tuple, np.ndarray)):
-            from bua.events import events_to_array
+        """The soft tokens of `history` (int64 [L, 4], a sequence of `bua.events.Event` or a
+        `UserHistory`) as embedding rows."""
+        from bua.events import history_array
 
-            history = events_to_array(list(history))
-        events = torch.as_tensor(np.asarray(history, dtype=np.int64), device=self.model.device).unsqueeze(0)
+        events = torch.as_tensor(history_array(history), device=self.model.device).unsqueeze(0)
         mask = torch.ones(events.shape[:2], dtype=torch.bool, device=self.model.device)
         with evaluating(self.model):
             soft, soft_mask = self.model.soft_tokenizer(events, mask)

@@ -177,10 +177,12 @@ def events_from_array(array: np.ndarray, week: int | Sequence[int] = 0) -> list[
     return [Event(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(w)) for r, w in zip(a, weeks)]
 
 
-def _as_events(item) -> Sequence[Event]:
-    if isinstance(item, UserHistory):
-        return item.events
-    return item
+def history_array(item) -> np.ndarray:
+    """One history as int64 [L, 4]: from a `UserHistory`, a sequence of `Event`s or an int array
+    [L, 4] (a 5th week column is dropped)."""
+    if isinstance(item, np.ndarray):
+        return np.asarray(item, dtype=np.int64)[:, :4]
+    return events_to_array(item.events if isinstance(item, UserHistory) else item)
 
 
 def events_to_batch(histories: Sequence, max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -194,11 +196,7 @@ def events_to_batch(histories: Sequence, max_len: int) -> tuple[np.ndarray, np.n
         raise ValueError(f"max_len must be positive, got {max_len}")
     arrays = []
     for item in histories:
-        if isinstance(item, np.ndarray):
-            a = np.asarray(item, dtype=np.int64)[:, :4]
-        else:
-            a = events_to_array(_as_events(item))
-        arrays.append(a[-max_len:])
+        arrays.append(history_array(item)[-max_len:])
     length = max((len(a) for a in arrays), default=0)
     out = np.zeros((len(arrays), length, 4), dtype=np.int64)
     mask = np.zeros((len(arrays), length), dtype=bool)
