@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +105,30 @@ def test_missing_extension_says_how_to_build_it():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "bua._native is not installed" in out and "pip install -e ." in out
+
+
+def test_loaded_llama_cpp_is_safe_on_this_cpu():
+    info = native.build_info()["system_info"]
+    assert native.build_problems() == [], info
+    assert "AMX" not in info
+
+
+def test_libggml_has_no_amx_backend():
+    import llama_cpp
+
+    libs = list((Path(llama_cpp.__file__).parent / "lib").glob("libggml-cpu.so*"))
+    assert libs, "llama-cpp-python ships no libggml-cpu"
+    for lib in libs:
+        assert b"ggml_backend_amx" not in lib.read_bytes(), f"{lib} has ggml's AMX backend compiled in"
+
+
+def test_build_problems_reports_amx_and_instruction_sets_the_cpu_lacks():
+    assert any("AMX" in p for p in native.build_problems("CPU : SSE3 = 1 | AMX_INT8 = 1 | REPACK = 1 |"))
+    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
+    lacking = [name for name, flag in (("AVX_VNNI", "avx_vnni"), ("AVX512_BF16", "avx512_bf16"),
+                                       ("AVX512", "avx512f"), ("AVX2", "avx2")) if f" {flag}" not in flags]
+    if not lacking:
+        pytest.skip("this CPU has every instruction set ggml can use")
+    problems = native.build_problems(f"CPU : SSE3 = 1 | {lacking[0]} = 1 | REPACK = 1 |")
+    assert problems and problems[0].startswith(lacking[0]), problems
+

@@ -239,3 +239,22 @@ def test_cpp_example_matches_python_fast_path(bundle_dir, predictor, history, tm
     expected = predictor.predict(history, top_k=3, explain=False).top
     assert names == [s.behavior for s in expected]
     assert probs == pytest.approx([s.probability for s in expected], abs=1e-3)
+
+
+def test_predictor_refuses_a_llama_cpp_build_this_cpu_cannot_run(bundle_dir, monkeypatch):
+    # e.g. ggml's AMX backend compiled in: refused before any decode could die with SIGILL.
+    import bua.runtime.predictor as predictor_module
+    from bua.runtime.native import LlamaBuildError, load_native
+
+    real = load_native()
+
+    class AmxBuild:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def build_problems(self, system_info=None):
+            return real.build_problems("CPU : SSE3 = 1 | AMX_INT8 = 1 | REPACK = 1 |")
+
+    monkeypatch.setattr(predictor_module, "load_native", lambda: AmxBuild())
+    with pytest.raises(LlamaBuildError, match=r"AMX_INT8(.|\n)*scripts/llama_build.py ensure"):
+        OnDevicePredictor.from_bundle(bundle_dir, n_threads=1)

@@ -70,6 +70,11 @@ PYBIND11_MODULE(_native, m) {
         d["system_info"] = std::string(llama_print_system_info());
         return d;
     }, "The llama-cpp-python version this extension was built against and llama.cpp's system info.");
+    m.def("build_problems", [](py::object info) {
+        return info.is_none() ? bua::build_problems() : bua::build_problems(info.cast<std::string>());
+    }, py::arg("system_info") = py::none(),
+          "Why a llama.cpp build (default: the loaded one) must not run on this CPU ([] = safe): "
+          "instruction sets the CPU lacks, or ggml's AMX backend.");
     m.def("explain_decode_status", &bua::explain_decode_status, py::arg("status"));
 
     py::class_<bua::Model, std::shared_ptr<bua::Model>>(m, "Model", "A GGUF model loaded by llama.cpp (CPU).")

@@ -110,6 +110,12 @@ Model::~Model() { llama_model_free(model_); }
 
 std::shared_ptr<Model> Model::load(const std::string& path) {
     init_backend_once();
+    const std::vector<std::string> problems = build_problems();
+    if (!problems.empty()) {
+        std::string what = "this llama.cpp build cannot run on this CPU:";
+        for (const std::string& p : problems) what += "\n  " + p;
+        throw Error(what + "\nRebuild it for this CPU: python scripts/llama_build.py ensure (docs/ON_DEVICE.md)");
+    }
     if (FILE* f = std::fopen(path.c_str(), "rb")) {
         std::fclose(f);
     } else {

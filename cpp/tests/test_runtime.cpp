@@ -43,6 +43,16 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: %s MODEL.gguf (or set BUA_TEST_GGUF)\n", argv[0]);
         return 2;
     }
+    // The llama.cpp this binary links must be safe on this CPU (Model::load refuses otherwise);
+    // an AMX build, or one with an instruction set nobody has, is reported.
+    const auto problems = bua::build_problems();
+    check(problems.empty(), "the linked llama.cpp runs on this CPU: " + bua::system_info());
+    check(bua::system_info().find("AMX") == std::string::npos, "llama.cpp's AMX backend is not compiled in");
+    check(!bua::build_problems("CPU : SSE3 = 1 | AMX_INT8 = 1 | REPACK = 1 |").empty(),
+          "an AMX build is refused");
+    check(bua::build_problems("CPU : SSE3 = 1 | REPACK = 1 | LLAMAFILE = 1 |").empty(),
+          "non-ISA system-info entries are not problems");
+
     auto model = bua::Model::load(path);
     bua::SessionParams params;
     params.n_ctx = 256;

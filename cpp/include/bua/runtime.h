@@ -39,6 +39,15 @@ private:
 // Explains a llama_decode() return code in words.
 std::string explain_decode_status(int status);
 
+// llama.cpp's system info: among others the instruction sets its CPU backend was compiled with
+// ("CPU : SSE3 = 1 | AVX2 = 1 | ... | AVX512 = 1 | ...").
+std::string system_info();
+// Why a llama.cpp build with system info `info` must not run here, one line per problem (empty:
+// safe): an instruction set this CPU or its OS lacks (x86; SIGILL at the first matmul), or
+// ggml's AMX backend, which crashes on AMX CPUs. Model::load refuses a build with problems.
+std::vector<std::string> build_problems(const std::string& info);
+std::vector<std::string> build_problems();  // of the llama.cpp this process loaded
+
 class Model {
 public:
     // Loads a GGUF file. Throws bua::Error if the file is missing or llama.cpp rejects it.

@@ -1,4 +1,4 @@
-"""Loads the compiled extension `bua._native` with an error that says what to reinstall."""
+"""Loads the compiled extension `bua._native`, with errors that say what to reinstall or rebuild."""
 from __future__ import annotations
 
 from types import ModuleType
@@ -27,3 +27,26 @@ def load_native() -> ModuleType:
             "then reinstall bua (`pip install --force-reinstall --no-deps .`)."
         ) from exc
     return _native
+
+
+class LlamaBuildError(RuntimeError):
+    """The installed llama.cpp was compiled for instructions this CPU cannot run (or with AMX)."""
+
+
+def check_llama_build(native: ModuleType) -> None:
+    """Raises LlamaBuildError unless the loaded llama.cpp is safe on this CPU.
+
+    A build that uses an instruction set the CPU lacks, or ggml's AMX backend, would otherwise
+    die with SIGILL in the middle of a prediction.
+    """
+    problems = native.build_problems()
+    if problems:
+        info = native.build_info()["system_info"]
+        raise LlamaBuildError(
+            "the installed llama.cpp (llama-cpp-python) cannot run on this CPU:\n  "
+            + "\n  ".join(problems)
+            + f"\nits system info: {info.strip()}\n"
+            "Rebuild it for this CPU from the bua checkout: `python scripts/llama_build.py ensure` "
+            "(or `bash scripts/setup.sh`), which compiles llama.cpp with this CPU's instruction "
+            "sets and without AMX, then reinstall bua (`pip install --no-build-isolation -e .`)."
+        )

@@ -31,7 +31,7 @@ from bua.dialogue import (
 from bua.events import DataError, Event, UserHistory, events_to_batch, validate_events
 from bua.runtime.bundle import Bundle
 from bua.runtime.grammar import event_lines_grammar
-from bua.runtime.native import load_native
+from bua.runtime.native import check_llama_build, load_native
 from bua.textformat import parse_events, parse_events_report
 
 HISTORY_SOURCE = "history"
@@ -104,6 +104,7 @@ class OnDevicePredictor:
         self._encoder = ort.InferenceSession(str(bundle.encoder_path), options,
                                              providers=["CPUExecutionProvider"])
         native = load_native()
+        check_llama_build(native)
         self._native = native
         self.model = native.Model.load(str(bundle.gguf_path))
         if self.model.n_embd != bundle.n_embd:
