@@ -106,3 +106,31 @@ def test_show_runs_without_bua_installed():
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "llama_build.py"), "show"],
                          capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"}).stdout
     assert '"cmake_args"' in out
+
+
+def test_ensure_replaces_a_foreign_build_with_the_wheelhouse_wheel(tmp_path, monkeypatch, capsys):
+    # The installed llama-cpp-python is an AMX build (e.g. what pip's cache returned); the
+    # wheelhouse holds this CPU's wheel: ensure installs that one and checks the result.
+    monkeypatch.setenv("BUA_WHEELHOUSE", str(tmp_path))
+    good = AMX_BUILD_INFO.replace("AMX_INT8 = 1 | ", "").replace("AVX_VNNI = 1 | ", "")
+    installed = {"info": AMX_BUILD_INFO}
+    monkeypatch.setattr(lb, "cpu_flags", lambda cpuinfo=None: EPYC)
+    monkeypatch.setattr(lb, "is_x86", lambda: True)
+    monkeypatch.setattr(lb, "installed_system_info", lambda python=sys.executable: installed["info"])
+    folder = lb.make_plan().folder
+    folder.mkdir(parents=True)
+    wheel = folder / "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl"
+    wheel.write_bytes(b"")
+    built, installs = [], []
+    monkeypatch.setattr(lb, "build_wheel", lambda plan: built.append(plan) or wheel)
+    monkeypatch.setattr(lb, "install", lambda w: installs.append(w) or installed.update(info=good))
+    assert lb.ensure() == 0
+    assert installs == [wheel] and built == []
+    assert "AMX_INT8: ggml's AMX backend is compiled in" in capsys.readouterr().out
+    # Now it matches: a second run installs nothing.
+    assert lb.ensure() == 0 and installs == [wheel]
+    # A wheel that still installs the wrong build is an error that says what to delete.
+    installed["info"] = AMX_BUILD_INFO
+    monkeypatch.setattr(lb, "install", lambda w: None)
+    assert lb.ensure() == 1
+    assert f"delete {folder}" in capsys.readouterr().err
