@@ -75,7 +75,7 @@ def test_bua_eval_cli_quick(tmp_path, capsys):
     for test_set in ("natural", "long_tail"):
         assert set(rep["metrics"][test_set]) == {"most-frequent", "markov", "SASRec", "behaveGPT"}
         for m in rep["metrics"][test_set].values():
-            assert set(m) == {"rec_w", "prec_w", "overall", "head", "medium", "tail"}
+            assert set(m) == {"rec_w", "rec_w_se", "prec_w", "overall", "head", "medium", "tail"}
             assert 0.0 <= m["rec_w"] <= 1.0
     assert rep["meta"]["models"]["SASRec"]["training"]["epochs"] == 1
     assert rep["meta"]["models"]["encoder_pretraining"]["config"]["d_model"] == 32

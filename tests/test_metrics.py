@@ -26,6 +26,7 @@ def test_prediction_metrics_hand_computed():
     m = prediction_metrics(y_true, y_pred, 4, ["head", "head", "tail", "tail"])
     # recall per class 2/3, 1/2, 1 ; precision per class 1, 1/2, 1/2 ; support 3, 2, 1
     assert m["rec_w"] == pytest.approx(4 / 6)
+    assert m["rec_w_se"] == pytest.approx(((4 / 6) * (2 / 6) / 6) ** 0.5)
     assert m["prec_w"] == pytest.approx((3 * 1 + 2 * 0.5 + 1 * 0.5) / 6)
     assert m["overall"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
     assert m["head"] == pytest.approx((2 / 3 + 1 / 2) / 2)

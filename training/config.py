@@ -36,6 +36,20 @@ class DataConfig:
 
 
 @dataclass
+class WarmStartSettings:
+    """Projector warm start (a bua extension, not in the paper; training/README.md has its
+    ablation): before the LLM's first forward pass, fit the fresh projector so that each soft
+    token points like the LLM's own embedding of the behavior that follows its event."""
+
+    enabled: bool = False
+    steps: int = 400  # Adam steps over encoder states of the training users (no LLM forward)
+    batch_size: int = 64  # windows per step
+    lr: float = 3.0e-3
+    temperature: float = 0.07  # softmax over cosine similarities to the behavior names
+    norm_weight: float = 1.0  # pulls soft-token norms to the mean norm of the LLM's token embeddings
+
+
+@dataclass
 class EncoderSettings:
     """The frozen behavior encoder (pretrained on next-event prediction) and the projector."""
 
@@ -49,6 +63,7 @@ class EncoderSettings:
     projector_mode: Literal["per_event", "pooled", "item_emb"] = "per_event"  # item_emb: Table 4 ablation
     n_pooled_tokens: int = 4  # soft tokens in "pooled" mode
     projector_hidden: Optional[int] = None  # MLP width; None = LLM hidden size
+    warm_start: WarmStartSettings = field(default_factory=WarmStartSettings)
 
 
 @dataclass

@@ -26,6 +26,9 @@ from bua.fsio import write_bytes, write_json
 from bua.training.inference import InferenceSession
 
 
+PROBE_ROW = "soft-token probe (read-out ceiling)"
+
+
 def _session_for(model, history: Sequence, task: str, explain: bool, max_new_tokens: int) -> InferenceSession:
     """A session holding the prompt of the final round `task` (after rounds 1-3 if `explain`)."""
     tpl, chat = model.template, model.chat
@@ -67,6 +70,43 @@ def generate_days(model, samples: Sequence, vocab, explain: bool, max_new_tokens
         rejected += len(errors)
         out.append(events_to_array(events) if events else np.zeros((0, 4), dtype=np.int64))
     return out, kept, rejected
+
+
+def last_soft_tokens(model, samples: Sequence, batch_size: int = 256) -> np.ndarray:
+    """[N, hidden] float32: the soft token of each sample's last history event."""
+    from bua.models.pretrain import pad_windows
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(samples), batch_size):
+            windows = [events_to_array(s.history) for s in samples[i:i + batch_size]]
+            events, mask = pad_windows(windows, str(model.device))
+            soft, _ = model.soft_tokenizer(events, mask)
+            last = mask.long().sum(1) - 1
+            out.append(soft[torch.arange(len(windows)), last].float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def soft_token_probe(model, train: Sequence, test_sets: dict[str, Sequence], n_behaviors: int,
+                     seed: int) -> dict[str, np.ndarray]:
+    """The read-out ceiling: a logistic regression from the last soft token to the next
+    behavior, fit on the baselines' training samples; log-probabilities [N, n_behaviors] per
+    test set (-inf for behaviors absent from its training data)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = last_soft_tokens(model, train)
+    y = np.array([s.target.behavior for s in train])
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=0.1, random_state=seed))
+    probe.fit(x, y)
+    out = {}
+    for name, samples in test_sets.items():
+        scores = np.full((len(samples), n_behaviors), -np.inf)
+        if samples:
+            scores[:, probe.classes_] = probe.predict_log_proba(last_soft_tokens(model, samples))
+        out[name] = scores
+    return out
 
 
 def repeat_previous_day(sample) -> np.ndarray:
@@ -115,6 +155,7 @@ def evaluate_model(run_dir: str | Path, stage: Optional[str], config: TrainConfi
     rows["BUA"] = {k: predict_scores(model, v, names, explain, config.eval.max_new_tokens, progress, f"BUA {k}")
                    for k, v in edata.test_sets.items()}
     bua_pred_s = time.monotonic() - t
+    rows[PROBE_ROW] = soft_token_probe(model, edata.train, edata.test_sets, vocab.n_behaviors, config.seed)
     baseline_scores, details = run_baselines(edata, bconf) if bconf.models else ({}, {})
     rows.update(baseline_scores)
     report = prediction_report(rows, edata.targets(), vocab.n_behaviors, edata.freq_classes,
@@ -175,7 +216,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += [f"### Next behavior prediction, {test_set} test set ({report['prediction_samples'][test_set]} samples)",
                   "", "| Method | " + " | ".join(t for _, t in PRED_COLS) + " |", "|---" * (len(PRED_COLS) + 1) + "|"]
         for name, m in models.items():
-            lines.append(f"| {name} | " + " | ".join(_cell(m.get(k)) for k, _ in PRED_COLS) + " |")
+            cells = [_cell(m.get(k)) for k, _ in PRED_COLS]
+            if m.get("rec_w_se") is not None:
+                cells[0] += f" ± {m['rec_w_se']:.3f}"
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     if "generation" in report:
         lines += [f"### Next-day generation ({report['generation_samples']} samples; lines parsed "

@@ -188,6 +188,19 @@ def _init_stage(model, run_dir: Path, stage: str, config: TrainConfig, fresh: di
     return source
 
 
+def _warm_start(model, config: TrainConfig, data, out: Path, ctx: D.DistContext) -> None:
+    """Fits the fresh projector before any stage (encoder.warm_start); the same on every rank."""
+    from bua.training.warm_start import warm_start_projector
+
+    report = warm_start_projector(model.soft_tokenizer, model.lm.get_input_embeddings().weight, model.tokenizer,
+                                  list(data.vocab.behaviors), list(data.train), list(data.val),
+                                  config.data.history_len, config.encoder.warm_start, config.seed)
+    if ctx.is_main:
+        print(f"[warm start] {report.summary()}", flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "projector_warm_start.json", report.to_dict())
+
+
 def run_curriculum(opts: RunOptions) -> dict[str, Any]:
     """Trains the requested stages into opts.out; returns the run summary (rank 0's view)."""
     from bua.backbones import resolve_backbone
@@ -234,6 +247,8 @@ def run_curriculum(opts: RunOptions) -> dict[str, Any]:
                 shutil.copytree(src, opts.out / "encoder")
         encoder = ensure_encoder(opts.out, config, data, ctx, progress=opts.progress)
         model = build_model(config, encoder, backbone_dir, ctx.device)
+        if config.encoder.warm_start.enabled:
+            _warm_start(model, config, data, opts.out, ctx)
         fresh = {"projector": {k: v.detach().clone() for k, v in model.projector.state_dict().items()},
                  "lora": {k: v.detach().clone() for k, v in model.lora_state().items()}}
         _prepare_run_dir(opts, config, stages, ctx, backbone_dir, model, exists)

@@ -5,7 +5,8 @@ scikit-learn and scipy).
 
 Prediction (labels are behavior ids ``0..n_classes-1``):
 
-- ``rec_w``: recall weighted by true support (Eq. 7). This is exactly accuracy, i.e. HR@1.
+- ``rec_w``: recall weighted by true support (Eq. 7). This is exactly accuracy, i.e. HR@1;
+  ``rec_w_se`` is its standard error, sqrt(p (1 - p) / N).
 - ``prec_w``: precision weighted by **true support** (TP + FN), as scikit-learn's
   ``precision_score(average="weighted")`` does; classes never predicted count as precision 0.
   Eq. 6 as printed weights precision by TP + FP (the predicted support); that weighting sums to
@@ -134,6 +135,8 @@ def prediction_metrics(
     precision = np.divide(tp, predicted, out=np.zeros(n_classes), where=predicted > 0)
     out = {
         "rec_w": float((support * recall).sum() / support.sum()),
+        # Rec_w is accuracy over N independent samples: its binomial standard error.
+        "rec_w_se": float(np.sqrt(max(0.0, (tp.sum() / y_true.size) * (1 - tp.sum() / y_true.size)) / y_true.size)),
         "prec_w": float((support * precision).sum() / support.sum()),
         "overall": float(recall[present].mean()),
     }

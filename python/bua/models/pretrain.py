@@ -93,7 +93,8 @@ def make_windows(users: Sequence[Any], max_len: int, stride: int) -> list[np.nda
     return out
 
 
-def _batch(windows: Sequence[np.ndarray], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_windows(windows: Sequence[np.ndarray], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows as a padded batch: events int64 [B, L, 4] and a bool mask [B, L]."""
     length = max(len(w) for w in windows)
     events = np.zeros((len(windows), length, 4), dtype=np.int64)
     mask = np.zeros((len(windows), length), dtype=bool)
@@ -135,7 +136,7 @@ def evaluate_windows(encoder: BehaviorEncoder, windows: Sequence[np.ndarray], ba
     tot = acc = 0.0
     n = 0
     for i in range(0, len(windows), batch_size):
-        ev, m = _batch(windows[i : i + batch_size], device)
+        ev, m = pad_windows(windows[i : i + batch_size], device)
         loss, parts = next_event_loss(encoder, ev, m, weights)
         tot += float(loss) * parts["n"]
         acc += parts["behavior_acc"] * parts["n"]
@@ -185,7 +186,7 @@ def pretrain_encoder(train_users: Sequence[Any], val_users: Sequence[Any], confi
         order = rng.permutation(len(train_w))[:per_epoch]
         run = 0.0
         for b in range(n_batches):
-            ev, m = _batch([train_w[j] for j in order[b * tc.batch_size:(b + 1) * tc.batch_size]],
+            ev, m = pad_windows([train_w[j] for j in order[b * tc.batch_size:(b + 1) * tc.batch_size]],
                            tc.device)
             loss, _ = next_event_loss(encoder, ev, m, tc.loss_weights)
             opt.zero_grad(set_to_none=True)
