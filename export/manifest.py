@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from bua.events import DAY_ABBRS
 from bua.fsio import write_bytes
-from bua.runtime.bundle import FORMAT_VERSION, MANIFEST, sha256_file
+from bua.runtime.bundle import DIGEST_KEY, FORMAT_VERSION, MANIFEST, manifest_digest, sha256_file
 
 # How generated days are written and parsed (bua.textformat).
 SERIALIZATION = {
@@ -55,6 +55,7 @@ def write_manifest(root: Path, fields: Mapping[str, Any]) -> Path:
     missing = [rel for rel in manifest["roles"].values() if rel not in manifest["files"]]
     if missing:
         raise FileNotFoundError(f"bundle files {missing} named in roles were not written")
+    manifest[DIGEST_KEY] = manifest_digest(manifest)
     path = root / MANIFEST
     write_bytes(path, (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     return path

@@ -133,7 +133,7 @@ def test_roles_and_paths_are_checked(tmp_path):
     with pytest.raises(BundleError, match="no 'encoder' file"):
         Bundle.load(root)
     root2 = _write_bundle(tmp_path / "c")
-    _edit_manifest(root2, lambda m: m["files"].update({"../escape": {"sha256": "0", "size": 1}}))
+    _edit_manifest(root2, lambda m: m["files"].update({"../escape": {"sha256": "0" * 64, "size": 1}}))
     with pytest.raises(BundleError, match="leaves the bundle"):
         Bundle.load(root2)
 
@@ -142,3 +142,38 @@ def test_reader_imports_without_torch():
     code = "import sys, bua.runtime.bundle; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(format_version=True), "format_version True"),
+    (lambda m: m.update(format_version=1.0), "format_version 1.0"),
+    (lambda m: m["files"].update({"encoder.onnx": "abc"}), r"files\['encoder.onnx'\] must be an object"),
+    (lambda m: m["soft_tokens"].update(max_history=10000), "max_history must be a whole number from 1 to 4096"),
+    (lambda m: m["soft_tokens"].update(max_history=0), "max_history must be a whole number from 1 to 4096"),
+    (lambda m: m.update(vocab=[1, 2]), "'vocab' must be a JSON object"),
+    (lambda m: m["backbone"].update(n_embd="576"), "backbone.n_embd must be a positive whole number"),
+])
+def test_manifest_schema_and_bounds_are_checked_on_load(tmp_path, change, message):
+    root = _write_bundle(tmp_path / "b")
+    _edit_manifest(root, change)
+    with pytest.raises(BundleError, match=message):
+        Bundle.load(root, verify=False)
+
+
+def test_an_edited_manifest_is_refused_when_verifying(tmp_path):
+    root = _write_bundle(tmp_path / "b")
+    Bundle.load(root)  # the exporter's digest matches
+    _edit_manifest(root, lambda m: m["dialogue_template"].update(system="Ignore the history."))
+    with pytest.raises(BundleError, match="manifest.json was edited after export"):
+        Bundle.load(root)
+    assert Bundle.load(root, verify=False).dialogue_template.system == "Ignore the history."
+    _edit_manifest(root, lambda m: m.pop("manifest_sha256"))
+    with pytest.raises(BundleError, match="it has no manifest_sha256"):
+        Bundle.load(root)
+
+
+def test_a_bundle_left_as_name_old_is_pointed_at(tmp_path):
+    root = _write_bundle(tmp_path / "b")
+    root.rename(tmp_path / "b.old")
+    with pytest.raises(BundleError, match=r"but .*b\.old does: an export died"):
+        Bundle.load(root)

@@ -116,3 +116,16 @@ def test_eval_is_reproducible():
 
     cfg = EvalConfig.quick(sim_users=12, models=("SASRec", "behaveGPT"), progress=False)
     assert run_eval(cfg).metrics == run_eval(cfg).metrics
+
+
+def test_eval_cli_unknown_column_field_lists_the_valid_ones(tmp_path):
+    import shutil
+    import subprocess
+
+    bua = shutil.which("bua")
+    assert bua, "the bua console script is not installed"
+    result = subprocess.run([bua, "eval", "--data", str(tmp_path / "log.csv"), "--column", "bogus=uid"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "unknown table field 'bogus'" in result.stderr and "valid fields: user, location" in result.stderr

@@ -111,3 +111,18 @@ def test_dataset_validates_users_and_ids():
 def test_traits_dict_roundtrip():
     t = UserTraits("office worker", 0, 1, (2, 5), ("commutes by subway",), ((1, 2),))
     assert UserTraits.from_dict(t.to_dict()) == t
+
+
+@pytest.mark.parametrize("fields, name", [((0.5, 60, 0, 0), "day"), ((0, 60.7, 0, 0), "minute"),
+                                          ((6, 1439, 9.9, 3), "location"), ((6, 1439, 9, "36"), "behavior"),
+                                          ((0, 1, 2, 3, None), "week"), ((True, 1, 2, 3), "day")])
+def test_event_fields_must_be_integers(fields, name):
+    with pytest.raises(DataError, match=rf"Event: field '{name}': must be an integer"):
+        Event(*fields)
+
+
+def test_event_accepts_numpy_integers():
+    import numpy as np
+
+    e = Event(np.int64(2), np.int32(600), np.int64(1), np.int16(3))
+    assert e.order_key == 2 * 1440 + 600

@@ -237,6 +237,9 @@ def _write_run(root: Path, p: Pieces) -> Path:
     write_json(run / "chat_format.json", p.chat.to_dict())
     write_json(run / "dialogue_template.json", default_template().to_dict())
     shutil.copytree(p.encoder, run / "encoder")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(p.backbone)).save_pretrained(str(run / "tokenizer"))
     best = run / "stage2" / "best"
     shutil.copytree(p.projector, best)
     shutil.copytree(p.adapter, best / "adapter")

@@ -176,3 +176,34 @@ def test_table_known_vocabulary_and_bad_columns(tmp_path):
         load_table(_write(tmp_path, "x", "log.json"))
     with pytest.raises(ValueError, match="both the day and the time"):
         load_table(p, TableColumns(day="d"))
+
+
+def test_table_accepts_timestamps_whose_format_or_offset_differs_from_row_1(tmp_path):
+    rows = ["user,timestamp,behavior,location", "u1,2024-01-01 09:00,work,office",
+            "u1,2024-01-01T09:50:00+01:00,gym,gym", "u1,01/08/2024 10:00,work,office",
+            "u1,2024-01-08T11:00:00-05:00,read,home"]
+    path = tmp_path / "mixed.csv"
+    path.write_text("\n".join(rows) + "\n")
+    events = load_table(path).users[0].events
+    # Wall-clock times: an offset does not move the time of day; 01/08/2024 is Monday 8 January.
+    assert [(e.week, e.day, e.minute) for e in events] == [(0, 0, 540), (0, 0, 590), (1, 0, 600), (1, 0, 660)]
+
+
+def test_table_that_is_not_utf8_names_the_row_and_byte(tmp_path):
+    rows = ["user,timestamp,behavior,location"] + [f"u1,2024-01-0{d} 09:00,work,office" for d in range(1, 5)]
+    rows[3] = "u1,2024-01-03 09:00,caf\u00e9,office"
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(("\n".join(rows) + "\n").encode("latin-1"))
+    offset = path.read_bytes().index(b"\xe9")
+    with pytest.raises(DataError, match=rf"row 3: not UTF-8 text: byte 0xe9 at file offset {offset}"):
+        load_table(path)
+
+
+def test_unknown_column_field_lists_the_valid_ones(tmp_path):
+    from bua.loaders import parse_column_options
+
+    with pytest.raises(ValueError, match="unknown table field 'bogus'.*valid fields: user, location, behavior"):
+        parse_column_options(["bogus=uid"])
+    with pytest.raises(ValueError, match="unknown table field 'usr'"):
+        load_table(tmp_path / "x.csv", {"usr": "uid"})
+    assert parse_column_options(["user=uid", "behavior=act"]) == {"user": "uid", "behavior": "act"}

@@ -115,4 +115,4 @@ def test_onnx_export_dynamic_batch_and_length(encoder, tmp_path, mode):
     for batch, length in ((1, 1), (3, 11), (5, 64)):
         events, mask = example_inputs(encoder, batch=batch, length=length, seed=batch)
         assert onnx_parity(tok.encoder, tok.projector, path, events, mask) <= 1e-4
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp-*"))

@@ -258,3 +258,25 @@ def test_predictor_refuses_a_llama_cpp_build_this_cpu_cannot_run(bundle_dir, mon
     monkeypatch.setattr(predictor_module, "load_native", lambda: AmxBuild())
     with pytest.raises(LlamaBuildError, match=r"AMX_INT8(.|\n)*scripts/llama_build.py ensure"):
         OnDevicePredictor.from_bundle(bundle_dir, n_threads=1)
+
+
+@pytest.mark.parametrize("history, message", [
+    (b"Mon 08:10 @home check weather", "history is bytes: decode it to text first"),
+    (None, "history is None: pass a list of bua.events.Event"),
+    (42, "history is a int: pass a list"),
+])
+def test_wrong_history_types_say_what_to_pass(predictor, history, message):
+    with pytest.raises(TypeError, match=message):
+        predictor.predict(history, explain=False)
+
+
+def test_arguments_are_checked_before_the_model_runs(predictor, history, bundle_dir):
+    for top_k in (2.5, 0, True, "3"):
+        with pytest.raises(ValueError, match="top_k must be a whole number of at least 1"):
+            predictor.predict(history, top_k=top_k, explain=False)
+    with pytest.raises(ValueError, match=r"n_ctx must be a whole number from 64 to 1048576, got 2147483648"):
+        OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, n_ctx=2**31)
+    with pytest.raises(ValueError, match="n_threads must be a whole number"):
+        OnDevicePredictor.from_bundle(bundle_dir, n_threads=-1)
+    array = np.array([[e.day, e.minute, e.location, e.behavior, e.week] for e in history])
+    assert predictor.predict(array, explain=False).top == predictor.predict(history, explain=False).top

@@ -91,7 +91,7 @@ def test_load_run_errors_name_the_problem(tmp_path):
     with pytest.raises(RunDirError, match="no curriculum stage has finished yet.*stage1 pending.*stage3 skipped"):
         load_run(run)
     update_stage(run, "stage1", status="done")
-    with pytest.raises(RunDirError, match="stage1 is marked done but .*projector.safetensors is missing"):
+    with pytest.raises(RunDirError, match=r"says stage1 is done, but these files are missing:\n.*projector.safetensors"):
         load_run(run)
     with pytest.raises(RunDirError, match="stage3 has status 'skipped'"):
         load_run(run, stage="stage3")
@@ -100,3 +100,21 @@ def test_load_run_errors_name_the_problem(tmp_path):
     (run / "run.json").write_text(json.dumps(record))
     with pytest.raises(RunDirError, match="format_version 99"):
         load_run(run)
+
+
+@pytest.mark.parametrize("remove, names", [
+    ("stage2/best/adapter", ["adapter_config.json", "adapter_model.safetensors"]),
+    ("encoder/encoder.json", ["encoder.json"]),
+    ("tokenizer", ["tokenizer_config.json"]),
+    ("vocab.json", ["vocab.json"]),
+])
+def test_a_checkpoint_missing_files_its_run_json_implies_is_refused(tmp_path, remove, names):
+    # e.g. a copied run whose stage-2 adapter was lost: exporting it would silently drop LoRA.
+    import shutil
+
+    run, _ = _fake_run(tmp_path, ["stage1", "stage2"])
+    target = run / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(RunDirError, match="says stage2 is done, but these files are missing") as err:
+        load_run(run)
+    assert all(name in str(err.value) for name in names)

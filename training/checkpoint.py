@@ -53,6 +53,9 @@ class RunCheckpoint:
     stages: dict[str, dict[str, Any]]  # run.json's per-stage records
 
 
+LORA_STAGES = ("stage2", "stage3")  # stages that train LoRA: their checkpoints hold an adapter
+
+
 def run_json_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "run.json"
 
@@ -113,14 +116,23 @@ def load_run(run_dir: str | Path, stage: Optional[str] = None) -> RunCheckpoint:
     if status[chosen] != "done":
         raise RunDirError(f"{run_dir}: {chosen} has status {status[chosen]!r}, not 'done'")
     best = stage_dir(run_dir, chosen, "best")
-    for need in (best / "projector.safetensors", best / "projector.json"):
-        if not need.is_file():
-            raise RunDirError(f"{run_dir}: {chosen} is marked done but {need} is missing")
     adapter = best / "adapter"
-    adapter_dir = adapter if (adapter / "adapter_config.json").is_file() else None
     encoder_dir = run_dir / record["encoder_dir"]
-    if not (encoder_dir / "encoder.safetensors").is_file():
-        raise RunDirError(f"{run_dir}: the encoder {encoder_dir} is missing encoder.safetensors")
+    # Every file run.json implies, so that a damaged copy is refused instead of exported wrong
+    # (a missing adapter would otherwise read as "no stage trained LoRA").
+    expected = {best / "projector.safetensors": f"{chosen}'s projector", best / "projector.json": f"{chosen}'s projector",
+                encoder_dir / "encoder.safetensors": "the behavior encoder", encoder_dir / "encoder.json": "the behavior encoder",
+                run_dir / "tokenizer" / "tokenizer_config.json": "the tokenizer", run_dir / "vocab.json": "the vocabularies",
+                run_dir / "chat_format.json": "the chat format", run_dir / "dialogue_template.json": "the dialogue template"}
+    if chosen in LORA_STAGES:
+        expected[adapter / "adapter_config.json"] = f"the LoRA adapter ({chosen} trains LoRA)"
+        expected[adapter / "adapter_model.safetensors"] = f"the LoRA adapter ({chosen} trains LoRA)"
+    missing = [f"{path} ({what})" for path, what in expected.items() if not path.is_file()]
+    if missing:
+        raise RunDirError(f"{run_dir}: run.json says {chosen} is done, but these files are missing:\n  "
+                          + "\n  ".join(missing) + "\nThe run directory is damaged or incompletely copied; "
+                          "copy it again, or rerun the stage with `python training/curriculum.py --resume`")
+    adapter_dir = adapter if chosen in LORA_STAGES else None
     backbone = record["backbone"]
     backbone_dir = Path(backbone["dir"])
     if not (backbone_dir / "config.json").is_file():

@@ -53,18 +53,14 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from bua.evaluate import EvalConfig, run_eval
+    from bua.loaders import parse_column_options
 
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)
 
-    columns = {}
-    for item in args.column:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise ValueError(f"--column expects FIELD=NAME, got {item!r}")
-        columns[key] = value
+    columns = parse_column_options(args.column)
     overrides = {k: v for k, v in {
         "columns": columns or None,
         "data": args.data, "encoder_dir": args.encoder, "encoder_size": args.encoder_size, "history_len": args.history_len,

@@ -15,6 +15,7 @@ Only numpy is needed here.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
@@ -71,6 +72,9 @@ class DataError(ValueError):
         super().__init__(msg)
 
 
+EVENT_FIELDS = ("day", "minute", "location", "behavior", "week")
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One behavior event: (day of week, minute of day, location id, behavior id, week)."""
@@ -80,6 +84,13 @@ class Event:
     location: int
     behavior: int
     week: int = 0
+
+    def __post_init__(self) -> None:
+        # Ranges depend on a vocabulary (validate_events checks them); types never do.
+        for name in EVENT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise DataError("Event", "must be an integer", field=name, value=value)
 
     @property
     def order_key(self) -> int:

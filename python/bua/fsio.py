@@ -3,13 +3,15 @@
 Readers never see a half-written checkpoint, bundle or report, and a crash never replaces a
 good one: files go through `atomic_output` (temp file, fsync, rename), directories through
 `write_dir` (temp directory, then `commit_dir`). Temp files are created private (0600/0700)
-and get the umask's usual permissions when published.
+and get the umask's usual permissions when published. Temp names carry the writer's pid
+(`.NAME.tmp-<pid>-XXXX`), so the next writer of NAME removes those of dead processes only.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,7 +35,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     failure removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -63,9 +65,42 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(final: Path) -> list[Path]:
+    """Removes the temp files and directories of `final` (and of its `.work` sibling) that
+    processes which have since died left behind; returns what was removed."""
+    pattern = re.compile(rf"\.{re.escape(final.name)}(\.work)?\.tmp-(\d+)-")
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for entry in final.parent.iterdir():
+        m = pattern.match(entry.name)
+        if not m or int(m.group(2)) == os.getpid() or _alive(int(m.group(2))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 def new_temp_dir(final: Path) -> Path:
+    """A private temp directory beside `final`, after cleaning up what dead writers of `final`
+    left: their temp directories, and a `final.old` whose replacement never arrived."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_temps(final)
+    recover_dir(final)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
 
 
 def commit_dir(tmp: Path, final: Path) -> None:

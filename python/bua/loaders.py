@@ -30,10 +30,12 @@ underscores (the event text format writes ``@name``).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -64,6 +66,7 @@ def _read(path: Path, usecols: Sequence[str] | None = None):
         if suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         elif suffix in (".csv", ".tsv", ".txt"):
+            _check_utf8(path)
             df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str,
                              keep_default_na=False)
         else:
@@ -79,6 +82,57 @@ def _read(path: Path, usecols: Sequence[str] | None = None):
             raise DataError(str(path), f"missing column(s) {missing}; the file has "
                             f"{list(df.columns)}", field=missing[0], has_value=False)
     return df
+
+
+def _check_utf8(path: Path) -> None:
+    """A text table must be UTF-8: name the data row and byte of the first that is not."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start)  # 0 = the header line
+        raise DataError(str(path), f"not UTF-8 text: byte 0x{raw[err.start]:02x} at file offset {err.start} "
+                        f"(line {line + 1}); save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+                        row=line if line > 0 else None, has_value=False) from None
+
+
+def _timestamps(raw, path: Path, col: str):
+    """A timestamp column as naive wall-clock datetimes. pandas infers one format from the first
+    row; rows in another format or with another UTC offset are parsed one by one, and a time
+    with an offset keeps its local clock time (the time of day is what the model reads)."""
+    import pandas as pd
+
+    try:
+        with warnings.catch_warnings():  # "could not infer format": the per-row fallback below handles it
+            warnings.simplefilter("ignore", UserWarning)
+            ts = pd.to_datetime(raw, errors="coerce")
+        if getattr(ts.dt, "tz", None) is not None:
+            ts = ts.dt.tz_localize(None)
+    except (ValueError, TypeError, AttributeError):  # e.g. mixed UTC offsets
+        ts = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
+    bad = ts.isna().to_numpy()
+    if bad.any():
+        fixed = [_one_timestamp(v) for v in raw[bad].tolist()]
+        ts = ts.copy()
+        ts[bad] = pd.to_datetime(pd.Series(fixed, dtype="object"), errors="coerce").to_numpy()
+        still = ts.isna().to_numpy()
+        if still.any():
+            i = int(np.argmax(still))
+            raise _bad(path, i, col, "not a timestamp (e.g. 2024-01-08 09:30, 2024-01-08T09:30:00+01:00, "
+                       "01/08/2024 09:30)", raw.iloc[i])
+    return ts
+
+
+def _one_timestamp(value):
+    import pandas as pd
+
+    try:
+        t = pd.Timestamp(str(value).strip())
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if t is pd.NaT or not 1678 < t.year < 2262:  # outside what datetime64[ns] can hold
+        return None
+    return t.tz_localize(None) if t.tzinfo is not None else t
 
 
 def _bad(path, row_idx: int, col: str, reason: str, value) -> DataError:
@@ -330,6 +384,28 @@ class TableColumns:
     time: str | None = None
     week: str | None = None
 
+    @classmethod
+    def from_mapping(cls, columns: Mapping[str, str | None]) -> "TableColumns":
+        """From {field: column name}; an unknown field is an error that lists the valid ones."""
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in columns if k not in valid]
+        if unknown:
+            raise ValueError(f"unknown table field {unknown[0]!r} (in --column {unknown[0]}=...); "
+                             f"valid fields: {', '.join(valid)}")
+        return cls(**columns)
+
+
+def parse_column_options(items: Sequence[str]) -> dict[str, str]:
+    """`--column FIELD=NAME` options -> {field: column name}, fields checked (TableColumns)."""
+    columns: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"--column expects FIELD=NAME, got {item!r}")
+        columns[key.strip()] = value
+    TableColumns.from_mapping(columns)
+    return columns
+
 
 def load_table(path: str | os.PathLike, columns: TableColumns | dict | None = None, *,
                vocab: Vocabulary | None = None, name: str | None = None,
@@ -338,7 +414,7 @@ def load_table(path: str | os.PathLike, columns: TableColumns | dict | None = No
     import pandas as pd
 
     path = Path(path)
-    cols = columns if isinstance(columns, TableColumns) else TableColumns(**(columns or {}))
+    cols = columns if isinstance(columns, TableColumns) else TableColumns.from_mapping(columns or {})
     if cols.day is not None or cols.time is not None:
         if cols.day is None or cols.time is None:
             raise ValueError("give both the day and the time column (or a timestamp column)")
@@ -359,14 +435,7 @@ def load_table(path: str | os.PathLike, columns: TableColumns | dict | None = No
     behs = _names(df, cols.behavior, path, location=False)
     n = len(df)
     if cols.timestamp:
-        raw = df[cols.timestamp]
-        ts = pd.to_datetime(raw, errors="coerce")
-        bad = ts.isna().to_numpy()
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise _bad(path, i, cols.timestamp, "not a timestamp", raw.iloc[i])
-        if getattr(ts.dt, "tz", None) is not None:
-            ts = ts.dt.tz_localize(None)
+        ts = _timestamps(df[cols.timestamp], path, cols.timestamp)
         day = ts.dt.day_of_week.to_numpy().astype(np.int64)
         minute = (ts.dt.hour * 60 + ts.dt.minute).to_numpy().astype(np.int64)
         days = (ts.dt.normalize() - pd.Timestamp("1970-01-05")).dt.days.to_numpy()  # a Monday

@@ -9,8 +9,9 @@ BUNDLE/
   native/predict.prompt    (optional) the prediction prompt for C++-only apps
 ```
 
-`Bundle.load(path, verify=True)` checks the manifest's format version and fields, that every
-listed file exists with its recorded size, and (verify=True) its sha256; every problem raises
+`Bundle.load(path, verify=True)` checks the manifest's format version and the types and bounds
+of its fields, that every listed file exists with its recorded size, and (verify=True) its
+sha256 and the manifest's own digest (`manifest_sha256`); every problem raises
 `BundleError` naming the file and what to do. The manifest's vocabularies, chat format and
 dialogue template come back as the objects training used (`Vocabulary`, `ChatFormat`,
 `DialogueTemplate`), so the runtime rebuilds the exact prompts.
@@ -51,6 +52,21 @@ REQUIRED_KEYS = (
 
 class BundleError(ValueError):
     """A bundle that is missing, incomplete, corrupt or from another format version."""
+
+
+MAX_HISTORY_LIMIT = 4096  # no encoder bua builds reads longer histories
+# Top-level manifest keys whose value must be a JSON object (the rest are checked one by one).
+OBJECT_KEYS = ("backbone", "roles", "files", "vocab", "chat_format", "dialogue_template", "soft_tokens",
+               "serialization", "encoder_io", "parity")
+DIGEST_KEY = "manifest_sha256"
+
+
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no spaces), its own digest left out:
+    with the files' hashes it makes the whole bundle tamper-evident."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -144,6 +160,17 @@ class Bundle:
         root = Path(path)
         manifest = read_manifest(root)
         files = _check_files(root, manifest, verify)
+        bundle = cls._from_manifest(root, manifest, files)
+        if verify and manifest.get(DIGEST_KEY) != manifest_digest(manifest):
+            raise BundleError(
+                f"bundle {root}: {MANIFEST} was edited after export ("
+                + ("it has no manifest_sha256" if manifest.get(DIGEST_KEY) is None else
+                   "its content no longer matches manifest_sha256")
+                + "); re-export the bundle, or load it with verify=False to accept the edit")
+        return bundle
+
+    @classmethod
+    def _from_manifest(cls, root: Path, manifest: dict[str, Any], files: dict[str, FileEntry]) -> "Bundle":
         roles = dict(manifest["roles"])
         return cls(
             path=root,
@@ -168,6 +195,11 @@ class Bundle:
 def read_manifest(root: Path) -> dict[str, Any]:
     """The manifest as a dict, with the format version and required keys checked."""
     if not root.is_dir():
+        old = root.with_name(root.name + ".old")
+        if old.is_dir():
+            raise BundleError(f"bundle {root} does not exist, but {old} does: an export died while replacing "
+                              f"it; the previous bundle is intact there (rename it back: mv {old} {root}), "
+                              "or export again, which restores it first")
         raise BundleError(f"bundle {root} does not exist (write one with `bua-export`)")
     path = root / MANIFEST
     if not path.is_file():
@@ -179,7 +211,7 @@ def read_manifest(root: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise BundleError(f"{path} is corrupt: expected a JSON object")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise BundleError(
             f"{path}: bundle format_version {version!r}, but this bua reads version {FORMAT_VERSION}; "
             "re-export the bundle with this bua's `bua-export`"
@@ -187,7 +219,41 @@ def read_manifest(root: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise BundleError(f"{path} lacks {missing}; the bundle is incomplete, re-export it")
+    _check_schema(path, manifest)
     return manifest
+
+
+def _check_schema(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Types and bounds of the manifest's fields (what the loaders below would otherwise trip on)."""
+    def bad(where: str, what: str, value: Any) -> BundleError:
+        return BundleError(f"{path}: {where} must be {what}, got {value!r}; the manifest is damaged, re-export the bundle")
+
+    for key in OBJECT_KEYS:
+        if not isinstance(manifest[key], dict):
+            raise bad(f"'{key}'", "a JSON object", manifest[key])
+    if not isinstance(manifest["quant"], str) or not manifest["quant"]:
+        raise bad("'quant'", "a quantization name", manifest["quant"])
+    for role, rel in manifest["roles"].items():
+        if not isinstance(rel, str):
+            raise bad(f"roles.{role}", "a file path", rel)
+    for rel, info in manifest["files"].items():
+        if not isinstance(info, dict):
+            raise bad(f"files[{rel!r}]", "an object with sha256 and size", info)
+        sha, size = info.get("sha256"), info.get("size")
+        if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise bad(f"files[{rel!r}].sha256", "64 hex digits", sha)
+        if type(size) is not int or size < 0:
+            raise bad(f"files[{rel!r}].size", "a byte count", size)
+    history = manifest["soft_tokens"].get("max_history")
+    if type(history) is not int or not 1 <= history <= MAX_HISTORY_LIMIT:
+        raise bad("soft_tokens.max_history", f"a whole number from 1 to {MAX_HISTORY_LIMIT}", history)
+    for key in ("n_embd",):
+        value = manifest["backbone"].get(key)
+        if type(value) is not int or value < 1:
+            raise bad(f"backbone.{key}", "a positive whole number", value)
+    digest = manifest.get(DIGEST_KEY)
+    if digest is not None and not isinstance(digest, str):
+        raise bad(f"'{DIGEST_KEY}'", "a sha256 hex string", digest)
 
 
 def _check_files(root: Path, manifest: Mapping[str, Any], verify: bool) -> dict[str, FileEntry]:
@@ -228,7 +294,7 @@ def _check_files(root: Path, manifest: Mapping[str, Any], verify: bool) -> dict[
 def _parse(root: Path, key: str, parse, value: Any):
     try:
         return parse(value)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # any malformed section
         raise BundleError(f"{root / MANIFEST}: invalid {key!r}: {exc}") from exc
 
 

@@ -11,6 +11,7 @@ final answer on the shared prompt state.
 """
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from bua.dialogue import (
     question_context,
     round_prompt_segments,
 )
-from bua.events import DataError, Event, UserHistory, events_to_batch, validate_events
+from bua.events import DataError, Event, UserHistory, events_from_array, events_to_batch, validate_events
 from bua.runtime.bundle import Bundle
 from bua.runtime.grammar import event_lines_grammar
 from bua.runtime.native import check_llama_build, load_native
@@ -79,6 +80,16 @@ def default_threads() -> int:
     return max(1, min(4, n))
 
 
+HISTORY_KINDS = ("pass a list of bua.events.Event, a UserHistory, an int array [L, 4] or event text "
+                 "lines ('Mon 08:10 @home check weather')")
+MAX_CONTEXT = 1 << 20
+
+
+def _check_count(name: str, value, low: int, high: int) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+
+
 class OnDevicePredictor:
     """Multi-round BUA prediction and generation from an exported bundle.
 
@@ -90,6 +101,11 @@ class OnDevicePredictor:
                  max_answer_tokens: int = 192, max_generation_tokens: int = 640):
         import onnxruntime as ort
 
+        if n_threads is not None:
+            _check_count("n_threads", n_threads, 1, 512)
+        _check_count("n_ctx", n_ctx, 64, MAX_CONTEXT)
+        _check_count("max_answer_tokens", max_answer_tokens, 1, MAX_CONTEXT)
+        _check_count("max_generation_tokens", max_generation_tokens, 1, MAX_CONTEXT)
         self.bundle = bundle
         self.vocab = bundle.vocab
         self.chat = bundle.chat_format
@@ -141,6 +157,14 @@ class OnDevicePredictor:
             events = list(history.events)
         elif isinstance(history, str):
             events = parse_events(history, self.vocab, source=HISTORY_SOURCE)
+        elif isinstance(history, (bytes, bytearray)):
+            raise TypeError("history is bytes: decode it to text first (history.decode('utf-8')), "
+                            "or pass a list of bua.events.Event")
+        elif isinstance(history, np.ndarray):
+            events = events_from_array(history)
+        elif history is None or not hasattr(history, "__iter__"):
+            raise TypeError(f"history is {'None' if history is None else 'a ' + type(history).__name__}: "
+                            f"{HISTORY_KINDS}")
         else:
             events = list(history)
         if not events:
@@ -220,8 +244,8 @@ class OnDevicePredictor:
         explain=True first runs the understanding rounds (key behaviors, patterns, summary)
         and returns their text; explain=False is the fast path (prediction round only).
         """
-        if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1:
+            raise ValueError(f"top_k must be a whole number of at least 1, got {top_k!r}")
         events = self._events(history)
         soft = self._soft_rows(events)
         with self._lock:
