@@ -88,24 +88,30 @@ def last_soft_tokens(model, samples: Sequence, batch_size: int = 256) -> np.ndar
 
 
 def soft_token_probe(model, train: Sequence, test_sets: dict[str, Sequence], n_behaviors: int,
-                     seed: int) -> dict[str, np.ndarray]:
-    """The read-out ceiling: a logistic regression from the last soft token to the next
-    behavior, fit on the baselines' training samples; log-probabilities [N, n_behaviors] per
-    test set (-inf for behaviors absent from its training data)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+                     seed: int, l2: float = 1e-3) -> dict[str, np.ndarray]:
+    """The read-out ceiling: a multinomial logistic regression (L2 `l2`, full-batch L-BFGS)
+    from the last soft token to the next behavior, fit on the baselines' training samples;
+    log-probabilities [N, n_behaviors] per test set."""
+    x = torch.from_numpy(last_soft_tokens(model, train)).double()
+    y = torch.tensor([s.target.behavior for s in train])
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    x = (x - mean) / std
+    torch.manual_seed(seed)
+    probe = torch.nn.Linear(x.shape[1], n_behaviors).double()
+    optimizer = torch.optim.LBFGS(probe.parameters(), max_iter=200, line_search_fn="strong_wolfe")
 
-    x = last_soft_tokens(model, train)
-    y = np.array([s.target.behavior for s in train])
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=0.1, random_state=seed))
-    probe.fit(x, y)
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(probe(x), y) + l2 * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
     out = {}
-    for name, samples in test_sets.items():
-        scores = np.full((len(samples), n_behaviors), -np.inf)
-        if samples:
-            scores[:, probe.classes_] = probe.predict_log_proba(last_soft_tokens(model, samples))
-        out[name] = scores
+    with torch.no_grad():
+        for name, samples in test_sets.items():
+            feats = torch.from_numpy(last_soft_tokens(model, samples)).double() if samples else x[:0]
+            out[name] = torch.log_softmax(probe((feats - mean) / std), -1).numpy()
     return out
 
 
