@@ -15,3 +15,34 @@ def smol_tok():
     except Exception as e:  # pragma: no cover
         pytest.skip(f"SmolLM2 tokenizer unavailable: {e}")
     return transformers.AutoTokenizer.from_pretrained(d)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    from bua.simulate import simulate
+
+    return simulate(n_users=4, n_days=7, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_dataset):
+    """A bundle from a random tiny Llama, a tiny encoder and a per-event projector (no training:
+    the runtime's mechanics do not depend on the weights)."""
+    from bua.backbones import resolve_backbone
+    from bua.chat import ChatFormat
+    from bua.dialogue import default_template
+    from bua.export.pipeline import export_bundle
+    from bua.models.encoder import BehaviorEncoder, EncoderConfig
+    from bua.models.projector import Projector, ProjectorConfig
+
+    root = tmp_path_factory.mktemp("runtime")
+    vocab = tiny_dataset.vocab
+    backbone = resolve_backbone("tiny-llama")
+    encoder = BehaviorEncoder(EncoderConfig.tiny(vocab.n_behaviors, vocab.n_locations))
+    encoder.save(root / "encoder")
+    Projector(ProjectorConfig(in_dim=encoder.config.d_model, out_dim=64)).save(root / "projector")
+    out = root / "bundle"
+    export_bundle(backbone, None, root / "encoder", root / "projector", vocab,
+                  ChatFormat.from_tokenizer(backbone), default_template(), out, "q8_0",
+                  n_threads=1, progress=lambda msg: None)
+    return out

@@ -38,7 +38,7 @@ def _planner(tmp_path: Path, **defaults):
 
     def plan(**kw):
         args = dict(quick=False, config=None, data=None, quant="q4_k_m", out=str(tmp_path), threads=1,
-                    generation_samples=2, users=None)
+                    generation_samples=2, users=None, column=[])
         args.update(defaults, **kw)
         return make_plan(argparse.Namespace(**args))
 
@@ -64,3 +64,16 @@ def test_plan_users_override(tmp_path):
         plan(users=3)
     with pytest.raises(ValueError, match="does not apply to --data foursquare"):
         plan(data="foursquare", users=50)
+
+
+def test_plan_table_columns(tmp_path):
+    plan = _planner(tmp_path)
+    csv = tmp_path / "log.csv"
+    csv.write_text("uid,time,place,act\n")
+    with_columns = plan(data=str(csv), column=["user=uid", "timestamp=time", "location=place", "behavior=act"])
+    assert with_columns.overrides["data.columns"] == ["user=uid", "timestamp=time", "location=place", "behavior=act"]
+    assert with_columns.root != plan(data=str(csv)).root
+    with pytest.raises(ValueError, match="unknown table field 'usr'"):
+        plan(data=str(csv), column=["usr=uid"])
+    with pytest.raises(ValueError, match="--column names the columns of a CSV/Parquet log"):
+        plan(column=["user=uid"])

@@ -12,44 +12,25 @@ import numpy as np
 import pytest
 
 from bua import OnDevicePredictor
-from bua.chat import ChatFormat
-from bua.dialogue import PREDICT, default_template, render_dialogue, tokenize_segments
+from bua.dialogue import PREDICT, render_dialogue, tokenize_segments
 from bua.events import Event
 from bua.runtime.bundle import Bundle, BundleError
 from bua.runtime.grammar import event_lines_grammar
 from bua.runtime.native_prompt import write_native_prompt
 from bua.runtime.predictor import GenerationError
-from bua.simulate import simulate
 from bua.textformat import format_events
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def dataset():
-    return simulate(n_users=4, n_days=7, seed=3)
+def dataset(tiny_dataset):
+    return tiny_dataset
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory, dataset) -> Path:
-    """A bundle from a random tiny Llama, a tiny encoder and a per-event projector (no training:
-    the runtime's mechanics do not depend on the weights)."""
-    from bua.backbones import resolve_backbone
-    from bua.export.pipeline import export_bundle
-    from bua.models.encoder import BehaviorEncoder, EncoderConfig
-    from bua.models.projector import Projector, ProjectorConfig
-
-    root = tmp_path_factory.mktemp("runtime")
-    vocab = dataset.vocab
-    backbone = resolve_backbone("tiny-llama")
-    encoder = BehaviorEncoder(EncoderConfig.tiny(vocab.n_behaviors, vocab.n_locations))
-    encoder.save(root / "encoder")
-    Projector(ProjectorConfig(in_dim=encoder.config.d_model, out_dim=64)).save(root / "projector")
-    out = root / "bundle"
-    export_bundle(backbone, None, root / "encoder", root / "projector", vocab,
-                  ChatFormat.from_tokenizer(backbone), default_template(), out, "q8_0",
-                  n_threads=1, progress=lambda msg: None)
-    return out
+def bundle_dir(tiny_bundle) -> Path:
+    return tiny_bundle
 
 
 @pytest.fixture(scope="module")

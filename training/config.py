@@ -27,6 +27,7 @@ class DataConfig:
 
     source: Literal["simulate", "foursquare", "table"] = "simulate"
     path: Optional[str] = None  # foursquare directory or CSV/Parquet file (source != simulate)
+    columns: list[str] = field(default_factory=list)  # table only: "FIELD=NAME" (bua.loaders.TableColumns)
     n_users: int = 40  # simulator only
     n_days: int = 14  # simulator only
     seed: int = 42  # simulator and sample selection

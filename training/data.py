@@ -63,7 +63,7 @@ def load_events(config: DataConfig) -> Dataset:
 
     if config.source == "foursquare":
         return loaders.load_foursquare(config.path)
-    return loaders.load_table(config.path)
+    return loaders.load_table(config.path, loaders.parse_column_options(config.columns))
 
 
 def prepare(config: DataConfig) -> CurriculumData:

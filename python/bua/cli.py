@@ -1,4 +1,4 @@
-"""The ``bua`` console script: a dispatcher over subcommands.
+"""The ``bua`` console script: a dispatcher over subcommands (demo, eval, predict, generate, info).
 
 Each subcommand is a ``register(subparsers)`` function in ``COMMANDS`` that adds its parser and
 sets ``func`` (called with the parsed args, returns the exit code). Heavy imports happen inside
@@ -89,7 +89,13 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_demo, _register_eval]
+def _register_shell(sub: argparse._SubParsersAction) -> None:
+    from bua.shell import register
+
+    register(sub)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_demo, _register_eval, _register_shell]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:  # bad input, bundle, build
         print(f"bua {args.command}: error: {e}", file=sys.stderr)
         return 1
 

@@ -58,9 +58,11 @@ class DemoPlan:
         return self.root / "ondevice_eval.json"
 
 
-def data_overrides(data: str | None, users: int | None = None) -> dict[str, Any]:
+def data_overrides(data: str | None, users: int | None = None, columns: list[str] | None = None) -> dict[str, Any]:
     """Config overrides for `--data`: simulator (default; `users` simulated users, None keeps the
-    config's count), foursquare, or a CSV/Parquet path."""
+    config's count), foursquare, or a CSV/Parquet path (`columns`: its --column options)."""
+    if columns and (data in (None, "simulator", "foursquare")):
+        raise ValueError("--column names the columns of a CSV/Parquet log given with --data FILE")
     if data in (None, "simulator"):
         if users is not None and users < 10:
             raise ValueError(f"--users {users}: the 8:1:1 split needs at least 10 users")
@@ -74,7 +76,13 @@ def data_overrides(data: str | None, users: int | None = None) -> dict[str, Any]
     path = Path(data)
     if not path.is_file():
         raise FileNotFoundError(f"--data {data!r}: not 'simulator', 'foursquare' or an existing CSV/Parquet file")
-    return {"data.source": "table", "data.path": str(path.resolve())}
+    overrides: dict[str, Any] = {"data.source": "table", "data.path": str(path.resolve())}
+    if columns:
+        from bua.loaders import parse_column_options
+
+        parse_column_options(columns)  # unknown fields fail here, before any training
+        overrides["data.columns"] = list(columns)
+    return overrides
 
 
 def make_plan(args: argparse.Namespace) -> DemoPlan:
@@ -83,7 +91,7 @@ def make_plan(args: argparse.Namespace) -> DemoPlan:
     if not config.is_file():
         known = ", ".join(sorted(p.stem for p in configs_dir().glob("*.yaml")))
         raise FileNotFoundError(f"config {config} not found (known: {known})")
-    overrides = data_overrides(args.data, args.users)
+    overrides = data_overrides(args.data, args.users, args.column)
     key = json.dumps({"config": config.read_text(), "overrides": overrides, "quant": args.quant}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return DemoPlan(config, overrides, Path(args.out) / f"{config.stem}-{digest}", args.quant, args.threads,
@@ -308,6 +316,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job end to end: simulate, train, export, predict on device",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=None, help="simulator (default), foursquare, or a CSV/Parquet log")
+    p.add_argument("--column", action="append", default=[], metavar="FIELD=NAME",
+                   help="column of the --data table, as for bua eval (fields of bua.loaders.TableColumns)")
     p.add_argument("--users", type=int, default=None,
                    help="simulated users (default: the config's, 300 for the default config)")
     p.add_argument("--config", default=None, help=f"training config name or YAML path (default {DEFAULT_CONFIG})")
