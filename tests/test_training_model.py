@@ -132,3 +132,23 @@ def test_greedy_generation_is_the_argmax_chain(model):
     start = ex.tokens.spans[0][2]
     greedy = logits[start - 1:start - 1 + len(ids)].argmax(-1).tolist()
     assert greedy == ids and len(ids) > 0
+
+
+def test_bf16_autocast_resolution_and_loss_parity(model):
+    from bua.dialogue import PREDICT
+    from bua.training.model import cpu_has_bf16, resolve_autocast
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_autocast("auto", cpu) == cpu_has_bf16()
+    assert not resolve_autocast("auto", cuda) and not resolve_autocast("off", cpu) and resolve_autocast("bf16", cpu)
+    batch = collate([_example(model, [PREDICT], ["work"])], model.tokenizer.pad_token_id or 0)
+    model.eval()
+    with torch.no_grad():
+        fp32 = model(batch).nll.sum()
+        model.autocast_bf16 = True
+        try:
+            bf16 = model(batch)
+        finally:
+            model.autocast_bf16 = False
+    assert bf16.nll.dtype == torch.float32  # the loss itself stays fp32
+    assert float(bf16.nll.sum()) == pytest.approx(float(fp32), rel=0.05)

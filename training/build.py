@@ -78,7 +78,7 @@ def build_model(config: TrainConfig, encoder, backbone_dir: Path, device: torch.
     m = config.model
     return BUAModel.from_backbone(backbone_dir, soft, m.lora, template or default_template(), dtype=m.dtype,
                                   device=device, gradient_checkpointing=m.gradient_checkpointing, chat=chat,
-                                  adapter_dir=adapter_dir)
+                                  adapter_dir=adapter_dir, autocast=m.autocast)
 
 
 def load_trained(run_dir: str | Path, stage: Optional[str] = None, device: str | torch.device = "cpu"):

@@ -37,6 +37,22 @@ class ForwardOutput(NamedTuple):
     loss_rounds: torch.Tensor  # [B, S-1], aligned with nll (-1 outside answers)
 
 
+def cpu_has_bf16() -> bool:
+    """This CPU runs bfloat16 matmuls natively (AVX512-BF16 or AMX-BF16; Linux /proc/cpuinfo)."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_autocast(name: str, device: torch.device) -> bool:
+    """Whether training forwards run under bfloat16 autocast (`model.autocast`)."""
+    if name == "auto":
+        return device.type == "cpu" and cpu_has_bf16()
+    return name == "bf16"
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -60,6 +76,7 @@ class BUAModel(nn.Module):
         self.template = template
         self.stage: str | None = None
         self.has_adapter = False  # True once LoRA holds trained (or loaded) weights
+        self.autocast_bf16 = False  # training forwards under bfloat16 autocast (inference stays fp32)
         self.soft_tokenizer.encoder.requires_grad_(False)
 
     # ------------------------------------------------------------------ construction
@@ -67,7 +84,7 @@ class BUAModel(nn.Module):
     def from_backbone(cls, backbone_dir: str | Path, soft_tokenizer: SoftTokenizer, lora: LoraSettings,
                       template: DialogueTemplate, *, dtype: str = "auto", device: str | torch.device = "cpu",
                       gradient_checkpointing: str = "auto", chat: ChatFormat | None = None,
-                      adapter_dir: str | Path | None = None) -> "BUAModel":
+                      adapter_dir: str | Path | None = None, autocast: str = "off") -> "BUAModel":
         """Loads the HF causal LM from a local directory and wraps it with a fresh LoRA
         (or the adapter in `adapter_dir`)."""
         from peft import LoraConfig, PeftModel, get_peft_model
@@ -95,6 +112,7 @@ class BUAModel(nn.Module):
             chat = ChatFormat.from_tokenizer(tokenizer)
         model = cls(soft_tokenizer, lm, tokenizer, chat, template)
         model.has_adapter = adapter_dir is not None
+        model.autocast_bf16 = resolve_autocast(autocast, device)
         return model.to(device)
 
     # ------------------------------------------------------------------ stages
@@ -164,14 +182,15 @@ class BUAModel(nn.Module):
 
     def forward(self, batch: Batch) -> ForwardOutput:
         """Per-token NLL of the answer tokens; logits are computed only where a label exists."""
-        embeds = self.embed(batch.input_ids, batch.soft_positions, batch.events, batch.events_mask)
-        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-        hidden = base.get_decoder()(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                                    use_cache=False).last_hidden_state
-        labels = batch.labels[:, 1:]
-        keep = labels != -100
-        picked = hidden[:, :-1][keep]
-        logits = base.get_output_embeddings()(picked).float()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            embeds = self.embed(batch.input_ids, batch.soft_positions, batch.events, batch.events_mask)
+            base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+            hidden = base.get_decoder()(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                                        use_cache=False).last_hidden_state
+            labels = batch.labels[:, 1:]
+            keep = labels != -100
+            picked = hidden[:, :-1][keep]
+            logits = base.get_output_embeddings()(picked).float()
         nll_kept = torch.nn.functional.cross_entropy(logits, labels[keep], reduction="none")
         nll = torch.zeros(labels.shape, dtype=torch.float32, device=hidden.device)
         nll = nll.masked_scatter(keep, nll_kept)
