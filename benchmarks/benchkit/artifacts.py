@@ -101,10 +101,24 @@ def hf_width(hf_dir: Path) -> int:
     return int(json.loads((hf_dir / "config.json").read_text())["hidden_size"])
 
 
+def _loadable(bundle: Path) -> bool:
+    """A cached bundle this bua still reads (a bundle of an older format is exported again)."""
+    from bua.runtime.bundle import DIGEST_KEY, BundleError, manifest_digest, read_manifest
+
+    try:
+        manifest = read_manifest(bundle)
+    except BundleError:
+        return False
+    return manifest.get(DIGEST_KEY) == manifest_digest(manifest)
+
+
 def export(s: Settings, backbone_dir: Path, name: str, quant: str, out: Path) -> Path:
     """A `bua-export` bundle of backbone_dir with the shared encoder and a projector of its width."""
     if out.exists():
-        return out
+        if _loadable(out):
+            return out
+        say(f"{out} was exported by an older bua; exporting it again")
+        shutil.rmtree(out)
     from bua.chat import ChatFormat
     from bua.dialogue import default_template
     from bua.export.pipeline import export_bundle
