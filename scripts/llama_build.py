@@ -190,8 +190,9 @@ class Plan:
         """The installed build is exactly the one cmake_args() asks for (and safe on this CPU)."""
         if self.installed_info is None:
             return False
-        if not self.x86:
-            return (self.folder / "installed").is_file()  # no ISA names to compare off x86
+        if not self.x86:  # no ISA names to compare: the system info this folder's wheel installed
+            recorded = self.folder / "system_info.txt"
+            return recorded.is_file() and recorded.read_text() == self.installed_info
         built = parse_system_info(self.installed_info) & X86_INFO_NAMES
         return built == expected_info(self.flags) and not build_problems(self.installed_info, self.flags)
 
@@ -252,7 +253,7 @@ def ensure() -> int:
     install(wheel)
     after = make_plan()
     if not plan.x86:
-        (plan.folder / "installed").touch()
+        (plan.folder / "system_info.txt").write_text(after.installed_info or "")
     elif not after.installed_matches():
         got = sorted(parse_system_info(after.installed_info or "") & X86_INFO_NAMES)
         print(f"[setup] error: the installed llama.cpp reports {got}, expected "

@@ -134,3 +134,15 @@ def test_ensure_replaces_a_foreign_build_with_the_wheelhouse_wheel(tmp_path, mon
     monkeypatch.setattr(lb, "install", lambda w: None)
     assert lb.ensure() == 1
     assert f"delete {folder}" in capsys.readouterr().err
+
+
+def test_off_x86_the_installed_build_must_be_the_one_this_folder_installed(tmp_path, monkeypatch):
+    monkeypatch.setenv("BUA_WHEELHOUSE", str(tmp_path))
+    arm = frozenset({"fp", "asimd", "asimddp"})
+    plan = lb.make_plan(flags=arm, x86=False, installed_info="CPU : NEON = 1 | DOTPROD = 1 |")
+    assert plan.args == [] and not plan.installed_matches()
+    plan.folder.mkdir(parents=True)
+    (plan.folder / "system_info.txt").write_text("CPU : NEON = 1 | DOTPROD = 1 |")
+    assert plan.installed_matches()
+    other = lb.make_plan(flags=arm, x86=False, installed_info="CPU : NEON = 1 | DOTPROD = 1 | SVE = 1 |")
+    assert not other.installed_matches()

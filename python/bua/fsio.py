@@ -4,7 +4,7 @@ Readers never see a half-written checkpoint, bundle or report, and a crash never
 good one: files go through `atomic_output` (temp file, fsync, rename), directories through
 `write_dir` (temp directory, then `commit_dir`). Temp files are created private (0600/0700)
 and get the umask's usual permissions when published. Temp names carry the writer's pid
-(`.NAME.tmp-<pid>-XXXX`), so the next writer of NAME removes those of dead processes only.
+(`.NAME.tmp-<pid>-<random>`), so the next writer of NAME removes those of dead processes only.
 """
 from __future__ import annotations
 
