@@ -21,13 +21,13 @@ namespace {
 
 #if defined(__x86_64__) || defined(__i386__)
 struct X86Features {
-    unsigned l1_ecx = 0, l7_ebx = 0, l7_ecx = 0, l7_edx = 0, l7s1_eax = 0;
+    unsigned l1_ecx = 0, l7_ebx = 0, l7_ecx = 0, l7s1_eax = 0;
     unsigned long long xcr0 = 0;  // register state the OS saves: AVX needs YMM, AVX-512 ZMM too
 
     X86Features() {
         unsigned a, b, c, d;
         if (__get_cpuid(1, &a, &b, &c, &d)) l1_ecx = c;
-        if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) { l7_ebx = b; l7_ecx = c; l7_edx = d; }
+        if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) { l7_ebx = b; l7_ecx = c; }
         if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) l7s1_eax = a;
         if (l1_ecx & (1u << 27)) {  // OSXSAVE: xgetbv is available
             unsigned lo, hi;

@@ -115,14 +115,15 @@ def bundle_info(path: str | Path, verify: bool = True) -> dict[str, Any]:
         info.update(verified=False, error=str(err))
         return info
     native = load_native()
+    build = native.build_info()
     info.update({
         "backbone": bundle.backbone.name, "arch": bundle.backbone.arch, "n_embd": bundle.n_embd,
         "quant": bundle.quant, "max_history": bundle.max_history,
         "files": {rel: entry.size for rel, entry in bundle.files.items()},
         "behaviors": list(bundle.vocab.behaviors), "locations": list(bundle.vocab.locations),
         "parity": bundle.parity,
-        "llama_cpp": {"llama_cpp_python": native.build_info()["llama_cpp_python"],
-                      "system_info": native.build_info()["system_info"].strip(),
+        "llama_cpp": {"llama_cpp_python": build["llama_cpp_python"],
+                      "system_info": build["system_info"].strip(),
                       "problems_on_this_cpu": native.build_problems()},
     })
     return info
