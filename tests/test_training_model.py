@@ -152,3 +152,53 @@ def test_bf16_autocast_resolution_and_loss_parity(model):
             model.autocast_bf16 = False
     assert bf16.nll.dtype == torch.float32  # the loss itself stays fp32
     assert float(bf16.nll.sum()) == pytest.approx(float(fp32), rel=0.05)
+
+
+def _shared_prefix(model, cuts, answers):
+    from bua.dialogue import Dialogue
+    from bua.events import events_from_array
+    from bua.training.data import SharedPrefix, shared_prefix_example
+
+    history = tuple(events_from_array(HIST))
+    dialogues = [Dialogue(render_dialogue(model.template, model.chat, ["predict"], [a]), history[:c], "stage2",
+                          ["predict"]) for c, a in zip(cuts, answers)]
+    return shared_prefix_example(SharedPrefix(dialogues), model.tokenizer, model.n_soft_tokens, {})
+
+
+@pytest.mark.parametrize("arch,attn", [("qwen2", "sdpa"), ("llama", "sdpa"), ("qwen2", "eager")])
+def test_shared_prefix_branches_equal_separate_dialogues(arch, attn):
+    """stage2.prefix_predictions: each branch of one forward pass has exactly the answer NLL of
+    its own dialogue (history prefix + question + answer), also next to an ordinary example."""
+    model = _model(arch)
+    model.lm.config._attn_implementation = attn
+    cuts, answers = [4, 2, 3], ["gaming", "check weather", "subway"]
+    shared = _shared_prefix(model, cuts, answers)
+    assert [b.sees - shared.tokens.soft_start for b in shared.branches] == cuts
+    plain = _example(model, ["predict", "predict"], ["music", "gaming"])  # longer: padding in the batch
+    with torch.no_grad():
+        out = model(collate([shared, plain], model.pad_id))
+        alone_plain = model(collate([plain], model.pad_id)).nll[0]
+    assert torch.allclose(out.nll[1, :len(plain) - 1], alone_plain, atol=1e-5)
+    for k, (c, a) in enumerate(zip(cuts, answers)):
+        alone = _example(model, ["predict"], [a], hist=HIST[:c])
+        with torch.no_grad():
+            ref = model(collate([alone], model.pad_id)).nll[0]
+        _, _, s0, e0 = alone.tokens.spans[0]
+        _, _, s1, e1 = shared.tokens.spans[k]
+        assert e1 - s1 == e0 - s0 and ref[s0 - 1:e0 - 1].sum() > 0
+        assert torch.allclose(out.nll[0, s1 - 1:e1 - 1], ref[s0 - 1:e0 - 1], atol=1e-5), (arch, attn, k)
+    assert sorted(set(out.loss_rounds[0][out.loss_rounds[0] >= 0].tolist())) == [0, 1, 2]
+
+
+def test_shared_prefix_needs_prefix_histories():
+    model = _model()
+    from bua.dialogue import Dialogue
+    from bua.events import events_from_array
+    from bua.training.data import SharedPrefix, shared_prefix_example
+
+    history = tuple(events_from_array(HIST))
+    other = tuple(events_from_array(HIST[::-1]))
+    d = [Dialogue(render_dialogue(model.template, model.chat, ["predict"], ["gaming"]), h, "stage2", ["predict"])
+         for h in (history, other[:2])]
+    with pytest.raises(ValueError, match="prefixes of the first one's"):
+        shared_prefix_example(SharedPrefix(d), model.tokenizer, model.n_soft_tokens, {})

@@ -10,6 +10,9 @@ answer mask) plus the history events the soft tokens come from. `collate` pads a
 - labels [B, S] (-100 outside answers), loss_rounds [B, S] (-1 outside answers)
 - round_tasks: per dialogue, the task of each round index (for per-task logging and App. J)
 - events int64 [B, L, 4], events_mask bool [B, L]
+- position_ids [B, S] and attention_4d bool [B, 1, S, S] (True = may attend), only when an
+  example in the batch has branches (see `Branch`); otherwise None and the LM builds its own
+  causal mask from attention_mask.
 """
 from __future__ import annotations
 
@@ -23,13 +26,27 @@ from bua.dialogue import SOFT_TOKEN_ID, TokenizedDialogue
 
 
 @dataclass(frozen=True)
+class Branch:
+    """Positions [start, end) of a shared-prefix example that continue the trunk after its
+    first `sees` positions: they attend to trunk positions < `sees` and causally to
+    themselves, with position ids sees, sees + 1, ...; computed in one pass, each branch is
+    exactly the dialogue trunk[:sees] + branch."""
+
+    start: int
+    end: int
+    sees: int
+
+
+@dataclass(frozen=True)
 class Example:
-    """One tokenized dialogue with its history and the task of every round."""
+    """One tokenized dialogue with its history and the task of every round; with `branches`,
+    several dialogues that share a trunk (positions before the first branch)."""
 
     tokens: TokenizedDialogue
     events: np.ndarray  # int64 [L, 4]: day, minute, location, behavior
     round_tasks: tuple[str, ...]  # task of round 0, 1, ...
     user_id: str = ""
+    branches: tuple[Branch, ...] = ()
 
     def __post_init__(self) -> None:
         soft = int((self.tokens.input_ids == SOFT_TOKEN_ID).sum())
@@ -39,6 +56,16 @@ class Example:
         if rounds.size and int(rounds.max()) >= len(self.round_tasks):
             raise ValueError(f"dialogue of user {self.user_id!r}: answer round {int(rounds.max())} "
                              f"but only {len(self.round_tasks)} round tasks")
+        if self.branches:
+            trunk = self.branches[0].start
+            ends = [trunk] + [b.end for b in self.branches[:-1]]
+            for b, prev_end in zip(self.branches, ends):
+                if b.start != prev_end or b.end <= b.start or not 0 < b.sees <= trunk:
+                    raise ValueError(f"dialogue of user {self.user_id!r}: branch {b} does not follow "
+                                     f"the trunk of {trunk} positions and the branch before it")
+            if self.branches[-1].end != len(self.tokens):
+                raise ValueError(f"dialogue of user {self.user_id!r}: branches end at "
+                                 f"{self.branches[-1].end}, the dialogue at {len(self.tokens)}")
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -56,6 +83,8 @@ class Batch:
     events: torch.Tensor
     events_mask: torch.Tensor
     round_tasks: list[tuple[str, ...]]
+    position_ids: torch.Tensor | None = None
+    attention_4d: torch.Tensor | None = None
 
     @property
     def n_rounds(self) -> int:
@@ -71,7 +100,9 @@ class Batch:
     def to(self, device: torch.device | str) -> "Batch":
         moved = {name: getattr(self, name).to(device) for name in
                  ("input_ids", "attention_mask", "soft_positions", "labels", "loss_rounds", "events", "events_mask")}
-        return Batch(**moved, round_tasks=self.round_tasks)
+        branched = {name: getattr(self, name).to(device) for name in ("position_ids", "attention_4d")
+                    if getattr(self, name) is not None}
+        return Batch(**moved, **branched, round_tasks=self.round_tasks)
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> Batch:
@@ -104,5 +135,27 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
             ev = torch.from_numpy(np.asarray(e.events, dtype=np.int64))
             events[i, : len(ev)] = ev
             events_mask[i, : len(ev)] = True
+    position_ids = attention_4d = None
+    if any(e.branches for e in examples):
+        position_ids, attention_4d = _branch_layout(examples, s)
     return Batch(input_ids, attention, soft, labels, rounds, events, events_mask,
-                 [tuple(e.round_tasks) for e in examples])
+                 [tuple(e.round_tasks) for e in examples], position_ids, attention_4d)
+
+
+def _branch_layout(examples: Sequence[Example], s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Position ids [B, S] and the boolean mask [B, 1, S, S] of a batch with branches. Padding
+    positions attend to position 0 only (their outputs are never read; no row is empty)."""
+    positions = torch.zeros((len(examples), s), dtype=torch.long)
+    mask = torch.zeros((len(examples), 1, s, s), dtype=torch.bool)
+    mask[:, 0, :, 0] = True
+    for i, e in enumerate(examples):
+        n = len(e)
+        trunk = e.branches[0].start if e.branches else n
+        positions[i, :trunk] = torch.arange(trunk)
+        mask[i, 0, :trunk, :trunk] = torch.ones(trunk, trunk, dtype=torch.bool).tril()
+        for b in e.branches:
+            length = b.end - b.start
+            positions[i, b.start:b.end] = torch.arange(b.sees, b.sees + length)
+            mask[i, 0, b.start:b.end, :b.sees] = True
+            mask[i, 0, b.start:b.end, b.start:b.end] = torch.ones(length, length, dtype=torch.bool).tril()
+    return positions, mask

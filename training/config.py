@@ -132,6 +132,9 @@ class StageConfig:
     tasks: list[str] = field(default_factory=list)  # empty: the stage's default task set
     generation_fraction: float = 0.3  # stage 2: share of dialogues ending in generation (else prediction)
     direct_fraction: float = 0.2  # stage 2: share of explain=False dialogues (the final round alone)
+    # stage 2, a bua extension: each direct prediction dialogue also answers for this many shorter
+    # prefixes of its history in the same forward pass (shared opening and soft slot); 0 = off
+    prefix_predictions: int = 0
     continue_from: Optional[Literal["stage1", "stage2"]] = None  # None: the latest finished earlier stage
     loss: Literal["round_balanced", "token"] = "round_balanced"
     task_weighting: TaskWeightingConfig = field(default_factory=TaskWeightingConfig)
@@ -323,6 +326,9 @@ def _validate(config: TrainConfig, source: str) -> None:
             value = getattr(stage, frac)
             if not 0.0 <= value <= 1.0:
                 fail(f"{name}.{frac}", value, "must lie in [0, 1]")
+        if stage.prefix_predictions < 0 or (stage.prefix_predictions and name != "stage2"):
+            fail(f"{name}.prefix_predictions", stage.prefix_predictions,
+                 "must be 0, or a positive count in stage2")
         if stage.continue_from is not None and STAGES.index(stage.continue_from) >= STAGES.index(name):
             fail(f"{name}.continue_from", stage.continue_from, "must name an earlier stage")
         opt = stage.optimizer

@@ -9,6 +9,10 @@ Per stage (dialogue builders from `bua.dialogue`, answers from `bua.labels.Label
 - stage2: multi-round dialogues key_behaviors -> patterns -> summary -> predict, or ending in
   generate (share `generation_fraction`); a share `direct_fraction` of both kinds is built with
   explain=False (the final round alone: the runtime's fast path, and what direct evaluation asks).
+  With `prefix_predictions` K > 0 (a bua extension), each direct prediction dialogue of the
+  training users also asks the question for K shorter prefixes of its history; the K + 1
+  dialogues share the system prompt and the soft slot and are one example with branches
+  (`bua.training.collate.Branch`), so one forward pass trains K + 1 answers.
 - stage3: self-reflective refinement dialogues.
 User-level answers of training users come from their whole training log; validation and test
 users are profiled from their sample window (the labeler never sees their logs).
@@ -24,7 +28,8 @@ import numpy as np
 from bua.dialogue import (GENERATE, PREDICT, STAGE1_TASKS, STAGE2_EXPLAIN_TASKS, STAGE3_TASKS, Dialogue,
                           stage1_dialogues, stage2_dialogue, stage3_dialogue, tokenize_segments)
 from bua.events import Dataset, events_to_array
-from bua.training.collate import Example
+from bua.dialogue import TokenizedDialogue
+from bua.training.collate import Branch, Example
 from bua.training.config import DataConfig, StageConfig
 
 STAGE_TASKS = {"stage1": STAGE1_TASKS, "stage2": STAGE2_EXPLAIN_TASKS + (PREDICT, GENERATE), "stage3": STAGE3_TASKS}
@@ -79,13 +84,33 @@ def prepare(config: DataConfig) -> CurriculumData:
     return CurriculumData(dataset, split.train, split.val, split.test, Labeler(split.train))
 
 
+@dataclass
+class SharedPrefix:
+    """Direct prediction dialogues whose histories are prefixes of the first one's: trained as
+    one example with branches (see the module doc)."""
+
+    dialogues: list[Dialogue]
+
+
+def prefix_prediction_samples(sample, n: int, min_history: int, rng: np.random.Generator) -> list:
+    """Up to `n` PredictionSamples for shorter prefixes of `sample.history` (at least
+    `min_history` events), each targeting the event right after its prefix."""
+    from bua.samples import PredictionSample
+
+    cuts = list(range(max(1, min_history), len(sample.history)))
+    if len(cuts) > n:
+        cuts = sorted(rng.choice(cuts, size=n, replace=False).tolist())
+    return [PredictionSample(sample.user_id, sample.history[:c], sample.history[c]) for c in cuts]
+
+
 def _user_seed(seed: int, stage: str, user_id: str) -> int:
     return zlib.crc32(f"{seed}:{stage}:{user_id}".encode())
 
 
 def stage_dialogues(data: CurriculumData, users: Dataset, stage: str, per_user: int, cfg: StageConfig,
-                    dconfig: DataConfig, template, chat) -> list[Dialogue]:
-    """`per_user` dialogues of `stage` for every user in `users`."""
+                    dconfig: DataConfig, template, chat, prefixes: int = 0) -> list[Dialogue | SharedPrefix]:
+    """`per_user` dialogues of `stage` for every user in `users`; with `prefixes` > 0, stage 2's
+    direct prediction dialogues come as `SharedPrefix` groups with that many shorter prefixes."""
     from bua.samples import generation_samples, prediction_samples
 
     if per_user <= 0:
@@ -114,7 +139,13 @@ def stage_dialogues(data: CurriculumData, users: Dataset, stage: str, per_user: 
                     sample, pi, final = preds[pi], pi + 1, PREDICT
                 else:
                     continue
-                out.append(stage2_dialogue(sample, data.labeler, final, explain, template=template, chat=chat))
+                dialogue = stage2_dialogue(sample, data.labeler, final, explain, template=template, chat=chat)
+                if prefixes and final == PREDICT and not explain:
+                    shorter = prefix_prediction_samples(sample, prefixes, min_history, rng)
+                    dialogue = SharedPrefix([dialogue] + [stage2_dialogue(p, data.labeler, PREDICT, False,
+                                                                          template=template, chat=chat)
+                                                          for p in shorter])
+                out.append(dialogue)
             continue
         samples = prediction_samples(user, dconfig.history_len, min_history=min_history, max_per_user=per_user)
         offset = int(rng.integers(len(tasks)))
@@ -138,17 +169,53 @@ def _stage2_kinds(n: int, cfg: StageConfig, rng: np.random.Generator) -> list[tu
     return out
 
 
-def to_examples(dialogues: Sequence[Dialogue], tokenizer, n_soft, max_length: int) -> tuple[list[Example], int]:
+def to_examples(dialogues: Sequence[Dialogue | SharedPrefix], tokenizer, n_soft,
+                max_length: int) -> tuple[list[Example], int]:
     """Tokenizes dialogues (each segment on its own); drops those longer than `max_length`."""
     cache: dict[str, list[int]] = {}
     out, dropped = [], 0
     for d in dialogues:
-        tokens = tokenize_segments(d.segments, tokenizer, n_soft=n_soft(len(d.history)), cache=cache)
-        if len(tokens) > max_length:
+        if isinstance(d, SharedPrefix):
+            example = shared_prefix_example(d, tokenizer, n_soft, cache)
+        else:
+            tokens = tokenize_segments(d.segments, tokenizer, n_soft=n_soft(len(d.history)), cache=cache)
+            example = Example(tokens, events_to_array(d.history), tuple(d.tasks), d.user_id)
+        if len(example) > max_length:
             dropped += 1
             continue
-        out.append(Example(tokens, events_to_array(d.history), tuple(d.tasks), d.user_id))
+        out.append(example)
     return out, dropped
+
+
+def shared_prefix_example(group: SharedPrefix, tokenizer, n_soft, cache: dict[str, list[int]]) -> Example:
+    """One example with branches: the trunk is the first dialogue up to the end of its soft slot;
+    branch k is dialogue k after its soft slot, seeing the trunk up to its own history's end."""
+    first = group.dialogues[0]
+    parts = [tokenize_segments(d.segments, tokenizer, n_soft=n_soft(len(d.history)), cache=cache)
+             for d in group.dialogues]
+    head = parts[0].input_ids[:parts[0].soft_start]
+    trunk = parts[0].soft_start + parts[0].n_soft
+    ids, answer, rounds = [parts[0].input_ids[:trunk]], [parts[0].answer_mask[:trunk]], [np.zeros(trunk, np.int64)]
+    branches, spans, start = [], [], trunk
+    for k, (d, t) in enumerate(zip(group.dialogues, parts)):
+        if len(d.tasks) != 1 or d.history != first.history[:len(d.history)]:
+            raise ValueError(f"user {first.user_id!r}: shared-prefix dialogues must be single-round with "
+                             "histories that are prefixes of the first one's")
+        if not np.array_equal(t.input_ids[:t.soft_start], head) or t.n_soft != len(d.history):
+            raise ValueError(f"user {first.user_id!r}: shared-prefix dialogues need the same opening and one "
+                             "soft token per event (projector mode per_event or item_emb)")
+        end_soft = t.soft_start + t.n_soft
+        tail = slice(end_soft, len(t))
+        ids.append(t.input_ids[tail])
+        answer.append(t.answer_mask[tail])
+        rounds.append(np.full(len(t) - end_soft, k, np.int64))
+        spans += [(k, task, a - end_soft + start, b - end_soft + start) for _, task, a, b in t.spans]
+        branches.append(Branch(start, start + len(t) - end_soft, end_soft))
+        start += len(t) - end_soft
+    tokens = TokenizedDialogue(np.concatenate(ids), np.concatenate(answer), np.concatenate(rounds),
+                               parts[0].soft_start, parts[0].n_soft, tuple(spans))
+    tasks = tuple(d.tasks[0] for d in group.dialogues)
+    return Example(tokens, events_to_array(first.history), tasks, first.user_id, tuple(branches))
 
 
 def build_stage(data: CurriculumData, stage: str, cfg: StageConfig, dconfig: DataConfig, model) -> StageExamples:
@@ -157,11 +224,15 @@ def build_stage(data: CurriculumData, stage: str, cfg: StageConfig, dconfig: Dat
     made = {}
     for split, users, per_user in (("train", data.train, cfg.train_samples_per_user),
                                    ("val", data.val, cfg.val_samples_per_user)):
-        made[split] = stage_dialogues(data, users, stage, per_user, cfg, dconfig, model.template, model.chat)
+        # Validation keeps one answer per dialogue, so its loss compares across settings.
+        prefixes = cfg.prefix_predictions if split == "train" and stage == "stage2" else 0
+        made[split] = stage_dialogues(data, users, stage, per_user, cfg, dconfig, model.template, model.chat,
+                                      prefixes)
     counts: dict[str, int] = {}
-    for d in made["train"]:
-        key = d.tasks[-1] if stage != "stage2" else ("explain_" if len(d.tasks) > 1 else "direct_") + d.tasks[-1]
-        counts[key] = counts.get(key, 0) + 1
+    for item in made["train"]:
+        for d in (item.dialogues if isinstance(item, SharedPrefix) else [item]):
+            key = d.tasks[-1] if stage != "stage2" else ("explain_" if len(d.tasks) > 1 else "direct_") + d.tasks[-1]
+            counts[key] = counts.get(key, 0) + 1
     train, dropped_t = to_examples(made["train"], model.tokenizer, model.n_soft_tokens, dconfig.max_length)
     val, dropped_v = to_examples(made["val"], model.tokenizer, model.n_soft_tokens, dconfig.max_length)
     if not train:

@@ -185,7 +185,10 @@ class BUAModel(nn.Module):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
             embeds = self.embed(batch.input_ids, batch.soft_positions, batch.events, batch.events_mask)
             base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-            hidden = base.get_decoder()(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+            mask, positions = batch.attention_mask, batch.position_ids
+            if batch.attention_4d is not None:
+                mask = self._custom_mask(batch.attention_4d, embeds.dtype)
+            hidden = base.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                                         use_cache=False).last_hidden_state
             labels = batch.labels[:, 1:]
             keep = labels != -100
@@ -195,6 +198,18 @@ class BUAModel(nn.Module):
         nll = torch.zeros(labels.shape, dtype=torch.float32, device=hidden.device)
         nll = nll.masked_scatter(keep, nll_kept)
         return ForwardOutput(nll=nll, loss_rounds=batch.loss_rounds[:, 1:])
+
+    def _custom_mask(self, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A [B, 1, S, S] may-attend mask in the form the LM's attention takes as given: boolean
+        for SDPA, additive (0 / dtype min) for eager attention."""
+        impl = getattr(self.lm.config, "_attn_implementation", "sdpa")
+        if impl == "sdpa":
+            return allowed
+        if impl == "eager":
+            return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+                ~allowed, torch.finfo(dtype).min)
+        raise ValueError(f"dialogues with branches (stage2.prefix_predictions) need SDPA or eager "
+                         f"attention; the LM uses {impl!r}")
 
     # ------------------------------------------------------------------ inference
     def score_candidates(self, history, prompt: Sequence[Segment], candidates: Sequence[str]) -> torch.Tensor:
