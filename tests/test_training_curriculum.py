@@ -205,3 +205,21 @@ def test_ablation_runner_reuses_the_full_run_and_collects_table4(tmp_path, full_
     for k in p1:  # stage 3 keeps the stage-1 projector frozen
         assert torch.equal(p1[k], p3[k]), k
     assert "| w/o stage2 |" in (out / "ablations.md").read_text()
+
+
+def test_init_from_takes_the_finished_stages_of_an_older_run(tmp_path):
+    """Default --init-from takes the earlier stages the other run finished (a skipped stage 1
+    is not an error), and a run recorded before a config field existed reads as its default."""
+    src = tmp_path / "s2"
+    curriculum("--out", str(src), "--stages", "2", "--no-eval", "--set", "stage2.max_steps=2")
+    record = json.loads((src / "run.json").read_text())
+    del record["config"]["data"]["columns"]  # as written before data.columns existed
+    (src / "run.json").write_text(json.dumps(record))
+    out = tmp_path / "s3"
+    curriculum("--out", str(out), "--stages", "3", "--no-eval", "--init-from", str(src), "--set", "stage3.max_steps=1")
+    record = json.loads((out / "run.json").read_text())
+    assert record["stages"]["stage2"]["copied_from"] == str(src)
+    assert record["stages"]["stage1"]["status"] == "skipped" and record["stages"]["stage3"]["status"] == "done"
+    proc = curriculum("--out", str(tmp_path / "x"), "--stages", "2", "--no-eval", "--init-from", str(src),
+                      "--init-stages", "1", check=False)
+    assert proc.returncode == 2 and "its stage1 has status 'skipped'" in proc.stderr

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", type=Path, default=None,
                    help="take the encoder and finished earlier stages from this run (see --init-stages)")
     p.add_argument("--init-stages", default=None,
-                   help="with --init-from: which stages to take, e.g. 1 (default: all before the first of --stages)")
+                   help="with --init-from: which stages to take, e.g. 1 (default: those finished before the first of --stages)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (dotted key, YAML value); repeatable")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")

@@ -15,7 +15,7 @@ import torch
 from bua.training import distributed as D
 from bua.training.checkpoint import (STAGE_ORDER, RunDirError, new_run_record, read_run, stage_dir, update_stage,
                                      write_run)
-from bua.training.config import TrainConfig, load_config
+from bua.training.config import TrainConfig, config_from_dict, load_config
 from bua.fsio import write_json
 
 STAGE_NAMES = {"1": "stage1", "2": "stage2", "3": "stage3", "stage1": "stage1", "stage2": "stage2", "stage3": "stage3"}
@@ -87,7 +87,7 @@ def _prepare_run_dir(opts: RunOptions, config: TrainConfig, stages: list[str], c
 
 
 def _init_stages(opts: RunOptions, stages: list[str]) -> list[str]:
-    """The stages --init-from takes: --init-stages, else every stage before the first of --stages."""
+    """The stages --init-from may take: --init-stages, else every stage before the first of --stages."""
     first = STAGE_ORDER.index(stages[0])
     take = opts.init_stages if opts.init_stages is not None else list(STAGE_ORDER[:first])
     late = [s for s in take if STAGE_ORDER.index(s) >= first]
@@ -97,8 +97,13 @@ def _init_stages(opts: RunOptions, stages: list[str]) -> list[str]:
     return take
 
 
+def _recorded_config(record: dict, source: Path) -> dict:
+    """A run's recorded config with the defaults of fields added after it was written."""
+    return config_from_dict(record["config"], str(source / "run.json")).to_dict()
+
+
 def _check_same_config(out: Path, record: dict, config: TrainConfig) -> None:
-    diff = _config_diff(record["config"], config.to_dict())
+    diff = _config_diff(_recorded_config(record, out), config.to_dict())
     if diff:
         raise RunDirError(f"--resume: {out} was started with another config; differences: "
                           + "; ".join(diff[:8]) + ("" if len(diff) <= 8 else f" (+{len(diff) - 8} more)"))
@@ -110,8 +115,10 @@ def _copy_earlier_stages(opts: RunOptions, config: TrainConfig, stages: list[str
     src = opts.init_from
     other = read_run(src)
     take = _init_stages(opts, stages)
+    if opts.init_stages is None:  # by default, the earlier stages the other run finished
+        take = [s for s in take if other["stages"][s].get("status") == "done"]
     for section in ("data", "encoder", "model", "seed"):
-        diff = _config_diff({"x": other["config"][section]}, {"x": config.to_dict()[section]})
+        diff = _config_diff({"x": _recorded_config(other, src)[section]}, {"x": config.to_dict()[section]})
         if diff:
             raise RunDirError(f"--init-from {src}: its {section} config differs from this run's: {'; '.join(diff[:5])}")
     if ctx.is_main:
