@@ -221,6 +221,20 @@ def test_cpp_example_matches_python_fast_path(bundle_dir, predictor, history, tm
     assert names == [s.behavior for s in expected]
     assert probs == pytest.approx([s.probability for s in expected], abs=1e-3)
 
+    # --stream: one prediction per growing prefix, each evaluating only the new row and the question
+    first = len(history) - 3
+    out = subprocess.run([str(build / "bua-predict"), str(work), str(tmp_path / "soft.npy"), "--top-k", "3",
+                          "--threads", "1", "--stream", str(first)], capture_output=True, text=True, check=True).stdout
+    blocks = out.split("prompt: ")[1:]
+    assert len(blocks) == 4
+    for n, block in zip(range(first, len(history) + 1), blocks):
+        assert f"({n} soft tokens)" in block
+        lines = block.splitlines()[1:]  # after "N positions (n soft tokens)"
+        expected = predictor.predict(history[:n], top_k=3, explain=False).top
+        assert [l.split(".", 1)[1].rsplit("p=", 1)[0].strip() for l in lines] == [s.behavior for s in expected]
+        assert [float(l.rsplit("p=", 1)[1]) for l in lines] == pytest.approx([s.probability for s in expected],
+                                                                             abs=1e-3)
+
 
 def test_predictor_refuses_a_llama_cpp_build_this_cpu_cannot_run(bundle_dir, monkeypatch):
     # e.g. ggml's AMX backend compiled in: refused before any decode could die with SIGILL.
@@ -261,3 +275,54 @@ def test_arguments_are_checked_before_the_model_runs(predictor, history, bundle_
         OnDevicePredictor.from_bundle(bundle_dir, n_threads=-1)
     array = np.array([[e.day, e.minute, e.location, e.behavior, e.week] for e in history])
     assert predictor.predict(array, explain=False).top == predictor.predict(history, explain=False).top
+
+
+def test_stream_equals_fresh_predict_across_window_drops_and_users(predictor, bundle_dir, dataset):
+    """stream.append evaluates only the new soft row and the question, yet predicts exactly what
+    a fresh predict of the same window does: over a log longer than the window (block drops)
+    and with two users' streams interleaved on one predictor."""
+    limit = predictor.bundle.max_history
+    log_a = list(dataset.users[0].events)[:limit + 12]
+    log_b = list(dataset.users[1].events)[:len(log_a) // 5]
+    assert len(log_a) == limit + 12
+    reference = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1)
+    a = predictor.stream(log_a[:3], top_k=5, drop_block=8)
+    b = predictor.stream(top_k=5)
+    question = None
+    for i, event in enumerate(log_a[3:], start=4):
+        got = a.append(event)
+        want = reference.predict(a.events, top_k=5, explain=False)
+        assert [s.behavior for s in got.top] == [s.behavior for s in want.top], i
+        # float noise only: llama.cpp computed the cached rows in other batches
+        assert np.allclose([s.probability for s in got.top], [s.probability for s in want.top],
+                           rtol=1e-2, atol=1e-4), i
+        assert got.prompt_tokens == want.prompt_tokens and got.soft_tokens == len(a.events)
+        if i <= limit:
+            assert a.events == log_a[:i]
+            if i > 4 and (i - 1) % 5:
+                question = question or a.evaluated - 1
+                assert a.evaluated == 1 + question, i  # one soft row + the question
+        elif i == limit + 1:  # the window overflowed: the oldest block of 8 went, all re-evaluated
+            assert a.events == log_a[8:i] and a.evaluated > len(a.events)
+        if i % 5 == 0:  # another user takes the context; a's next append is a full evaluation
+            got_b = b.append(log_b[i // 5 - 1])
+            want_b = reference.predict(b.events, top_k=5, explain=False)
+            assert [s.behavior for s in got_b.top] == [s.behavior for s in want_b.top]
+    assert len(a.events) <= limit
+
+
+def test_stream_arguments_and_explanations(predictor, history):
+    with pytest.raises(ValueError, match="drop_block"):
+        predictor.stream(drop_block=0)
+    with pytest.raises(ValueError, match="top_k"):
+        predictor.stream(top_k=0)
+    s = predictor.stream(history[:5], explain_every=2)
+    with pytest.raises(ValueError, match="empty"):
+        s.extend([])
+    s.append(history[5])
+    assert s.explanation == {}
+    s.append(format_events([history[6]], predictor.vocab))  # an event text line
+    assert set(s.explanation) == {"key_behaviors", "patterns", "summary"} and s.appended == 0
+    assert s.events == history[:7]
+    with pytest.raises(ValueError, match="no events yet"):
+        predictor.stream().explain()

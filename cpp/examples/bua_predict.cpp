@@ -1,11 +1,17 @@
 // bua-predict: next-behavior prediction from C++ alone, the path a phone app takes.
 //
-//   bua-predict BUNDLE_DIR SOFT_TOKENS.npy [--top-k 5] [--threads 2]
+//   bua-predict BUNDLE_DIR SOFT_TOKENS.npy [--top-k 5] [--threads 2] [--stream FIRST]
 //
 // BUNDLE_DIR is a bundle written by `bua-export`; its native/predict.prompt (format below)
 // names the GGUF and holds the prediction prompt split at the soft-token slot and the candidate
 // continuations. SOFT_TOKENS.npy holds the projected behavior history, float32 [n, n_embd],
 // as the bundle's encoder.onnx produces it (an app runs that model with onnxruntime mobile).
+//
+// --stream FIRST predicts after each of rows FIRST..n as if the events arrived one by one:
+// the encoder is causal, so the rows of a longer history start with those of a shorter one,
+// and each step evaluates only the new row and the question (the KV cache keeps the rest).
+// When an app's window reaches the bundle's max_history it drops a block of old events,
+// reruns the encoder and starts again from the opening (docs/ON_DEVICE.md).
 //
 // native/predict.prompt ("bua-native-prompt 1"), line oriented, byte lengths make it exact:
 //   bua-native-prompt 1
@@ -130,19 +136,36 @@ std::vector<float> read_npy_f32(const std::string& path, int& rows, int& cols) {
     return data;
 }
 
+// Softmax over the candidates' summed log-probabilities; prints the top k.
+void print_top(const PromptFile& prompt, const std::vector<double>& logp, int top_k, int n_past, int n_soft) {
+    const double m = *std::max_element(logp.begin(), logp.end());
+    double z = 0;
+    for (double v : logp) z += std::exp(v - m);
+    std::vector<size_t> order(logp.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return logp[a] > logp[b]; });
+    std::printf("prompt: %d positions (%d soft tokens)\n", n_past, n_soft);
+    for (int r = 0; r < top_k && r < static_cast<int>(order.size()); ++r) {
+        const size_t i = order[r];
+        std::printf("%d. %-28s p=%.4f\n", r + 1, prompt.candidates[i].label.c_str(), std::exp(logp[i] - m) / z);
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     if (argc < 3) {
-        std::fprintf(stderr, "usage: %s BUNDLE_DIR SOFT_TOKENS.npy [--top-k K] [--threads N]\n", argv[0]);
+        std::fprintf(stderr, "usage: %s BUNDLE_DIR SOFT_TOKENS.npy [--top-k K] [--threads N] [--stream FIRST]\n",
+                     argv[0]);
         return 2;
     }
     const std::string bundle = argv[1];
     const std::string npy = argv[2];
-    int top_k = 5, threads = 2;
+    int top_k = 5, threads = 2, stream_first = 0;
     for (int i = 3; i + 1 < argc; i += 2) {
         if (std::strcmp(argv[i], "--top-k") == 0) top_k = std::atoi(argv[i + 1]);
         else if (std::strcmp(argv[i], "--threads") == 0) threads = std::atoi(argv[i + 1]);
+        else if (std::strcmp(argv[i], "--stream") == 0) stream_first = std::atoi(argv[i + 1]);
         else {
             std::fprintf(stderr, "unknown option %s\n", argv[i]);
             return 2;
@@ -157,26 +180,26 @@ int main(int argc, char** argv) {
         bua::SessionParams params;
         params.n_ctx = prompt.n_ctx;
         params.n_threads = threads;
+        if (stream_first < 0 || stream_first > rows) fail("--stream must lie in 1.." + std::to_string(rows));
         bua::Session session(model, params);
-        for (const Segment& seg : prompt.segments) {
-            if (seg.soft) session.eval_embeddings(soft.data(), rows, cols);
-            else session.eval_tokens(model->tokenize(seg.text, false, true));
-        }
         std::vector<std::vector<bua::Token>> conts;
         for (const Candidate& c : prompt.candidates) conts.push_back(model->tokenize(c.continuation, false, true));
-        const std::vector<double> logp = session.score_continuations(conts);
 
-        // Softmax over the candidates' summed log-probabilities.
-        const double m = *std::max_element(logp.begin(), logp.end());
-        double z = 0;
-        for (double v : logp) z += std::exp(v - m);
-        std::vector<size_t> order(logp.size());
-        std::iota(order.begin(), order.end(), 0);
-        std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return logp[a] > logp[b]; });
-        std::printf("prompt: %d positions (%d soft tokens)\n", session.n_past(), rows);
-        for (int r = 0; r < top_k && r < static_cast<int>(order.size()); ++r) {
-            const size_t i = order[r];
-            std::printf("%d. %-28s p=%.4f\n", r + 1, prompt.candidates[i].label.c_str(), std::exp(logp[i] - m) / z);
+        // Everything before the soft slot, then the soft rows and the rest, once per prediction.
+        size_t slot = 0;
+        while (slot < prompt.segments.size() && !prompt.segments[slot].soft) {
+            session.eval_tokens(model->tokenize(prompt.segments[slot].text, false, true));
+            ++slot;
+        }
+        const int opening = session.n_past();
+        int cached_rows = 0;
+        for (int n = stream_first > 0 ? stream_first : rows; n <= rows; ++n) {
+            session.truncate(opening + cached_rows);  // keep the opening and the rows so far
+            session.eval_embeddings(soft.data() + static_cast<size_t>(cached_rows) * cols, n - cached_rows, cols);
+            cached_rows = n;
+            for (size_t s = slot + 1; s < prompt.segments.size(); ++s)
+                session.eval_tokens(model->tokenize(prompt.segments[s].text, false, true));
+            print_top(prompt, session.score_continuations(conts), top_k, session.n_past(), n);
         }
     } catch (const bua::Error& e) {
         std::fprintf(stderr, "error: %s (llama.cpp status %d)\n", e.what(), e.code());

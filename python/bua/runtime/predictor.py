@@ -85,6 +85,11 @@ HISTORY_KINDS = ("pass a list of bua.events.Event, a UserHistory, an int array [
 MAX_CONTEXT = 1 << 20
 
 
+def _check_top_k(top_k) -> None:
+    if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"top_k must be a whole number of at least 1, got {top_k!r}")
+
+
 def _check_count(name: str, value, low: int, high: int) -> None:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not low <= value <= high:
         raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
@@ -136,6 +141,9 @@ class OnDevicePredictor:
         # stays in the KV cache between calls and only what follows it is re-evaluated.
         self._head = self._tokens(round_prompt_segments(self.template, self.chat, PREDICT, True)[0].text)
         self._head_in_cache = False
+        # The stream whose soft rows follow the head in the KV cache, and how many (see stream()).
+        self._stream_owner: PredictionStream | None = None
+        self._stream_rows = 0
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike, n_threads: int | None = None, *,
@@ -205,6 +213,7 @@ class OnDevicePredictor:
     def _start(self, first_task: str, soft: np.ndarray, context: dict[str, str] | None) -> None:
         """Positions the session right after the first round's prompt."""
         segs = round_prompt_segments(self.template, self.chat, first_task, True, 0, context)
+        self._stream_owner = None
         # segs[0] is the opening text, the same for every task: self._head.
         if self._head_in_cache:
             self._session.truncate(len(self._head))
@@ -244,19 +253,48 @@ class OnDevicePredictor:
         explain=True first runs the understanding rounds (key behaviors, patterns, summary)
         and returns their text; explain=False is the fast path (prediction round only).
         """
-        if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1:
-            raise ValueError(f"top_k must be a whole number of at least 1, got {top_k!r}")
+        _check_top_k(top_k)
         events = self._events(history)
         soft = self._soft_rows(events)
         with self._lock:
             explanation = self._begin(PREDICT, soft, explain, None)
             n_prompt = self._session.n_past
             logp = np.asarray(self._session.score_continuations(self._candidates), dtype=np.float64)
+        return self._prediction(logp, top_k, explanation, n_prompt, len(soft))
+
+    def stream(self, history=(), top_k: int = 5, window: int | None = None, drop_block: int | None = None,
+               explain_every: int = 0) -> "PredictionStream":
+        """A per-user stream: `stream.append(event)` predicts after each new event, evaluating
+        only the new soft row(s) and the question when the KV cache still holds this stream's
+        earlier rows (docs/ON_DEVICE.md: window policy, switching users, cost)."""
+        return PredictionStream(self, history, top_k, window, drop_block, explain_every)
+
+    def _stream_predict(self, stream: "PredictionStream", soft: np.ndarray, keep_rows: int,
+                        top_k: int) -> tuple[Prediction, int]:
+        """The prediction round after `soft`, reusing the first `keep_rows` rows when the cache
+        holds them; also returns how many positions it evaluated."""
+        with self._lock:
+            reuse = self._stream_owner is stream and self._head_in_cache and 0 < keep_rows <= self._stream_rows
+            if reuse:
+                kept = len(self._head) + keep_rows
+                self._session.truncate(kept)
+                self._session.eval_embeddings(np.ascontiguousarray(soft[keep_rows:]))
+                self._eval_segments(round_prompt_segments(self.template, self.chat, PREDICT, True)[2:], soft)
+            else:
+                kept = len(self._head) if self._head_in_cache else 0
+                self._start(PREDICT, soft, None)
+            self._stream_owner, self._stream_rows = stream, len(soft)
+            n_prompt = self._session.n_past
+            logp = np.asarray(self._session.score_continuations(self._candidates), dtype=np.float64)
+        return self._prediction(logp, top_k, {}, n_prompt, len(soft)), n_prompt - kept
+
+    def _prediction(self, logp: np.ndarray, top_k: int, explanation: dict[str, str], n_prompt: int,
+                    n_soft: int) -> Prediction:
         probs = np.exp(logp - logp.max())
         probs /= probs.sum()
         order = np.argsort(-logp, kind="stable")[:top_k]
         top = [BehaviorScore(self.vocab.behaviors[i], int(i), float(probs[i]), float(logp[i])) for i in order]
-        return Prediction(top, explanation, n_prompt, len(soft))
+        return Prediction(top, explanation, n_prompt, n_soft)
 
     def behavior_logprobs(self, history, explain: bool = False) -> np.ndarray:
         """log P(behavior name | dialogue) for every behavior id (for evaluation)."""
@@ -307,3 +345,81 @@ class OnDevicePredictor:
         raise GenerationError(
             f"the model's generated day did not parse after {len(attempts)} attempt(s) "
             f"({max_retries} grammar-constrained); last text: {attempts[-1][:300]!r}")
+
+
+class PredictionStream:
+    """One user's behavior log arriving event by event (`OnDevicePredictor.stream`).
+
+    The behavior encoder is causal and counts positions from the window's first event, so
+    appending an event leaves the earlier soft rows, and their KV cache, unchanged: `append`
+    evaluates the new row(s), the question and the candidates. The prediction equals a fresh
+    `predict(stream.events, explain=False)` up to float noise.
+
+    Window: when the history would exceed `window` events (default and at most the bundle's
+    `max_history`; an app may keep fewer, e.g. the history length the model was trained on), the
+    oldest events are dropped in a block of `drop_block` (default window // 4) at once; that append
+    re-evaluates the whole window (it changes every encoder state), the next ones are
+    incremental again. A predictor holds one stream's rows at a time: appending to another
+    stream, or any `predict` / `generate` call, makes that stream's next append a full
+    evaluation. `explain_every` N > 0 refreshes `explanation` (the understanding rounds, the
+    expensive part) on every N-th append; `explain()` refreshes it on demand.
+    """
+
+    def __init__(self, predictor: OnDevicePredictor, history=(), top_k: int = 5, window: int | None = None,
+                 drop_block: int | None = None, explain_every: int = 0) -> None:
+        _check_top_k(top_k)
+        window = predictor.bundle.max_history if window is None else window
+        _check_count("window", window, 1, predictor.bundle.max_history)
+        drop_block = max(1, window // 4) if drop_block is None else drop_block
+        _check_count("drop_block", drop_block, 1, window)
+        _check_count("explain_every", explain_every, 0, MAX_CONTEXT)
+        self.predictor = predictor
+        self.top_k = top_k
+        self.window = window
+        self.drop_block = drop_block
+        self.explain_every = explain_every
+        self.events: list[Event] = predictor._events(history)[-window:] if _has_events(history) else []
+        self.prediction: Prediction | None = None
+        self.explanation: dict[str, str] = {}
+        self.appended = 0   # events since the explanation was refreshed
+        self.evaluated = 0  # prompt positions the last append evaluated (the rest came from the cache)
+        self._incremental = predictor.bundle.soft_tokens.n_soft_fixed is None
+
+    def append(self, event) -> Prediction:
+        """Adds one event (an `Event` or one event text line) and predicts the next behavior."""
+        return self.extend([event] if isinstance(event, Event) else event)
+
+    def extend(self, events) -> Prediction:
+        """Adds events (Events, an int array or event text lines) and predicts the next behavior."""
+        new = self.predictor._events(events)
+        window = self.events + new
+        kept = len(self.events)
+        if len(window) > self.window:
+            overflow = len(window) - self.window
+            drop = -(-overflow // self.drop_block) * self.drop_block
+            window, kept = window[drop:], 0
+        window = self.predictor._events(window)  # checks order and the vocabulary
+        soft = self.predictor._soft_rows(window)
+        self.events = window
+        keep_rows = self.predictor.bundle.soft_tokens.n_soft(kept) if self._incremental and kept else 0
+        self.prediction, self.evaluated = self.predictor._stream_predict(self, soft, keep_rows, self.top_k)
+        self.appended += len(new)
+        if self.explain_every and self.appended >= self.explain_every:
+            self.explain()
+        return self.prediction
+
+    def explain(self) -> dict[str, str]:
+        """Regenerates the understanding rounds for the current window (seconds, not ms)."""
+        if not self.events:
+            raise ValueError("the stream has no events yet: append one first")
+        self.explanation = self.predictor.predict(self.events, top_k=self.top_k, explain=True).explanation
+        self.appended = 0
+        return self.explanation
+
+
+def _has_events(history) -> bool:
+    if isinstance(history, np.ndarray):
+        return history.size > 0
+    if isinstance(history, (str, list, tuple)):
+        return len(history) > 0
+    return history is not None
