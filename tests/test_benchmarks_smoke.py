@@ -22,10 +22,10 @@ def test_benchmark_suites_and_report_run_in_smoke_mode(tmp_path):
 
     results = json.loads((out / "results.json").read_text())
     comparisons = {b["extra_info"]["comparison"] for b in results["benchmarks"]}
-    assert comparisons == {str(i) for i in range(1, 8)}
+    assert comparisons == {str(i) for i in range(1, 9)}
     readme = (out / "README.md").read_text()
     assert "SMOKE" in readme
-    for i in range(1, 8):
+    for i in range(1, 9):
         assert f"\n## {i}. " in readme
     assert "| threads | 1 " in readme
     png = (out / "results.png").read_bytes()

@@ -75,6 +75,12 @@ COMPARISONS: dict[str, Comparison] = {c.id: c for c in (
         Ratio("decode speed / bandwidth limit", "fraction_of_limit", "decode", None,
               {"qwen2.5-1.5b-shape": 0.70, "qwen2.5-0.5b-shape": 0.55}, unit="%"),
     )),
+    Comparison("8", "streaming: stream.append per event vs a fresh predict of the same window", (
+        Ratio("per-event speed-up while the window grows (fresh / stream)", "time", "fresh_growing",
+              "stream_growing", 3.0),
+        Ratio("amortized speed-up over a log 4x the window (fresh / stream)", "time", "fresh_log",
+              "stream_log", 2.0),
+    )),
 )}
 
 

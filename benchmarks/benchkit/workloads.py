@@ -90,3 +90,13 @@ def _labeler():
 def prediction_round(template: DialogueTemplate, chat: ChatFormat) -> list[Round]:
     """The fast path's single round: the first-round prediction prompt, scored."""
     return [Round(PREDICT, round_prompt_segments(template, chat, PREDICT, True), None)]
+
+
+def stream_log(n: int) -> list[Event]:
+    """The first n events of the first simulated user with at least n (a log arriving event by event)."""
+    from benchkit.artifacts import dataset
+
+    for user in dataset().users:
+        if len(user.events) >= n:
+            return list(user.events[:n])
+    raise ValueError(f"no benchmark user has {n} events")
