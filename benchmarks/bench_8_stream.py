@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pytest
 
+from bua.runtime.predictor import stream_window
+
 from benchkit import artifacts
 from benchkit.recorder import finish, run_side
 from benchkit.workloads import stream_log
@@ -25,10 +27,8 @@ def _windows(log: list, start: int, window: int, drop_block: int) -> list[list]:
     """The window after each append, by the stream's policy (what the fresh side predicts on)."""
     out, current = [], list(log[:start])
     for event in log[start:]:
-        current.append(event)
-        if len(current) > window:
-            current = current[-(-(len(current) - window) // drop_block) * drop_block:]
-        out.append(list(current))
+        current = stream_window(current + [event], window, drop_block)
+        out.append(current)
     return out
 
 

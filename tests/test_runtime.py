@@ -311,6 +311,16 @@ def test_stream_equals_fresh_predict_across_window_drops_and_users(predictor, bu
     assert len(a.events) <= limit
 
 
+def test_stream_window_drops_whole_blocks_of_the_oldest_events():
+    from bua.runtime.predictor import stream_window
+
+    log = list(range(27))
+    assert stream_window(log[:20], 20, 5) == log[:20]
+    assert stream_window(log[:21], 20, 5) == log[5:21]
+    assert stream_window(log, 20, 5) == log[10:]
+    assert stream_window(log[:21], 20, 1) == log[1:21]
+
+
 def test_stream_arguments_and_explanations(predictor, history):
     with pytest.raises(ValueError, match="drop_block"):
         predictor.stream(drop_block=0)

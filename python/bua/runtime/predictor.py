@@ -392,12 +392,8 @@ class PredictionStream:
     def extend(self, events) -> Prediction:
         """Adds events (Events, an int array or event text lines) and predicts the next behavior."""
         new = self.predictor._events(events)
-        window = self.events + new
-        kept = len(self.events)
-        if len(window) > self.window:
-            overflow = len(window) - self.window
-            drop = -(-overflow // self.drop_block) * self.drop_block
-            window, kept = window[drop:], 0
+        window = stream_window(self.events + new, self.window, self.drop_block)
+        kept = len(self.events) if len(window) == len(self.events) + len(new) else 0
         window = self.predictor._events(window)  # checks order and the vocabulary
         soft = self.predictor._soft_rows(window)
         self.events = window
@@ -415,6 +411,16 @@ class PredictionStream:
         self.explanation = self.predictor.predict(self.events, top_k=self.top_k, explain=True).explanation
         self.appended = 0
         return self.explanation
+
+
+def stream_window(events: Sequence[Event], window: int, drop_block: int) -> list[Event]:
+    """A stream's history after events were appended: when it exceeds `window`, the oldest
+    events go in whole blocks of `drop_block` (PredictionStream's window policy)."""
+    overflow = len(events) - window
+    if overflow <= 0:
+        return list(events)
+    dropped = -(-overflow // drop_block) * drop_block  # whole blocks
+    return list(events[dropped:])
 
 
 def _has_events(history) -> bool:
