@@ -192,13 +192,15 @@ int main(int argc, char** argv) {
             ++slot;
         }
         const int opening = session.n_past();
+        std::vector<std::vector<bua::Token>> after_slot;
+        for (size_t s = slot + 1; s < prompt.segments.size(); ++s)
+            after_slot.push_back(model->tokenize(prompt.segments[s].text, false, true));
         int cached_rows = 0;
         for (int n = stream_first > 0 ? stream_first : rows; n <= rows; ++n) {
             session.truncate(opening + cached_rows);  // keep the opening and the rows so far
             session.eval_embeddings(soft.data() + static_cast<size_t>(cached_rows) * cols, n - cached_rows, cols);
             cached_rows = n;
-            for (size_t s = slot + 1; s < prompt.segments.size(); ++s)
-                session.eval_tokens(model->tokenize(prompt.segments[s].text, false, true));
+            for (const auto& tokens : after_slot) session.eval_tokens(tokens);
             print_top(prompt, session.score_continuations(conts), top_k, session.n_past(), n);
         }
     } catch (const bua::Error& e) {
