@@ -26,9 +26,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from bua.dialogue import (GENERATE, PREDICT, STAGE1_TASKS, STAGE2_EXPLAIN_TASKS, STAGE3_TASKS, Dialogue,
-                          stage1_dialogues, stage2_dialogue, stage3_dialogue, tokenize_segments)
+                          TokenizedDialogue, stage1_dialogues, stage2_dialogue, stage3_dialogue,
+                          tokenize_segments)
 from bua.events import Dataset, events_to_array
-from bua.dialogue import TokenizedDialogue
 from bua.training.collate import Branch, Example
 from bua.training.config import DataConfig, StageConfig
 

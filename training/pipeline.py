@@ -117,8 +117,9 @@ def _copy_earlier_stages(opts: RunOptions, config: TrainConfig, stages: list[str
     take = _init_stages(opts, stages)
     if opts.init_stages is None:  # by default, the earlier stages the other run finished
         take = [s for s in take if other["stages"][s].get("status") == "done"]
+    theirs, ours = _recorded_config(other, src), config.to_dict()
     for section in ("data", "encoder", "model", "seed"):
-        diff = _config_diff({"x": _recorded_config(other, src)[section]}, {"x": config.to_dict()[section]})
+        diff = _config_diff({"x": theirs[section]}, {"x": ours[section]})
         if diff:
             raise RunDirError(f"--init-from {src}: its {section} config differs from this run's: {'; '.join(diff[:5])}")
     if ctx.is_main:

@@ -270,4 +270,5 @@ def _fallback_note(rec: SideRecord) -> str:
 
 EXPLAIN: dict[str, Callable[[Get, list[Outcome]], list[str]]] = {
     "1": fastpath, "2": prompt, "3": dialogue, "4": scoring, "5": quant, "6": glue, "7": decode,
+    "8": lambda get, outcomes: [],  # streaming: the table and docs/ON_DEVICE.md say it all
 }

@@ -7,10 +7,6 @@ from typing import Any
 import numpy as np
 
 from benchkit.explain import EXPLAIN
-
-
-def _no_prose(get, outcomes) -> list[str]:
-    return []
 from benchkit.goals import COMPARISONS, _model_order, evaluate, find
 from benchkit.recorder import SideRecord
 
@@ -135,7 +131,7 @@ def render(records: list[SideRecord], run: dict[str, Any], model_labels: dict[st
             lines.append(f"**{model}**: " + "; ".join(
                 f"{o.ratio.name} **{o.ratio.fmt(o.value)}**" + (f" — {o.verdict()}" if o.goal is not None else "")
                 for o in outs) + ".")
-            for sentence in EXPLAIN.get(comp.id, _no_prose)(lambda side, m=model, c=comp.id: find(records, c, m, side), outs):
+            for sentence in EXPLAIN[comp.id](lambda side, m=model, c=comp.id: find(records, c, m, side), outs):
                 lines.append(f"- {sentence}")
             lines.append("")
     lines += [
