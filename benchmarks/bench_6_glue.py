@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from bua.dialogue import PREDICT, round_prompt_segments
-
 from benchkit import artifacts
 from benchkit.rawllama import RawSession
 from benchkit.recorder import finish, run_side
 from benchkit.sessions import new_session
 from benchkit.workloads import histories
+
+from bua.dialogue import PREDICT, round_prompt_segments
 
 pytestmark = pytest.mark.bua_compare
 MODELS = [artifacts.SMOLLM2_KEY, artifacts.QWEN05_KEY]
@@ -31,9 +30,9 @@ def glue(models, bench):
         if model not in cache:
             p = models.predictor(model, "q4_k_m")
             head, _, tail = round_prompt_segments(p.template, p.chat, PREDICT, True)
-            decode = [c[0] for c in p._candidates][: max(4, bench.decode_tokens // 2)]
-            cache[model] = {"head": p._tokens(head.text), "rows": p.soft_tokens(histories(1)[0]),
-                            "tail": p._tokens(tail.text), "decode": decode, "label": models.info(model).label,
+            decode = [c[0] for c in p.engine.candidates][: max(4, bench.decode_tokens // 2)]
+            cache[model] = {"head": p.engine.tokens(head.text), "rows": p.soft_tokens(histories(1)[0]),
+                            "tail": p.engine.tokens(tail.text), "decode": decode, "label": models.info(model).label,
                             "native": new_session(p, N_CTX),
                             "raw": RawSession(p.bundle.gguf_path, N_CTX, bench.threads)}
         return cache[model]

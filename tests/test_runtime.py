@@ -79,7 +79,7 @@ def test_prompt_tokens_match_training_tokenization(predictor, history):
     training = tokenize_segments(segs, tok, n_soft=len(history))
     runtime: list[int] = []
     for seg in segs:
-        runtime += [-1] * len(history) if seg.kind == "soft" else predictor._tokens(seg.text)
+        runtime += [-1] * len(history) if seg.kind == "soft" else predictor.engine.tokens(seg.text)
     assert runtime == training.input_ids.tolist()
     assert predictor.predict(history, explain=False).prompt_tokens == len(runtime)
 
@@ -107,11 +107,11 @@ def test_generate_reports_unparseable_text(predictor, history):
 
 def test_grammar_is_valid_gbnf_for_llama_cpp(predictor, history):
     grammar = event_lines_grammar(predictor.vocab, days=[2])
-    s = predictor._native.Session(predictor.model, n_ctx=256, n_threads=1)
-    s.eval_tokens(predictor._tokens("<|im_start|>assistant\n"))
+    s = predictor.engine.native.Session(predictor.model, n_ctx=256, n_threads=1)
+    s.eval_tokens(predictor.engine.tokens("<|im_start|>assistant\n"))
     text = s.generate(40, grammar=grammar)["text"]
     assert text.startswith("Wed ")
-    with pytest.raises(predictor._native.LlamaError, match="invalid GBNF"):
+    with pytest.raises(predictor.engine.native.LlamaError, match="invalid GBNF"):
         s.generate(4, grammar="root ::= (")
 
 
@@ -155,7 +155,7 @@ def test_clear_errors_for_bad_histories(predictor, history):
 
 def test_out_of_context_is_an_error_not_a_crash(bundle_dir, history):
     small = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, n_ctx=64, max_generation_tokens=4096)
-    assert small._session.n_ctx < 4096
+    assert small.engine.session.n_ctx < 4096
     with pytest.raises(RuntimeError, match="context full"):
         small.generate(history, explain=False, max_retries=0)
     assert small.predict(history, explain=False).top  # still usable afterwards
@@ -209,31 +209,64 @@ def test_cpp_example_matches_python_fast_path(bundle_dir, predictor, history, tm
     import sysconfig
 
     build = tmp_path / "build"
-    subprocess.run([_cmake(), "-S", str(ROOT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DBUA_BUILD_EXAMPLES=ON",
-                    f"-DCMAKE_PREFIX_PATH={sysconfig.get_paths()['purelib']}"], check=True, capture_output=True)
-    subprocess.run([_cmake(), "--build", str(build), "-j", "2", "--target", "bua-predict"], check=True, capture_output=True)
-    out = subprocess.run([str(build / "bua-predict"), str(work), str(tmp_path / "soft.npy"), "--top-k", "3",
-                          "--threads", "1"], capture_output=True, text=True, check=True).stdout
-    lines = [l for l in out.splitlines() if l[:1].isdigit()]
-    names = [l.split(".", 1)[1].rsplit("p=", 1)[0].strip() for l in lines]
-    probs = [float(l.rsplit("p=", 1)[1]) for l in lines]
+    subprocess.run(
+        [
+            _cmake(),
+            "-S",
+            str(ROOT),
+            "-B",
+            str(build),
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DBUA_BUILD_EXAMPLES=ON",
+            f"-DCMAKE_PREFIX_PATH={sysconfig.get_paths()['purelib']}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [_cmake(), "--build", str(build), "-j", "2", "--target", "bua-predict"], check=True, capture_output=True
+    )
+    out = subprocess.run(
+        [str(build / "bua-predict"), str(work), str(tmp_path / "soft.npy"), "--top-k", "3", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = [line for line in out.splitlines() if line[:1].isdigit()]
+    names = [line.split(".", 1)[1].rsplit("p=", 1)[0].strip() for line in lines]
+    probs = [float(line.rsplit("p=", 1)[1]) for line in lines]
     expected = predictor.predict(history, top_k=3, explain=False).top
     assert names == [s.behavior for s in expected]
     assert probs == pytest.approx([s.probability for s in expected], abs=1e-3)
 
     # --stream: one prediction per growing prefix, each evaluating only the new row and the question
     first = len(history) - 3
-    out = subprocess.run([str(build / "bua-predict"), str(work), str(tmp_path / "soft.npy"), "--top-k", "3",
-                          "--threads", "1", "--stream", str(first)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            str(build / "bua-predict"),
+            str(work),
+            str(tmp_path / "soft.npy"),
+            "--top-k",
+            "3",
+            "--threads",
+            "1",
+            "--stream",
+            str(first),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     blocks = out.split("prompt: ")[1:]
     assert len(blocks) == 4
     for n, block in zip(range(first, len(history) + 1), blocks):
         assert f"({n} soft tokens)" in block
         lines = block.splitlines()[1:]  # after "N positions (n soft tokens)"
         expected = predictor.predict(history[:n], top_k=3, explain=False).top
-        assert [l.split(".", 1)[1].rsplit("p=", 1)[0].strip() for l in lines] == [s.behavior for s in expected]
-        assert [float(l.rsplit("p=", 1)[1]) for l in lines] == pytest.approx([s.probability for s in expected],
-                                                                             abs=1e-3)
+        assert [line.split(".", 1)[1].rsplit("p=", 1)[0].strip() for line in lines] == [s.behavior for s in expected]
+        assert [float(line.rsplit("p=", 1)[1]) for line in lines] == pytest.approx(
+            [s.probability for s in expected], abs=1e-3
+        )
 
 
 def test_predictor_refuses_a_llama_cpp_build_this_cpu_cannot_run(bundle_dir, monkeypatch):
@@ -255,11 +288,14 @@ def test_predictor_refuses_a_llama_cpp_build_this_cpu_cannot_run(bundle_dir, mon
         OnDevicePredictor.from_bundle(bundle_dir, n_threads=1)
 
 
-@pytest.mark.parametrize("history, message", [
-    (b"Mon 08:10 @home check weather", "history is bytes: decode it to text first"),
-    (None, "history is None: pass a list of bua.events.Event"),
-    (42, "history is a int: pass a list"),
-])
+@pytest.mark.parametrize(
+    "history, message",
+    [
+        (b"Mon 08:10 @home check weather", "history is bytes: decode it to text first"),
+        (None, "history is None: pass a list of bua.events.Event"),
+        (42, "history is a int: pass a list"),
+    ],
+)
 def test_wrong_history_types_say_what_to_pass(predictor, history, message):
     with pytest.raises(TypeError, match=message):
         predictor.predict(history, explain=False)
@@ -282,8 +318,8 @@ def test_stream_equals_fresh_predict_across_window_drops_and_users(predictor, bu
     a fresh predict of the same window does: over a log longer than the window (block drops)
     and with two users' streams interleaved on one predictor."""
     limit = predictor.bundle.max_history
-    log_a = list(dataset.users[0].events)[:limit + 12]
-    log_b = list(dataset.users[1].events)[:len(log_a) // 5]
+    log_a = list(dataset.users[0].events)[: limit + 12]
+    log_b = list(dataset.users[1].events)[: len(log_a) // 5]
     assert len(log_a) == limit + 12
     reference = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1)
     a = predictor.stream(log_a[:3], top_k=5, drop_block=8)
@@ -294,8 +330,7 @@ def test_stream_equals_fresh_predict_across_window_drops_and_users(predictor, bu
         want = reference.predict(a.events, top_k=5, explain=False)
         assert [s.behavior for s in got.top] == [s.behavior for s in want.top], i
         # float noise only: llama.cpp computed the cached rows in other batches
-        assert np.allclose([s.probability for s in got.top], [s.probability for s in want.top],
-                           rtol=1e-2, atol=1e-4), i
+        assert np.allclose([s.probability for s in got.top], [s.probability for s in want.top], rtol=1e-2, atol=1e-4), i
         assert got.prompt_tokens == want.prompt_tokens and got.soft_tokens == len(a.events)
         if i <= limit:
             assert a.events == log_a[:i]

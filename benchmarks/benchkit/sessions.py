@@ -16,14 +16,12 @@ from typing import Sequence
 
 import numpy as np
 
-from bua.dialogue import answer_suffix
-
 from benchkit.workloads import Round, text_prompt_parts
 
 
 def new_session(predictor, n_ctx: int = 4096):
     """A fresh native session on the predictor's model, with its thread count."""
-    return predictor._native.Session(predictor.model, n_ctx=n_ctx, n_threads=predictor.n_threads)
+    return predictor.engine.new_session(n_ctx)
 
 
 def softmax_top(logp: np.ndarray, behaviors: Sequence[str], k: int = 5) -> list[str]:
@@ -42,7 +40,7 @@ class TextPromptPredictor:
 
     def prompt_tokens(self, events) -> tuple[list[int], list[int]]:
         head, rest = text_prompt_parts(self.p.template, self.p.chat, events, self.p.vocab)
-        return self.p._tokens(head), list(self.p.model.tokenize(rest, add_special=False, parse_special=True))
+        return self.p.engine.tokens(head), list(self.p.model.tokenize(rest, add_special=False, parse_special=True))
 
     def eval_prompt(self, head: list[int], rest: list[int]) -> None:
         """Evaluate head + rest, keeping the KV of a head that did not change since last call
@@ -58,7 +56,7 @@ class TextPromptPredictor:
 
     def logprobs(self, events) -> np.ndarray:
         self.eval_prompt(*self.prompt_tokens(events))
-        return np.asarray(self.session.score_continuations(self.p._candidates), dtype=np.float64)
+        return np.asarray(self.session.score_continuations(self.p.engine.candidates), dtype=np.float64)
 
     def top(self, events, k: int = 5) -> list[str]:
         return softmax_top(self.logprobs(events), self.p.vocab.behaviors, k)
@@ -72,7 +70,7 @@ class TextPromptPredictor:
             t1 = time.perf_counter()
             self.eval_prompt(head, rest)
             t2 = time.perf_counter()
-            self.session.score_continuations(self.p._candidates)
+            self.session.score_continuations(self.p.engine.candidates)
             t3 = time.perf_counter()
             for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
                 parts[key].append(1e3 * dt)
@@ -84,23 +82,24 @@ def fastpath_breakdown(predictor, events, repeats: int) -> dict[str, float]:
     encoder, the llama.cpp prompt, candidate scoring; and the positions evaluated."""
     from bua.dialogue import PREDICT
 
+    engine = predictor.engine
     parts: dict[str, list[float]] = {"onnx_ms": [], "prompt_ms": [], "scoring_ms": []}
     n_prompt = 0
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         soft = predictor.soft_tokens(events)
         t1 = time.perf_counter()
-        predictor._start(PREDICT, soft, None)
-        n_prompt = predictor._session.n_past
+        engine.start(PREDICT, soft)
+        n_prompt = engine.n_past
         t2 = time.perf_counter()
-        predictor._session.score_continuations(predictor._candidates)
+        engine.score_candidates()
         t3 = time.perf_counter()
         for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
             parts[key].append(1e3 * dt)
     out = {k: float(np.median(v)) for k, v in parts.items()}
     out["prompt_positions"] = n_prompt
-    out["head_positions_cached"] = len(predictor._head)
-    out["candidate_positions"] = sum(len(c) - 1 for c in predictor._candidates)
+    out["head_positions_cached"] = len(engine.head)
+    out["candidate_positions"] = sum(len(c) - 1 for c in engine.candidates)
     return out
 
 
@@ -139,12 +138,12 @@ class DialogueRunner:
 
     def __init__(self, predictor, session, rounds: Sequence[Round], soft: np.ndarray) -> None:
         self.session = session
-        self.candidates = predictor._candidates
-        self.suffix = predictor._tokens(answer_suffix(predictor.chat))
+        self.candidates = predictor.engine.candidates
+        self.suffix = predictor.engine.suffix
         self.prompts: list[list[Piece]] = []
         self.answers: list[list[int] | None] = []
         for r in rounds:
-            pieces = [Piece(rows=soft) if s.kind == "soft" else Piece(tokens=predictor._tokens(s.text))
+            pieces = [Piece(rows=soft) if s.kind == "soft" else Piece(tokens=predictor.engine.tokens(s.text))
                       for s in r.prompt]
             self.prompts.append(pieces)
             self.answers.append(None if r.answer is None else list(predictor.model.tokenize(r.answer, False, True)))

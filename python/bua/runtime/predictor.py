@@ -20,17 +20,10 @@ from typing import Sequence
 
 import numpy as np
 
-from bua.dialogue import (
-    GENERATE,
-    PREDICT,
-    STAGE2_EXPLAIN_TASKS,
-    Segment,
-    answer_suffix,
-    question_context,
-    round_prompt_segments,
-)
+from bua.dialogue import GENERATE, PREDICT, question_context, round_prompt_segments
 from bua.events import DataError, Event, UserHistory, events_from_array, events_to_batch, validate_events
 from bua.runtime.bundle import Bundle
+from bua.runtime.engine import PromptEngine
 from bua.runtime.grammar import event_lines_grammar
 from bua.runtime.native import check_llama_build, load_native
 from bua.textformat import parse_events, parse_events_report
@@ -126,24 +119,15 @@ class OnDevicePredictor:
                                              providers=["CPUExecutionProvider"])
         native = load_native()
         check_llama_build(native)
-        self._native = native
         self.model = native.Model.load(str(bundle.gguf_path))
         if self.model.n_embd != bundle.n_embd:
             raise ValueError(f"bundle {bundle.path}: the GGUF's n_embd is {self.model.n_embd} but the "
                              f"manifest's projector width is {bundle.n_embd}")
-        self._session = native.Session(self.model, n_ctx=n_ctx, n_threads=self.n_threads)
+        # The dialogue's opening (system prompt, first user prefix) never changes: the engine
+        # keeps it in the KV cache between calls and re-evaluates only what follows it.
+        self.engine = PromptEngine(bundle, native, self.model, self.n_threads, n_ctx)
         self._lock = threading.Lock()
-        self._tok_cache: dict[str, list[int]] = {}
-        eot = self.chat.end_of_turn
-        self._candidates = [self._tokens(name + eot) for name in self.vocab.behaviors]
-        self._suffix = self._tokens(answer_suffix(self.chat))
-        # The dialogue's opening text (system prompt, first user prefix) never changes: it
-        # stays in the KV cache between calls and only what follows it is re-evaluated.
-        self._head = self._tokens(round_prompt_segments(self.template, self.chat, PREDICT, True)[0].text)
-        self._head_in_cache = False
-        # The stream whose soft rows follow the head in the KV cache, and how many (see stream()).
-        self._stream_owner: PredictionStream | None = None
-        self._stream_rows = 0
+        self._stream_rows = 0  # soft rows the engine's owning stream has after the head (see stream())
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike, n_threads: int | None = None, *,
@@ -153,13 +137,6 @@ class OnDevicePredictor:
         return cls(Bundle.load(Path(path), verify=verify), n_threads=n_threads, **kwargs)
 
     # ------------------------------------------------------------------ inputs
-    def _tokens(self, text: str) -> list[int]:
-        ids = self._tok_cache.get(text)
-        if ids is None:
-            ids = list(self.model.tokenize(text, add_special=False, parse_special=True))
-            self._tok_cache[text] = ids
-        return ids
-
     def _events(self, history) -> list[Event]:
         if isinstance(history, UserHistory):
             events = list(history.events)
@@ -202,50 +179,6 @@ class OnDevicePredictor:
         rows = soft[0][soft_mask[0].astype(bool)]
         return np.ascontiguousarray(rows, dtype=np.float32)
 
-    # ------------------------------------------------------------------ dialogue mechanics
-    def _eval_segments(self, segments: Sequence[Segment], soft: np.ndarray) -> None:
-        for seg in segments:
-            if seg.kind == "soft":
-                self._session.eval_embeddings(soft)
-            else:
-                self._session.eval_tokens(self._tokens(seg.text))
-
-    def _start(self, first_task: str, soft: np.ndarray, context: dict[str, str] | None) -> None:
-        """Positions the session right after the first round's prompt."""
-        segs = round_prompt_segments(self.template, self.chat, first_task, True, 0, context)
-        self._stream_owner = None
-        # segs[0] is the opening text, the same for every task: self._head.
-        if self._head_in_cache:
-            self._session.truncate(len(self._head))
-        else:
-            self._session.reset()
-            self._session.eval_tokens(self._head)
-            self._head_in_cache = True
-        self._eval_segments(segs[1:], soft)
-
-    def _explain_rounds(self, soft: np.ndarray, tasks: Sequence[str]) -> dict[str, str]:
-        answers: dict[str, str] = {}
-        for k, task in enumerate(tasks):
-            if k > 0:
-                self._eval_segments(round_prompt_segments(self.template, self.chat, task, False, k), soft)
-            out = self._session.generate(self.max_answer_tokens)
-            answers[task] = out["text"].strip()
-            self._session.eval_tokens(self._suffix)
-        return answers
-
-    def _begin(self, final_task: str, soft: np.ndarray, explain: bool,
-               context: dict[str, str] | None) -> dict[str, str]:
-        """Evaluates everything before the final round's answer; returns the explanation."""
-        if not explain:
-            self._start(final_task, soft, context)
-            return {}
-        self._start(STAGE2_EXPLAIN_TASKS[0], soft, None)
-        answers = self._explain_rounds(soft, STAGE2_EXPLAIN_TASKS)
-        final = round_prompt_segments(self.template, self.chat, final_task, False,
-                                      len(STAGE2_EXPLAIN_TASKS), context)
-        self._eval_segments(final, soft)
-        return answers
-
     # ------------------------------------------------------------------ public API
     def predict(self, history, top_k: int = 5, explain: bool = True) -> Prediction:
         """Top-k next behaviors with probabilities (always vocabulary entries).
@@ -257,9 +190,9 @@ class OnDevicePredictor:
         events = self._events(history)
         soft = self._soft_rows(events)
         with self._lock:
-            explanation = self._begin(PREDICT, soft, explain, None)
-            n_prompt = self._session.n_past
-            logp = np.asarray(self._session.score_continuations(self._candidates), dtype=np.float64)
+            explanation = self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens)
+            n_prompt = self.engine.n_past
+            logp = self.engine.score_candidates()
         return self._prediction(logp, top_k, explanation, n_prompt, len(soft))
 
     def stream(self, history=(), top_k: int = 5, window: int | None = None, drop_block: int | None = None,
@@ -273,19 +206,21 @@ class OnDevicePredictor:
                         top_k: int) -> tuple[Prediction, int]:
         """The prediction round after `soft`, reusing the first `keep_rows` rows when the cache
         holds them; also returns how many positions it evaluated."""
+        engine = self.engine
         with self._lock:
-            reuse = self._stream_owner is stream and self._head_in_cache and 0 < keep_rows <= self._stream_rows
+            reuse = engine.owner is stream and engine.head_in_cache and 0 < keep_rows <= self._stream_rows
             if reuse:
-                kept = len(self._head) + keep_rows
-                self._session.truncate(kept)
-                self._session.eval_embeddings(np.ascontiguousarray(soft[keep_rows:]))
-                self._eval_segments(round_prompt_segments(self.template, self.chat, PREDICT, True)[2:], soft)
+                kept = len(engine.head) + keep_rows
+                engine.session.truncate(kept)
+                engine.session.eval_embeddings(np.ascontiguousarray(soft[keep_rows:]))
+                engine.eval_segments(round_prompt_segments(self.template, self.chat, PREDICT, True)[2:], soft)
             else:
-                kept = len(self._head) if self._head_in_cache else 0
-                self._start(PREDICT, soft, None)
-            self._stream_owner, self._stream_rows = stream, len(soft)
-            n_prompt = self._session.n_past
-            logp = np.asarray(self._session.score_continuations(self._candidates), dtype=np.float64)
+                kept = len(engine.head) if engine.head_in_cache else 0
+                engine.start(PREDICT, soft)
+            engine.claim(stream)
+            self._stream_rows = len(soft)
+            n_prompt = engine.n_past
+            logp = engine.score_candidates()
         return self._prediction(logp, top_k, {}, n_prompt, len(soft)), n_prompt - kept
 
     def _prediction(self, logp: np.ndarray, top_k: int, explanation: dict[str, str], n_prompt: int,
@@ -300,8 +235,8 @@ class OnDevicePredictor:
         """log P(behavior name | dialogue) for every behavior id (for evaluation)."""
         soft = self._soft_rows(self._events(history))
         with self._lock:
-            self._begin(PREDICT, soft, explain, None)
-            return np.asarray(self._session.score_continuations(self._candidates), dtype=np.float64)
+            self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens)
+            return self.engine.score_candidates()
 
     def generate(self, history, horizon: str = "1d", explain: bool = True,
                  max_retries: int = 1) -> GeneratedDay:
@@ -321,11 +256,11 @@ class OnDevicePredictor:
         next_day = (events[-1].day + 1) % 7
         grammar = event_lines_grammar(self.vocab, days=[next_day])
         with self._lock:
-            explanation = self._begin(GENERATE, soft, explain, context)
+            explanation = self.engine.begin(GENERATE, soft, explain, context, self.max_answer_tokens)
             attempts: list[str] = []
             for attempt in range(1 + max_retries):
                 constrained = attempt > 0
-                out = self._session.generate(self.max_generation_tokens,
+                out = self.engine.session.generate(self.max_generation_tokens,
                                              grammar=grammar if constrained else "", keep=False)
                 text = out["text"].strip()
                 attempts.append(text)

@@ -1,0 +1,115 @@
+"""PromptEngine: one bundle's dialogue mechanics on one native llama.cpp session.
+
+It turns the dialogue contract (`bua.dialogue`) into llama.cpp work: text segments become
+token ids (cached), the soft slot becomes the projector's rows, the dialogue's opening stays in
+the KV cache between calls, and every behavior name is scored as the final answer.
+`OnDevicePredictor` drives it; tools (the benchmarks) use the same calls to time each step.
+Not thread-safe: the predictor serializes calls with its lock.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from bua.dialogue import PREDICT, STAGE2_EXPLAIN_TASKS, Segment, answer_suffix, round_prompt_segments
+from bua.runtime.bundle import Bundle
+
+
+class PromptEngine:
+    """`session` is the native `bua._native.Session` it evaluates on; `head` the opening's
+    token ids (system prompt and first user prefix, the same for every task); `candidates` the
+    token ids of each behavior name plus the end of turn, in vocabulary order."""
+
+    def __init__(self, bundle: Bundle, native: Any, model: Any, n_threads: int, n_ctx: int) -> None:
+        self.bundle = bundle
+        self.template = bundle.dialogue_template
+        self.chat = bundle.chat_format
+        self.native = native
+        self.model = model
+        self.n_threads = n_threads
+        self.session = self.new_session(n_ctx)
+        self._tok_cache: dict[str, list[int]] = {}
+        self.candidates = [self.tokens(name + self.chat.end_of_turn) for name in bundle.vocab.behaviors]
+        self.suffix = self.tokens(answer_suffix(self.chat))
+        self.head = self.tokens(round_prompt_segments(self.template, self.chat, PREDICT, True)[0].text)
+        self._head_in_cache = False
+        # Whoever evaluated what follows the head in the KV cache (see `claim`); None after `start`.
+        self.owner: object | None = None
+
+    def new_session(self, n_ctx: int) -> Any:
+        """A fresh native session on the same model and thread count."""
+        return self.native.Session(self.model, n_ctx=n_ctx, n_threads=self.n_threads)
+
+    def tokens(self, text: str) -> list[int]:
+        """Token ids of a text segment (special tokens parsed, no BOS added), cached."""
+        ids = self._tok_cache.get(text)
+        if ids is None:
+            ids = list(self.model.tokenize(text, add_special=False, parse_special=True))
+            self._tok_cache[text] = ids
+        return ids
+
+    def eval_segments(self, segments: Sequence[Segment], soft: np.ndarray) -> None:
+        """Evaluates segments in order: a soft segment as `soft`'s rows, text as its tokens."""
+        for seg in segments:
+            if seg.kind == "soft":
+                self.session.eval_embeddings(soft)
+            else:
+                self.session.eval_tokens(self.tokens(seg.text))
+
+    def keep_head(self) -> None:
+        """Leaves exactly the opening in the KV cache, evaluating it only the first time."""
+        if self._head_in_cache:
+            self.session.truncate(len(self.head))
+        else:
+            self.session.reset()
+            self.session.eval_tokens(self.head)
+            self._head_in_cache = True
+
+    @property
+    def head_in_cache(self) -> bool:
+        return self._head_in_cache
+
+    def start(self, first_task: str, soft: np.ndarray, context: dict[str, str] | None = None) -> None:
+        """Positions the session right after the first round's prompt."""
+        segs = round_prompt_segments(self.template, self.chat, first_task, True, 0, context)
+        self.owner = None
+        self.keep_head()
+        self.eval_segments(segs[1:], soft)
+
+    def claim(self, owner: object) -> None:
+        """Records that `owner` (e.g. a stream) evaluated what now follows the head."""
+        self.owner = owner
+
+    def explain_rounds(self, soft: np.ndarray, tasks: Sequence[str], max_answer_tokens: int) -> dict[str, str]:
+        """Generates each task's answer in turn after a started first round; task -> answer."""
+        answers: dict[str, str] = {}
+        for k, task in enumerate(tasks):
+            if k > 0:
+                self.eval_segments(round_prompt_segments(self.template, self.chat, task, False, k), soft)
+            out = self.session.generate(max_answer_tokens)
+            answers[task] = out["text"].strip()
+            self.session.eval_tokens(self.suffix)
+        return answers
+
+    def begin(self, final_task: str, soft: np.ndarray, explain: bool, context: dict[str, str] | None,
+              max_answer_tokens: int) -> dict[str, str]:
+        """Evaluates everything before the final round's answer (with `explain`, the
+        understanding rounds first); returns their answers."""
+        if not explain:
+            self.start(final_task, soft, context)
+            return {}
+        self.start(STAGE2_EXPLAIN_TASKS[0], soft)
+        answers = self.explain_rounds(soft, STAGE2_EXPLAIN_TASKS, max_answer_tokens)
+        final = round_prompt_segments(self.template, self.chat, final_task, False, len(STAGE2_EXPLAIN_TASKS),
+                                      context)
+        self.eval_segments(final, soft)
+        return answers
+
+    def score_candidates(self) -> np.ndarray:
+        """log P(name + end of turn | the evaluated prompt) for every behavior id."""
+        return np.asarray(self.session.score_continuations(self.candidates), dtype=np.float64)
+
+    @property
+    def n_past(self) -> int:
+        return self.session.n_past
