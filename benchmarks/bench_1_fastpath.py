@@ -4,7 +4,6 @@ candidate scoring over every behavior) and peak RSS, each side measured in a fre
 from __future__ import annotations
 
 import pytest
-
 from benchkit import artifacts
 from benchkit.kernels import describe, profile_probe, weight_type_metrics
 from benchkit.probe import run_probe
@@ -48,7 +47,7 @@ def test_fastpath_torch(benchmark, bench, recorder, models, model):
     info = models.info(model)
     enc, proj = artifacts.encoder_dir(bench), artifacts.projector_dir(bench, artifacts.hf_width(info.backbone_dir))
     tp = TorchPredictor(info.backbone_dir, enc, proj, artifacts.dataset().vocab, bench.threads)
-    calls = Cycler(histories(bench.n_histories), lambda h: tp.top(h, 5)[0])
+    calls = Cycler(histories(bench.n_histories), lambda h, tp=tp: tp.top(h, 5)[0])
     rec = run_side(benchmark, bench, recorder, comparison="1", model=model, model_label=info.label,
                    side="torch", role="baseline", label="BUAModel.score_candidates, transformers fp32", fn=calls)
     rec.metrics.update(tp.breakdown(calls.items[0], 1))

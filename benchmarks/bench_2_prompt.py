@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from bua.dialogue import PREDICT, round_prompt_segments
-
 from benchkit import artifacts
 from benchkit.recorder import Cycler, finish, run_side
 from benchkit.sessions import TextPromptPredictor, fastpath_breakdown
 from benchkit.workloads import histories
+
+from bua.dialogue import PREDICT, round_prompt_segments
 
 pytestmark = pytest.mark.bua_compare
 MODELS = [artifacts.SMOLLM2_KEY, artifacts.QWEN05_KEY]

@@ -6,7 +6,6 @@ beforehand (the ONNX step is the same on both sides)."""
 from __future__ import annotations
 
 import pytest
-
 from benchkit import artifacts
 from benchkit.paired import check_against, runner_factory, time_side
 from benchkit.workloads import explain_dialogue

@@ -4,7 +4,6 @@ evaluation (prompt + candidate) per candidate. Same prompt (the fast path's), sa
 from __future__ import annotations
 
 import pytest
-
 from benchkit import artifacts
 from benchkit.paired import check_against, runner_factory, time_side
 from benchkit.workloads import prediction_round

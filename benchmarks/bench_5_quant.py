@@ -9,7 +9,6 @@ import itertools
 
 import numpy as np
 import pytest
-
 from benchkit import artifacts
 from benchkit.kernels import weight_type_metrics
 from benchkit.probe import run_probe

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from benchkit import artifacts
 from benchkit.bandwidth import measure_bandwidth, token_bytes
 from benchkit.kernels import describe, profile_probe, weight_type_metrics

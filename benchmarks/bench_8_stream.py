@@ -10,12 +10,11 @@ is a whole pass over the log, so the ratio is the per-event speed-up.
 from __future__ import annotations
 
 import pytest
-
-from bua.runtime.predictor import stream_window
-
 from benchkit import artifacts
 from benchkit.recorder import finish, run_side
 from benchkit.workloads import stream_log
+
+from bua.runtime.predictor import stream_window
 
 pytestmark = pytest.mark.bua_compare
 MODELS = [artifacts.SMOLLM2_KEY, artifacts.QWEN05_KEY]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 
-from bua.dialogue import stage1_dialogues, stage2_dialogue, stage3_dialogue
 from bua.labels import Labeler
 from bua.samples import prediction_samples
 from bua.simulate import simulate
+from bua.training.dialogues import stage1_dialogues, stage2_dialogue, stage3_dialogue
 
 N_SAMPLES = 100_000
 

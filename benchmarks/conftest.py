@@ -6,9 +6,10 @@
 
 Options: --bench-smoke (or BUA_BENCH_SMOKE=1), --bench-threads N (or BUA_BENCH_THREADS;
 default min(2, free cores)), --bench-cache DIR (or BUA_BENCH_CACHE; default
-<bua cache>/bench), --bench-budget SECONDS (timing per side in a full run). Files named bench_*.py are collected here (the default `pytest` run,
-testpaths = tests, never sees them).
+<bua cache>/bench), --bench-budget SECONDS (timing per side in a full run). Files named
+bench_*.py are collected here (the default `pytest` run, testpaths = tests, never sees them).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,13 +34,18 @@ MARKER = "bua_compare"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("bua benchmarks")
-    group.addoption("--bench-smoke", action="store_true", default=False,
-                    help="tiny models, one round per side (what CI runs)")
-    group.addoption("--bench-threads", default=None,
-                    help="threads for llama.cpp, onnxruntime and torch (default min(2, free cores))")
+    group.addoption(
+        "--bench-smoke", action="store_true", default=False, help="tiny models, one round per side (what CI runs)"
+    )
+    group.addoption(
+        "--bench-threads",
+        default=None,
+        help="threads for llama.cpp, onnxruntime and torch (default min(2, free cores))",
+    )
     group.addoption("--bench-cache", default=None, help="where built models are cached")
-    group.addoption("--bench-budget", default=None,
-                    help="seconds of timing per side in a full run (default 12; at least 3 rounds)")
+    group.addoption(
+        "--bench-budget", default=None, help="seconds of timing per side in a full run (default 12; at least 3 rounds)"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,8 +76,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def bench(pytestconfig: pytest.Config) -> Settings:
-    return make_settings(_smoke(pytestconfig), pytestconfig.getoption("--bench-threads"),
-                         pytestconfig.getoption("--bench-cache"), pytestconfig.getoption("--bench-budget"))
+    return make_settings(
+        _smoke(pytestconfig),
+        pytestconfig.getoption("--bench-threads"),
+        pytestconfig.getoption("--bench-cache"),
+        pytestconfig.getoption("--bench-budget"),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -96,15 +96,31 @@ def main(argv: list[str] | None = None) -> None:
         render_outputs(args.out_dir)
         return
     threads = resolve_threads(args.threads)
-    common = ["--threads", str(threads)] + (["--smoke"] if args.smoke else []) + (["--cache", args.cache] if args.cache else [])
+    common = (
+        ["--threads", str(threads)]
+        + (["--smoke"] if args.smoke else [])
+        + (["--cache", args.cache] if args.cache else [])
+    )
     if not args.skip_prepare:
         _run([sys.executable, "-m", "benchkit.prepare", *common], BENCH_DIR)
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     json_path = args.out_dir / "results.json"
     machine = describe(REPO)
-    cmd = [sys.executable, "-m", "pytest", str(BENCH_DIR), "-m", "bua_compare", "-p", "no:cacheprovider",
-           f"--bench-threads={threads}", f"--benchmark-json={json_path}", "-q", "-rN"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(BENCH_DIR),
+        "-m",
+        "bua_compare",
+        "-p",
+        "no:cacheprovider",
+        f"--bench-threads={threads}",
+        f"--benchmark-json={json_path}",
+        "-q",
+        "-rN",
+    ]
     cmd += ["--bench-smoke"] if args.smoke else []
     cmd += [f"--bench-cache={args.cache}"] if args.cache else []
     cmd += shlex.split(args.pytest_args)
@@ -121,8 +137,14 @@ def main(argv: list[str] | None = None) -> None:
     data = json.loads(json_path.read_text())
     data["bua_run"] = {
         "command": " ".join(["python benchmarks/report.py", *map(shlex.quote, given)]),
-        "smoke": args.smoke, "threads": threads, "machine": machine, "load_start": machine["load_start"],
-        "load_end": os.getloadavg(), "load_max": load_max, "own_load": threads, "steal_pct": steal,
+        "smoke": args.smoke,
+        "threads": threads,
+        "machine": machine,
+        "load_start": machine["load_start"],
+        "load_end": os.getloadavg(),
+        "load_max": load_max,
+        "own_load": threads,
+        "steal_pct": steal,
         "seconds": time.monotonic() - t0,
     }
     json_path.write_text(json.dumps(data, indent=2))
@@ -143,7 +165,9 @@ def render_outputs(out_dir: Path) -> None:
     labels = {b["extra_info"]["model"]: b["extra_info"]["model_label"] for b in data["benchmarks"]}
     (out_dir / "README.md").write_text(render(records, run, labels))
     machine = run["machine"]
-    title = f"on-device BUA, {run['threads']} thread(s), {machine['cpu']}, {machine['date']}" + (" — SMOKE" if run["smoke"] else "")
+    title = f"on-device BUA, {run['threads']} thread(s), {machine['cpu']}, {machine['date']}" + (
+        " — SMOKE" if run["smoke"] else ""
+    )
     write_plot(evaluate(records), records, out_dir / "results.png", title)
     print(f"wrote {out_dir / 'README.md'}, {out_dir / 'results.png'} from {json_path}", file=sys.stderr)
 

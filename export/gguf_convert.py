@@ -25,9 +25,9 @@ import gguf
 import numpy as np
 
 from bua.export.errors import ExportError
-from bua.fsio import atomic_output
 from bua.export.gguf_vocab import BpeVocab, add_tokenizer
 from bua.export.hf_config import HFModelSpec, read_hf_config
+from bua.fsio import atomic_output
 
 GGUF_DTYPES = {"f16": np.float16, "f32": np.float32}
 _FILE_TYPES = {"f16": gguf.LlamaFileType.MOSTLY_F16, "f32": gguf.LlamaFileType.ALL_F32}

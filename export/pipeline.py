@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bua.export.errors import ExportError
-from bua.fsio import commit_dir, new_temp_dir, publish_mode
 from bua.export.gguf_convert import convert_hf_to_gguf
 from bua.export.hf_config import read_hf_config
 from bua.export.manifest import SERIALIZATION, soft_token_spec, write_manifest
 from bua.export.merge import merge_adapter, validate_adapter
 from bua.export.onnx_export import ONNX_TOL, export_encoder_onnx, load_soft_tokenizer
 from bua.export.quantize import QUANT_TYPES, QuantizeReport, quantize_gguf
+from bua.fsio import commit_dir, new_temp_dir, publish_mode
 from bua.runtime.bundle import MANIFEST, Bundle, BundleError
 from bua.runtime.native_prompt import write_native_prompt
 
@@ -152,7 +152,8 @@ def _run_parity(hf_dir: Path, reference: Path, reference_type: str, quantized: P
     _check_parity_strict(result)
     prompt = greedy_prompt(chat, template)
     say(f"parity: greedy answer ({reference_type})")
-    result["greedy_reference"] = {"gguf": reference_type, **P.as_json(P.greedy_parity(hf, ref_model, prompt, 32, threads))}
+    greedy = P.greedy_parity(hf, ref_model, prompt, 32, threads)
+    result["greedy_reference"] = {"gguf": reference_type, **P.as_json(greedy)}
     if quantized is not None:
         q_model = P.load_gguf(quantized)
         say(f"parity: logits and greedy answer ({quant})")
@@ -202,7 +203,11 @@ def export_bundle(
         adapter = validate_adapter(backbone_dir, adapter_dir)
         say(f"adapter {adapter_dir}: LoRA r={adapter.rank} on {adapter.n_lora_modules} modules")
     encoder, projector = load_soft_tokenizer(
-        Path(encoder_dir), Path(projector_dir), spec.n_embd, vocab, backbone=f"{backbone_name or spec.name} ({spec.arch})"
+        Path(encoder_dir),
+        Path(projector_dir),
+        spec.n_embd,
+        vocab,
+        backbone=f"{backbone_name or spec.name} ({spec.arch})",
     )
 
     tmp = new_temp_dir(out_dir)
@@ -226,11 +231,23 @@ def export_bundle(
             report = quantize_gguf(reference, tmp / model_file, quant, n_threads=n_threads)
             gguf_sizes[quant] = report.size_bytes
             if report.fallbacks:
-                warnings.append(f"{len(report.fallbacks)} tensor(s) could not use {report.base_type} "
-                                "(row width not a multiple of the block); see quantization.fallbacks")
+                warnings.append(
+                    f"{len(report.fallbacks)} tensor(s) could not use {report.base_type} "
+                    "(row width not a multiple of the block); see quantization.fallbacks"
+                )
         if check_parity:
-            parity = _run_parity(hf_dir, reference, reference_type, tmp / model_file if report else None,
-                                 quant, vocab, chat_format, dialogue_template, n_threads, say)
+            parity = _run_parity(
+                hf_dir,
+                reference,
+                reference_type,
+                tmp / model_file if report else None,
+                quant,
+                vocab,
+                chat_format,
+                dialogue_template,
+                n_threads,
+                say,
+            )
             for key in ("greedy_reference", "greedy_quantized"):
                 if key in parity and not parity[key]["match"]:
                     warnings.append(f"{key.replace('_', ' ')}: llama.cpp's greedy answer differs from transformers'")
@@ -243,36 +260,57 @@ def export_bundle(
 
         # the prediction prompt as a plain file, for C++-only apps (cpp/examples/bua_predict)
         native_prompt = write_native_prompt(tmp, model_file, chat_format, dialogue_template, vocab)
-        roles = {"model": model_file, "encoder": "encoder.onnx",
-                 "native_prompt": native_prompt.relative_to(tmp).as_posix()}
+        roles = {
+            "model": model_file,
+            "encoder": "encoder.onnx",
+            "native_prompt": native_prompt.relative_to(tmp).as_posix(),
+        }
         if keep_f16 and quant != reference_type:
             roles["reference_model"] = reference.name
         say("writing the manifest (sha256 of every file)")
-        write_manifest(tmp, {
-            "backbone": {"arch": spec.arch, "n_embd": spec.n_embd, "name": backbone_name or spec.name,
-                         "hf_architecture": spec.hf_arch, "n_layer": spec.n_layer, "n_vocab": spec.vocab_size,
-                         "n_ctx_train": spec.n_ctx, "pre_tokenizer": converted.pre_tokenizer},
-            "quant": quant,
-            "roles": roles,
-            "vocab": vocab.to_dict(),
-            "chat_format": chat_format.to_dict(),
-            "dialogue_template": dialogue_template.to_dict(),
-            "soft_tokens": soft_token_spec(dialogue_template.marker, projector.config.to_dict(),
-                                           encoder.config.max_len, spec.n_embd),
-            "serialization": SERIALIZATION,
-            "encoder_io": onnx.io,
-            "parity": parity,
-            "gguf_sizes": gguf_sizes,
-            "quantization": None if report is None else {
-                "base_type": report.base_type, "type_counts": report.type_counts,
-                "fallbacks": [asdict(d) for d in report.fallbacks],
-                "mixture": [asdict(d) for d in report.deviations if d.reason == "mixture"],
+        write_manifest(
+            tmp,
+            {
+                "backbone": {
+                    "arch": spec.arch,
+                    "n_embd": spec.n_embd,
+                    "name": backbone_name or spec.name,
+                    "hf_architecture": spec.hf_arch,
+                    "n_layer": spec.n_layer,
+                    "n_vocab": spec.vocab_size,
+                    "n_ctx_train": spec.n_ctx,
+                    "pre_tokenizer": converted.pre_tokenizer,
+                },
+                "quant": quant,
+                "roles": roles,
+                "vocab": vocab.to_dict(),
+                "chat_format": chat_format.to_dict(),
+                "dialogue_template": dialogue_template.to_dict(),
+                "soft_tokens": soft_token_spec(
+                    dialogue_template.marker, projector.config.to_dict(), encoder.config.max_len, spec.n_embd
+                ),
+                "serialization": SERIALIZATION,
+                "encoder_io": onnx.io,
+                "parity": parity,
+                "gguf_sizes": gguf_sizes,
+                "quantization": None
+                if report is None
+                else {
+                    "base_type": report.base_type,
+                    "type_counts": report.type_counts,
+                    "fallbacks": [asdict(d) for d in report.fallbacks],
+                    "mixture": [asdict(d) for d in report.deviations if d.reason == "mixture"],
+                },
+                "source": {
+                    **(source or {}),
+                    "backbone_dir": str(backbone_dir),
+                    "adapter_dir": None if adapter_dir is None else str(adapter_dir),
+                    "encoder_dir": str(encoder_dir),
+                    "projector_dir": str(projector_dir),
+                },
+                "created_by": "bua-export",
             },
-            "source": {**(source or {}), "backbone_dir": str(backbone_dir),
-                       "adapter_dir": None if adapter_dir is None else str(adapter_dir),
-                       "encoder_dir": str(encoder_dir), "projector_dir": str(projector_dir)},
-            "created_by": "bua-export",
-        })
+        )
         try:
             bundle = Bundle.load(tmp, verify=True)
         except BundleError as exc:  # the writer and the reader disagree: a bug, not user error
@@ -290,8 +328,14 @@ def export_bundle(
     return summary
 
 
-def export_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], quant: str = "q4_k_m",
-               *, stage: str | None = None, **kwargs: Any) -> ExportSummary:
+def export_run(
+    run_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    quant: str = "q4_k_m",
+    *,
+    stage: str | None = None,
+    **kwargs: Any,
+) -> ExportSummary:
     """`export_bundle` for a curriculum run directory (read with `bua.training.checkpoint.load_run`)."""
     from bua.training.checkpoint import RunDirError, load_run
 
@@ -301,7 +345,16 @@ def export_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
         raise ExportError(str(exc)) from exc
     source = {"run_dir": str(run.run_dir), "stage": run.final_stage, "backbone": run.backbone}
     return export_bundle(
-        run.backbone_dir, run.adapter_dir, run.encoder_dir, run.projector_dir, run.vocab,
-        run.chat_format, run.dialogue_template, out_dir, quant,
-        backbone_name=run.backbone, source=source, **kwargs,
+        run.backbone_dir,
+        run.adapter_dir,
+        run.encoder_dir,
+        run.projector_dir,
+        run.vocab,
+        run.chat_format,
+        run.dialogue_template,
+        out_dir,
+        quant,
+        backbone_name=run.backbone,
+        source=source,
+        **kwargs,
     )

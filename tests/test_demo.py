@@ -11,7 +11,7 @@ import pytest
 
 
 def _demo(out: Path, *extra: str) -> str:
-    cmd = [sys.executable, "-m", "bua.cli", "demo", "--quick", "--threads", "1", "--out", str(out), *extra]
+    cmd = [sys.executable, "-m", "bua.app.cli", "demo", "--quick", "--threads", "1", "--out", str(out), *extra]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
@@ -34,7 +34,7 @@ def _planner(tmp_path: Path, **defaults):
     """make_plan over `bua demo`'s arguments, the given ones overriding the defaults."""
     import argparse
 
-    from bua.demo import make_plan
+    from bua.app.demo import make_plan
 
     def plan(**kw):
         args = dict(quick=False, config=None, data=None, quant="q4_k_m", out=str(tmp_path), threads=1,

@@ -6,10 +6,24 @@ import json
 import pytest
 
 from bua.chat import ChatFormat
-from bua.dialogue import (ALL_TASKS, GENERATE, PREDICT, REFLECT, SOFT_TOKEN_ID, STAGE1_TASKS,
-                          DialogueTemplate, Segment, answer_segment, answer_suffix,
-                          default_template, dialogue_text, question_context, render_dialogue,
-                          round_prompt_segments, tokenize_segments)
+from bua.dialogue import (
+    ALL_TASKS,
+    GENERATE,
+    PREDICT,
+    REFLECT,
+    SOFT_TOKEN_ID,
+    STAGE1_TASKS,
+    DialogueTemplate,
+    Segment,
+    answer_segment,
+    answer_suffix,
+    default_template,
+    dialogue_text,
+    question_context,
+    render_dialogue,
+    round_prompt_segments,
+    tokenize_segments,
+)
 from bua.events import Event
 
 CHAT = ChatFormat.chatml()
@@ -153,7 +167,7 @@ def sim_bits():
 
 
 def test_stage1_dialogues(sim_bits):
-    from bua.dialogue import stage1_dialogues
+    from bua.training.dialogues import stage1_dialogues
 
     ds, lab, ps, _ = sim_bits
     ds_ = stage1_dialogues(ps[0], lab)
@@ -165,7 +179,7 @@ def test_stage1_dialogues(sim_bits):
 
 
 def test_stage2_prediction_dialogue(sim_bits):
-    from bua.dialogue import stage2_dialogue
+    from bua.training.dialogues import stage2_dialogue
 
     ds, lab, ps, _ = sim_bits
     s = ps[1]
@@ -187,9 +201,9 @@ def test_stage2_prediction_dialogue(sim_bits):
 
 
 def test_stage2_generation_dialogue(sim_bits):
-    from bua.dialogue import stage2_dialogue
     from bua.events import DAY_NAMES
     from bua.textformat import parse_events
+    from bua.training.dialogues import stage2_dialogue
 
     ds, lab, _, gs = sim_bits
     g = gs[0]
@@ -201,7 +215,7 @@ def test_stage2_generation_dialogue(sim_bits):
 
 
 def test_stage3_dialogue(sim_bits):
-    from bua.dialogue import stage3_dialogue
+    from bua.training.dialogues import stage3_dialogue
 
     ds, lab, ps, _ = sim_bits
     d = stage3_dialogue(ps[2], lab)

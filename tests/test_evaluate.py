@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bua.cli import build_parser, main
-from bua.evaluate import EvalConfig, prediction_report, prepare_eval_data
+from bua.app.cli import build_parser, main
 from bua.metrics import prediction_metrics
+from bua.models.baseline_eval import BaselineEvalConfig, prediction_report, prepare_eval_data
 
 torch.set_num_threads(1)
 
@@ -50,7 +50,7 @@ def test_prediction_report_nan_and_errors():
 
 
 def test_eval_data_protocol():
-    cfg = EvalConfig.quick(sim_users=20, long_tail_per_class=3)
+    cfg = BaselineEvalConfig.quick(sim_users=20, long_tail_per_class=3)
     data = prepare_eval_data(cfg)
     train_users = {u.user_id for u in data.split.train}
     test_users = {u.user_id for u in data.split.test}
@@ -112,9 +112,9 @@ def test_cli_table_columns(tmp_path, capsys):
 
 
 def test_eval_is_reproducible():
-    from bua.evaluate import run_eval
+    from bua.models.baseline_eval import run_eval
 
-    cfg = EvalConfig.quick(sim_users=12, models=("SASRec", "behaveGPT"), progress=False)
+    cfg = BaselineEvalConfig.quick(sim_users=12, models=("SASRec", "behaveGPT"), progress=False)
     assert run_eval(cfg).metrics == run_eval(cfg).metrics
 
 

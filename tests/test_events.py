@@ -4,8 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bua.events import (DataError, Dataset, Event, UserHistory, UserTraits, events_from_array,
-                        events_to_array, events_to_batch, history_array, validate_events)
+from bua.events import (
+    DataError,
+    Dataset,
+    Event,
+    UserHistory,
+    UserTraits,
+    events_from_array,
+    events_to_array,
+    events_to_batch,
+    history_array,
+    validate_events,
+)
 from bua.vocab import Vocabulary
 
 VOCAB = Vocabulary(["alarm clock", "check weather", "subway"], ["home", "work", "transit"])

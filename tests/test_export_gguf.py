@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
+from test_export_fixtures import sharpened_backbone
 
 from bua.backbones import resolve_backbone
 from bua.export import gguf_convert
@@ -22,7 +22,6 @@ from bua.export.parity import (
     logits_parity,
     tokenization_parity,
 )
-from test_export_fixtures import sharpened_backbone
 
 BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
 BYTE_LEVEL_NO_REGEX = {**BYTE_LEVEL, "use_regex": False}
@@ -161,7 +160,8 @@ def test_each_pre_tokenizer_tokenizes_like_hf(tiny, tmp_path, pre):
     assert result.pre_tokenizer == pre
 
     hf_tok = AutoTokenizer.from_pretrained(str(variant))
-    assert hf_tok.backend_tokenizer.pre_tokenizer.__getstate__() == json.dumps(PRE_TOKENIZERS[pre], separators=(",", ":")).encode()
+    expected = json.dumps(PRE_TOKENIZERS[pre], separators=(",", ":")).encode()
+    assert hf_tok.backend_tokenizer.pre_tokenizer.__getstate__() == expected
     model = load_gguf(result.path)
     for text in DEFAULT_TEXTS + EXTRA_TEXTS:
         want = hf_tok(text, add_special_tokens=False)["input_ids"]

@@ -5,12 +5,12 @@ import re
 
 import gguf
 import pytest
+from test_export_fixtures import sharpened_backbone
 
 from bua.export.errors import ExportError
 from bua.export.gguf_convert import convert_hf_to_gguf
 from bua.export.parity import DEFAULT_TEXTS, HFReference, load_gguf, logits_parity
 from bua.export.quantize import QUANT_TYPES, inspect_quantization, parse_fallbacks, quantize_gguf
-from test_export_fixtures import sharpened_backbone
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,9 @@ def test_llama_cpp_python_chats_with_the_exported_gguf(smollm2_bundle):
     assert "Paris" in reply["choices"][0]["message"]["content"]
     assert reply["choices"][0]["finish_reason"] == "stop"
     quantized = llama_cpp.Llama(model_path=str(bundle.gguf_path), n_ctx=512, n_threads=1, verbose=False)
-    reply = quantized.create_chat_completion(messages=[{"role": "user", "content": QUESTION}], max_tokens=8, temperature=0.0)
+    reply = quantized.create_chat_completion(
+        messages=[{"role": "user", "content": QUESTION}], max_tokens=8, temperature=0.0
+    )
     assert reply["choices"][0]["message"]["content"].strip()
 
 
@@ -93,8 +95,7 @@ def test_on_device_predictor_runs_the_smollm2_bundle(smollm2_bundle):
     from bua.runtime.predictor import OnDevicePredictor
 
     bundle, _, _ = smollm2_bundle
-    predictor = OnDevicePredictor.from_bundle(bundle.path, n_threads=1, max_answer_tokens=16,
-                                              max_generation_tokens=64)
+    predictor = OnDevicePredictor.from_bundle(bundle.path, n_threads=1, max_answer_tokens=16, max_generation_tokens=64)
     history = [Event(0, 420 + 30 * i, i % 3, i % 4) for i in range(12)]
     result = predictor.predict(history, top_k=4, explain=True)
     assert sorted(s.behavior for s in result.top) == sorted(predictor.vocab.behaviors)

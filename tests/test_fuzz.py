@@ -65,8 +65,10 @@ def test_event_text_parser_fuzz():
 def test_table_loader_fuzz(tmp_path):
     rng = random.Random(2)
     rows = ["user,timestamp,behavior,location"] + [
-        f"u{k % 2},2024-01-{1 + k // 3:02d} {8 + k % 3:02d}:{10 * k % 60:02d},{VOCAB.behaviors[k % 5]},{VOCAB.locations[k % 3]}"
-        for k in range(12)]
+        f"u{k % 2},2024-01-{1 + k // 3:02d} {8 + k % 3:02d}:{10 * k % 60:02d},"
+        f"{VOCAB.behaviors[k % 5]},{VOCAB.locations[k % 3]}"
+        for k in range(12)
+    ]
     text = "\n".join(rows) + "\n"
     path = tmp_path / "log.csv"
     loaded = 0
@@ -75,7 +77,7 @@ def test_table_loader_fuzz(tmp_path):
         raw = data.encode("utf-8", "surrogatepass")
         if n % 10 == 0 and raw:  # a few invalid UTF-8 bytes too
             k = rng.randrange(len(raw))
-            raw = raw[:k] + bytes([rng.choice((0xe9, 0xff, 0xc3))]) + raw[k + 1:]
+            raw = raw[:k] + bytes([rng.choice((0xE9, 0xFF, 0xC3))]) + raw[k + 1 :]
         path.write_bytes(raw)
         try:
             load_table(path, TableColumns())
@@ -96,12 +98,21 @@ def bundle_root(tmp_path):
     (root / "model-q4_k_m.gguf").write_bytes(b"GGUF" + bytes(64))
     (root / "encoder.onnx").write_bytes(b"onnx" * 8)
     template = default_template()
-    write_manifest(root, {
-        "backbone": {"arch": "llama", "n_embd": 576, "name": "smollm2"}, "quant": "q4_k_m",
-        "roles": {"model": "model-q4_k_m.gguf", "encoder": "encoder.onnx"}, "vocab": VOCAB.to_dict(),
-        "chat_format": ChatFormat.chatml().to_dict(), "dialogue_template": template.to_dict(),
-        "soft_tokens": soft_token_spec(template.marker, {"mode": "per_event", "n_pooled_tokens": 4}, 64, 576),
-        "serialization": SERIALIZATION, "encoder_io": {}, "parity": {}})
+    write_manifest(
+        root,
+        {
+            "backbone": {"arch": "llama", "n_embd": 576, "name": "smollm2"},
+            "quant": "q4_k_m",
+            "roles": {"model": "model-q4_k_m.gguf", "encoder": "encoder.onnx"},
+            "vocab": VOCAB.to_dict(),
+            "chat_format": ChatFormat.chatml().to_dict(),
+            "dialogue_template": template.to_dict(),
+            "soft_tokens": soft_token_spec(template.marker, {"mode": "per_event", "n_pooled_tokens": 4}, 64, 576),
+            "serialization": SERIALIZATION,
+            "encoder_io": {},
+            "parity": {},
+        },
+    )
     return root
 
 

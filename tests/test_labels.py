@@ -7,11 +7,10 @@ import urllib.request
 
 import pytest
 
+from bua import scenes
 from bua.dialogue import STAGE1_TASKS, STAGE2_EXPLAIN_TASKS
 from bua.events import Event, UserHistory
-from bua.labels import (ISSUES, LabelConfig, Labeler, OpenAITeacher, Teacher,
-                        make_reflection)
-from bua.labels import scenes as S
+from bua.labels import ISSUES, LabelConfig, Labeler, OpenAITeacher, Teacher, make_reflection
 from bua.labels import tasks as T
 from bua.samples import generation_samples, prediction_samples
 from bua.simulate import simulate
@@ -287,10 +286,10 @@ def test_event_scene_rules():
     p = UserProfile.build(ev, v, PopulationStats.from_events(v, ev))
     assert (p.home, p.workplace, set(p.transit)) == (0, 1, {2})
     g = T._groups(v)
-    assert T.event_scene(Event(0, 425, 0, 0), p, g[0]) == S.MORNING_ROUTINE
-    assert T.event_scene(Event(0, 480, 2, 1), p, g[1]) == S.MORNING_COMMUTE
-    assert T.event_scene(Event(0, 600, 1, 2), p, g[2]) == S.WORKING_HOURS
-    assert T.event_scene(Event(0, 1060, 2, 1), p, g[1]) == S.EVENING_COMMUTE
-    assert T.event_scene(Event(0, 1150, 0, 3), p, g[3]) == S.EVENING_LEISURE
-    assert T.event_scene(Event(0, 1380, 0, 3), p, g[3]) == S.PRE_BEDTIME
-    assert T.event_scene(Event(0, 1400, 1, 2), p, g[2]) == S.NIGHT_SHIFT
+    assert T.event_scene(Event(0, 425, 0, 0), p, g[0]) == scenes.MORNING_ROUTINE
+    assert T.event_scene(Event(0, 480, 2, 1), p, g[1]) == scenes.MORNING_COMMUTE
+    assert T.event_scene(Event(0, 600, 1, 2), p, g[2]) == scenes.WORKING_HOURS
+    assert T.event_scene(Event(0, 1060, 2, 1), p, g[1]) == scenes.EVENING_COMMUTE
+    assert T.event_scene(Event(0, 1150, 0, 3), p, g[3]) == scenes.EVENING_LEISURE
+    assert T.event_scene(Event(0, 1380, 0, 3), p, g[3]) == scenes.PRE_BEDTIME
+    assert T.event_scene(Event(0, 1400, 1, 2), p, g[2]) == scenes.NIGHT_SHIFT

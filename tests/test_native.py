@@ -44,7 +44,7 @@ def test_build_info_names_pinned_llama_cpp_python():
 
 
 def test_embedding_rows_reproduce_token_ids(smollm2):
-    prompt = "<|im_start|>user\nWhat do people usually do right after the morning alarm clock?<|im_end|>\n<|im_start|>assistant\n"
+    prompt = "<|im_start|>user\nWhat do people usually do right after the morning alarm clock?<|im_end|>\n<|im_start|>assistant\n"  # noqa: E501
     ids = smollm2.tokenize(prompt, add_special=False, parse_special=True)
     assert len(ids) > 12
 
@@ -90,8 +90,12 @@ def test_extension_refuses_another_llama_cpp_python(tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: 9.9.9\n")
     code = "import bua._native"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode != 0
     assert "built against llama-cpp-python==0.3.36 but llama-cpp-python==9.9.9" in result.stderr
     assert "pip install llama-cpp-python==0.3.36" in result.stderr
@@ -125,10 +129,17 @@ def test_libggml_has_no_amx_backend():
 def test_build_problems_reports_amx_and_instruction_sets_the_cpu_lacks():
     assert any("AMX" in p for p in native.build_problems("CPU : SSE3 = 1 | AMX_INT8 = 1 | REPACK = 1 |"))
     flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
-    lacking = [name for name, flag in (("AVX_VNNI", "avx_vnni"), ("AVX512_BF16", "avx512_bf16"),
-                                       ("AVX512", "avx512f"), ("AVX2", "avx2")) if f" {flag}" not in flags]
+    lacking = [
+        name
+        for name, flag in (
+            ("AVX_VNNI", "avx_vnni"),
+            ("AVX512_BF16", "avx512_bf16"),
+            ("AVX512", "avx512f"),
+            ("AVX2", "avx2"),
+        )
+        if f" {flag}" not in flags
+    ]
     if not lacking:
         pytest.skip("this CPU has every instruction set ggml can use")
     problems = native.build_problems(f"CPU : SSE3 = 1 | {lacking[0]} = 1 | REPACK = 1 |")
     assert problems and problems[0].startswith(lacking[0]), problems
-

@@ -33,7 +33,7 @@ def test_wheel_holds_one_namespace_and_the_extension(wheel):
     assert not any(n.startswith(("training/", "export/")) for n in names), "generic top-level packages"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "bua-export = bua.export.cli:main" in text and "bua = bua.cli:main" in text
+    assert "bua-export = bua.export.cli:main" in text and "bua = bua.app.cli:main" in text
 
 
 def test_native_extension_runpath_points_into_llama_cpp(wheel, tmp_path):

@@ -1,7 +1,6 @@
 """Projector modes, SoftTokenizer, io, and the ONNX export smoke test (onnxruntime parity)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

@@ -2,7 +2,6 @@
 identical top-1 on an f16 bundle, >= 95% top-1 agreement for q4_k_m."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest

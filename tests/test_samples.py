@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bua.events import Event, UserHistory
-from bua.samples import (GenerationSample, PredictionSample, generation_samples,
-                         prediction_samples, split_users)
+from bua.samples import GenerationSample, PredictionSample, generation_samples, prediction_samples, split_users
 from bua.simulate import simulate
 
 

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from bua.events import validate_events
-from bua.labels.scenes import SCENES
+from bua.scenes import SCENES
 from bua.simulate import BEHAVIORS, LOCATIONS, PERSONAS, simulate
 
 

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from bua.training.checkpoint import RunDirError, load_run, new_run_record, stage_dir, update_stage, write_run
 from bua.fsio import commit_dir, new_temp_dir, recover_dir, write_dir
+from bua.training.checkpoint import RunDirError, load_run, new_run_record, stage_dir, update_stage, write_run
 
 torch.set_num_threads(1)
 
@@ -37,10 +37,10 @@ def _fake_run(tmp_path, stages_done):
     """A run directory written with the same helpers the curriculum uses."""
     from bua.backbones import resolve_backbone
     from bua.dialogue import default_template
+    from bua.fsio import write_json
     from bua.models.encoder import BehaviorEncoder, EncoderConfig
     from bua.models.projector import Projector, ProjectorConfig, SoftTokenizer
     from bua.training.config import LoraSettings, TrainConfig
-    from bua.fsio import write_json
     from bua.training.model import BUAModel
     from bua.training.state import save_weights
 
@@ -91,7 +91,9 @@ def test_load_run_errors_name_the_problem(tmp_path):
     with pytest.raises(RunDirError, match="no curriculum stage has finished yet.*stage1 pending.*stage3 skipped"):
         load_run(run)
     update_stage(run, "stage1", status="done")
-    with pytest.raises(RunDirError, match=r"says stage1 is done, but these files are missing:\n.*projector.safetensors"):
+    with pytest.raises(
+        RunDirError, match=r"says stage1 is done, but these files are missing:\n.*projector.safetensors"
+    ):
         load_run(run)
     with pytest.raises(RunDirError, match="stage3 has status 'skipped'"):
         load_run(run, stage="stage3")
@@ -102,12 +104,15 @@ def test_load_run_errors_name_the_problem(tmp_path):
         load_run(run)
 
 
-@pytest.mark.parametrize("remove, names", [
-    ("stage2/best/adapter", ["adapter_config.json", "adapter_model.safetensors"]),
-    ("encoder/encoder.json", ["encoder.json"]),
-    ("tokenizer", ["tokenizer_config.json"]),
-    ("vocab.json", ["vocab.json"]),
-])
+@pytest.mark.parametrize(
+    "remove, names",
+    [
+        ("stage2/best/adapter", ["adapter_config.json", "adapter_model.safetensors"]),
+        ("encoder/encoder.json", ["encoder.json"]),
+        ("tokenizer", ["tokenizer_config.json"]),
+        ("vocab.json", ["vocab.json"]),
+    ],
+)
 def test_a_checkpoint_missing_files_its_run_json_implies_is_refused(tmp_path, remove, names):
     # e.g. a copied run whose stage-2 adapter was lost: exporting it would silently drop LoRA.
     import shutil

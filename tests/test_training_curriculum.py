@@ -147,7 +147,7 @@ def test_resume_after_sigkill_mid_stage_matches_uninterrupted_run(tmp_path, full
         ref = [(r["step"], r["loss"]) for r in read_log(full_run / stage / "log.jsonl") if r["type"] == "train"]
         got = [(r["step"], r["loss"]) for r in read_log(out / stage / "log.jsonl") if r["type"] == "train"]
         assert [s for s, _ in got] == [s for s, _ in ref]
-        assert [l for _, l in got] == pytest.approx([l for _, l in ref], rel=1e-5)
+        assert [loss for _, loss in got] == pytest.approx([loss for _, loss in ref], rel=1e-5)
     ref_w, got_w = _weights(full_run, "stage3"), _weights(out, "stage3")
     assert ref_w.keys() == got_w.keys()
     for k in ref_w:

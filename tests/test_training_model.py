@@ -155,9 +155,9 @@ def test_bf16_autocast_resolution_and_loss_parity(model):
 
 
 def _shared_prefix(model, cuts, answers):
-    from bua.dialogue import Dialogue
     from bua.events import events_from_array
     from bua.training.data import SharedPrefix, shared_prefix_example
+    from bua.training.dialogues import Dialogue
 
     history = tuple(events_from_array(HIST))
     dialogues = [Dialogue(render_dialogue(model.template, model.chat, ["predict"], [a]), history[:c], "stage2",
@@ -192,9 +192,9 @@ def test_shared_prefix_branches_equal_separate_dialogues(arch, attn):
 
 def test_shared_prefix_needs_prefix_histories():
     model = _model()
-    from bua.dialogue import Dialogue
     from bua.events import events_from_array
     from bua.training.data import SharedPrefix, shared_prefix_example
+    from bua.training.dialogues import Dialogue
 
     history = tuple(events_from_array(HIST))
     other = tuple(events_from_array(HIST[::-1]))

@@ -171,7 +171,8 @@ def test_schedule_warms_up_from_initial_and_decays_to_min():
     assert lr_at(warm, cfg, total) == pytest.approx(5e-5)
     assert lr_at(total, cfg, total) == pytest.approx(1e-6)
     mid = warm + (total - warm) // 2
-    assert lr_at(mid, cfg, total) == pytest.approx(1e-6 + (5e-5 - 1e-6) * 0.5 * (1 + math.cos(math.pi * ((mid - warm) / (total - warm)))))
+    cosine = 0.5 * (1 + math.cos(math.pi * ((mid - warm) / (total - warm))))
+    assert lr_at(mid, cfg, total) == pytest.approx(1e-6 + (5e-5 - 1e-6) * cosine)
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([param], lr=123.0)
     sched = cosine_with_warmup(opt, cfg, total)
@@ -181,8 +182,8 @@ def test_schedule_warms_up_from_initial_and_decays_to_min():
         opt.step()
         sched.step()
     assert seen[0] == pytest.approx(1e-6) and max(seen) == pytest.approx(5e-5)
-    assert all(a <= b + 1e-12 for a, b in zip(seen[:warm], seen[1:warm + 1]))
-    assert all(a >= b - 1e-12 for a, b in zip(seen[warm:-1], seen[warm + 1:]))
+    assert all(a <= b + 1e-12 for a, b in zip(seen[:warm], seen[1 : warm + 1]))
+    assert all(a >= b - 1e-12 for a, b in zip(seen[warm:-1], seen[warm + 1 :]))
 
 
 # ---------------------------------------------------------------------------- collate
@@ -196,12 +197,14 @@ def test_collate_pads_marks_soft_slots_and_answer_rounds():
 
     tok = AutoTokenizer.from_pretrained(str(resolve_backbone("tiny-qwen2")))
     chat, tpl = ChatFormat.from_tokenizer(tok), default_template()
-    long = tokenize_segments(render_dialogue(tpl, chat, ["key_behaviors", "predict"], ["gaming often", "gaming"]),
-                             tok, n_soft=3)
+    long = tokenize_segments(
+        render_dialogue(tpl, chat, ["key_behaviors", "predict"], ["gaming often", "gaming"]), tok, n_soft=3
+    )
     short = tokenize_segments(render_dialogue(tpl, chat, ["predict"], ["subway"]), tok, n_soft=2)
     events = np.array([[0, 480, 1, 2], [0, 500, 2, 3], [0, 600, 2, 4]])
-    batch = collate([Example(long, events, ("key_behaviors", "predict")),
-                     Example(short, events[:2], ("predict",))], pad_id=7)
+    batch = collate(
+        [Example(long, events, ("key_behaviors", "predict")), Example(short, events[:2], ("predict",))], pad_id=7
+    )
     assert batch.input_ids.shape == (2, len(long)) and batch.n_rounds == 2
     assert batch.soft_positions.sum(1).tolist() == [3, 2]
     assert (batch.input_ids[batch.soft_positions] == 7).all()
@@ -214,10 +217,11 @@ def test_collate_pads_marks_soft_slots_and_answer_rounds():
     assert set(batch.loss_rounds[0][ans].tolist()) == {0, 1}
     eot = tok(chat.end_of_turn, add_special_tokens=False)["input_ids"][0]
     assert eot in batch.labels[1].tolist()
-    assert (batch.loss_rounds[1][len(short):] == -1).all() and (batch.labels[1][len(short):] == -100).all()
+    assert (batch.loss_rounds[1][len(short) :] == -1).all() and (batch.labels[1][len(short) :] == -100).all()
     assert SOFT_TOKEN_ID not in batch.input_ids.tolist()[0]
     keep = short.input_ids != SOFT_TOKEN_ID  # a dialogue whose soft slot went missing
-    broken = TokenizedDialogue(short.input_ids[keep], short.answer_mask[keep], short.round_ids[keep],
-                               short.soft_start, 2, short.spans)
+    broken = TokenizedDialogue(
+        short.input_ids[keep], short.answer_mask[keep], short.round_ids[keep], short.soft_start, 2, short.spans
+    )
     with pytest.raises(ValueError, match="0 soft positions but n_soft=2"):
         Example(broken, events[:2], ("predict",))

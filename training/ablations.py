@@ -53,7 +53,9 @@ def run_variant(key: str, config: Path, out: Path, full: Path, launcher: list[st
         stage, name = ("stage2", "eval_report_stage2") if key == "no_stage3" else ("stage3", "eval_report")
         report = full / f"{name}.json"
         if not report.is_file():
-            _run([python, "-m", "bua.training.evaluation", str(full), "--stage", stage, "--name", name, "--no-progress"])
+            _run(
+                [python, "-m", "bua.training.evaluation", str(full), "--stage", stage, "--name", name, "--no-progress"]
+            )
         return report
     run_dir = full if key == "full" else out / key
     report = run_dir / "eval_report.json"
@@ -64,8 +66,14 @@ def run_variant(key: str, config: Path, out: Path, full: Path, launcher: list[st
     if "--init-from" in (args or []):
         enc = []  # --init-from brings the encoder along
     resume = ["--resume"] if (run_dir / "run.json").is_file() else []
-    cmd = launcher + [str(HERE / "curriculum.py"), "--config", str(config), "--out", str(run_dir)] + resume \
-        + [a.format(full=full) for a in args] + enc + extra
+    cmd = (
+        launcher
+        + [str(HERE / "curriculum.py"), "--config", str(config), "--out", str(run_dir)]
+        + resume
+        + [a.format(full=full) for a in args]
+        + enc
+        + extra
+    )
     if not launcher:
         cmd = [python] + cmd
     _run(cmd)
@@ -96,17 +104,27 @@ def to_markdown(table: dict) -> str:
 
     lines = ["## Table 4: ablations (BUA variants)", ""]
     for test_set, rows in table["prediction"].items():
-        lines += [f"### Next behavior prediction, {test_set} test set", "",
-                  "| Method | " + " | ".join(t for _, t in PRED) + " |", "|---" * (len(PRED) + 1) + "|"]
+        lines += [
+            f"### Next behavior prediction, {test_set} test set",
+            "",
+            "| Method | " + " | ".join(t for _, t in PRED) + " |",
+            "|---" * (len(PRED) + 1) + "|",
+        ]
         lines += [f"| {label} | " + " | ".join(cell(m.get(k)) for k, _ in PRED) + " |" for label, m in rows.items()]
         lines.append("")
     if table["generation"]:
-        lines += ["### Next-day generation (App. H)", "",
-                  "| Method | Event BLEU | Event TVD | Event JSD | Time BLEU | Time TVD | Time JSD | Loc BLEU | Loc TVD | Loc JSD |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "### Next-day generation (App. H)",
+            "",
+            "| Method | Event BLEU | Event TVD | Event JSD | Time BLEU | Time TVD | Time JSD | Loc BLEU | Loc TVD | Loc JSD |",  # noqa: E501
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for label, m in table["generation"].items():
-            lines.append(f"| {label} | " + " | ".join(cell(m[s][k]) for s in ("event", "timestamp", "location")
-                                                       for k in ("bleu", "tvd", "jsd")) + " |")
+            lines.append(
+                f"| {label} | "
+                + " | ".join(cell(m[s][k]) for s in ("event", "timestamp", "location") for k in ("bleu", "tvd", "jsd"))
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -116,8 +134,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="directory for the variants' runs and the table")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
-    p.add_argument("--full", type=Path, default=None,
-                   help="an existing full run (stages 1-3, evaluated) to reuse instead of OUT/full")
+    p.add_argument(
+        "--full",
+        type=Path,
+        default=None,
+        help="an existing full run (stages 1-3, evaluated) to reuse instead of OUT/full",
+    )
     p.add_argument("--launcher", default="", help='prefix for training runs, e.g. "torchrun --nproc_per_node 8"')
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every variant")
     p.add_argument("--threads", type=int, default=None)

@@ -8,16 +8,16 @@ from typing import Optional
 
 import torch
 
-from bua.training import distributed as D
-from bua.training.config import TrainConfig
 from bua.fsio import write_dir, write_json
+from bua.training import distributed
+from bua.training.config import TrainConfig
 
 
 def encoder_max_len(config: TrainConfig, size_max_len: int) -> int:
     return max(size_max_len, config.data.history_len, config.data.generation_history_len)
 
 
-def ensure_encoder(run_dir: Path, config: TrainConfig, data, ctx: D.DistContext, progress: bool = True):
+def ensure_encoder(run_dir: Path, config: TrainConfig, data, ctx: distributed.DistContext, progress: bool = True):
     """RUN_DIR/encoder: reused if present, copied from `encoder.pretrained`, or pretrained on the
     training users (validation users for early stopping) by rank 0. Returns the loaded encoder."""
     from bua.models.encoder import BehaviorEncoder, EncoderConfig
@@ -49,7 +49,7 @@ def ensure_encoder(run_dir: Path, config: TrainConfig, data, ctx: D.DistContext,
                 write_json(d / "pretrain_report.json", report.to_dict())
 
             write_dir(target, build)
-    D.barrier(ctx)
+    distributed.barrier(ctx)
     encoder = BehaviorEncoder.load(target, map_location=str(ctx.device))
     encoder.config.check_vocab(data.vocab.n_behaviors, data.vocab.n_locations, "the run's dataset")
     longest = max(config.data.history_len, config.data.generation_history_len)

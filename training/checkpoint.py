@@ -120,24 +120,35 @@ def load_run(run_dir: str | Path, stage: Optional[str] = None) -> RunCheckpoint:
     encoder_dir = run_dir / record["encoder_dir"]
     # Every file run.json implies, so that a damaged copy is refused instead of exported wrong
     # (a missing adapter would otherwise read as "no stage trained LoRA").
-    expected = {best / "projector.safetensors": f"{chosen}'s projector", best / "projector.json": f"{chosen}'s projector",
-                encoder_dir / "encoder.safetensors": "the behavior encoder", encoder_dir / "encoder.json": "the behavior encoder",
-                run_dir / "tokenizer" / "tokenizer_config.json": "the tokenizer", run_dir / "vocab.json": "the vocabularies",
-                run_dir / "chat_format.json": "the chat format", run_dir / "dialogue_template.json": "the dialogue template"}
+    expected = {
+        best / "projector.safetensors": f"{chosen}'s projector",
+        best / "projector.json": f"{chosen}'s projector",
+        encoder_dir / "encoder.safetensors": "the behavior encoder",
+        encoder_dir / "encoder.json": "the behavior encoder",
+        run_dir / "tokenizer" / "tokenizer_config.json": "the tokenizer",
+        run_dir / "vocab.json": "the vocabularies",
+        run_dir / "chat_format.json": "the chat format",
+        run_dir / "dialogue_template.json": "the dialogue template",
+    }
     if chosen in LORA_STAGES:
         expected[adapter / "adapter_config.json"] = f"the LoRA adapter ({chosen} trains LoRA)"
         expected[adapter / "adapter_model.safetensors"] = f"the LoRA adapter ({chosen} trains LoRA)"
     missing = [f"{path} ({what})" for path, what in expected.items() if not path.is_file()]
     if missing:
-        raise RunDirError(f"{run_dir}: run.json says {chosen} is done, but these files are missing:\n  "
-                          + "\n  ".join(missing) + "\nThe run directory is damaged or incompletely copied; "
-                          "copy it again, or rerun the stage with `python training/curriculum.py --resume`")
+        raise RunDirError(
+            f"{run_dir}: run.json says {chosen} is done, but these files are missing:\n  "
+            + "\n  ".join(missing)
+            + "\nThe run directory is damaged or incompletely copied; "
+            "copy it again, or rerun the stage with `python training/curriculum.py --resume`"
+        )
     adapter_dir = adapter if chosen in LORA_STAGES else None
     backbone = record["backbone"]
     backbone_dir = Path(backbone["dir"])
     if not (backbone_dir / "config.json").is_file():
-        raise RunDirError(f"{run_dir}: the backbone directory {backbone_dir} recorded in run.json "
-                          "is gone; restore it (bua.backbones.resolve_backbone rebuilds known names)")
+        raise RunDirError(
+            f"{run_dir}: the backbone directory {backbone_dir} recorded in run.json "
+            "is gone; restore it (bua.backbones.resolve_backbone rebuilds known names)"
+        )
     return RunCheckpoint(
         run_dir=run_dir,
         backbone=backbone["name"],
@@ -157,13 +168,18 @@ def load_run(run_dir: str | Path, stage: Optional[str] = None) -> RunCheckpoint:
     )
 
 
-def new_run_record(config: dict[str, Any], backbone_name: str, backbone_dir: Path, arch: str,
-                   hidden_size: int, stages: list[str]) -> dict[str, Any]:
+def new_run_record(
+    config: dict[str, Any], backbone_name: str, backbone_dir: Path, arch: str, hidden_size: int, stages: list[str]
+) -> dict[str, Any]:
     return {
         "format_version": RUN_FORMAT_VERSION,
         "config": config,
-        "backbone": {"name": backbone_name, "dir": str(Path(backbone_dir).resolve()), "arch": arch,
-                     "hidden_size": hidden_size},
+        "backbone": {
+            "name": backbone_name,
+            "dir": str(Path(backbone_dir).resolve()),
+            "arch": arch,
+            "hidden_size": hidden_size,
+        },
         "encoder_dir": "encoder",
         "stages_requested": stages,
         "stages": {s: {"status": "pending" if s in stages else "skipped"} for s in STAGE_ORDER},

@@ -51,21 +51,29 @@ class Example:
     def __post_init__(self) -> None:
         soft = int((self.tokens.input_ids == SOFT_TOKEN_ID).sum())
         if soft != self.tokens.n_soft:
-            raise ValueError(f"dialogue of user {self.user_id!r}: {soft} soft positions but n_soft={self.tokens.n_soft}")
+            raise ValueError(
+                f"dialogue of user {self.user_id!r}: {soft} soft positions but n_soft={self.tokens.n_soft}"
+            )
         rounds = self.tokens.round_ids[self.tokens.answer_mask]
         if rounds.size and int(rounds.max()) >= len(self.round_tasks):
-            raise ValueError(f"dialogue of user {self.user_id!r}: answer round {int(rounds.max())} "
-                             f"but only {len(self.round_tasks)} round tasks")
+            raise ValueError(
+                f"dialogue of user {self.user_id!r}: answer round {int(rounds.max())} "
+                f"but only {len(self.round_tasks)} round tasks"
+            )
         if self.branches:
             trunk = self.branches[0].start
             ends = [trunk] + [b.end for b in self.branches[:-1]]
             for b, prev_end in zip(self.branches, ends):
                 if b.start != prev_end or b.end <= b.start or not 0 < b.sees <= trunk:
-                    raise ValueError(f"dialogue of user {self.user_id!r}: branch {b} does not follow "
-                                     f"the trunk of {trunk} positions and the branch before it")
+                    raise ValueError(
+                        f"dialogue of user {self.user_id!r}: branch {b} does not follow "
+                        f"the trunk of {trunk} positions and the branch before it"
+                    )
             if self.branches[-1].end != len(self.tokens):
-                raise ValueError(f"dialogue of user {self.user_id!r}: branches end at "
-                                 f"{self.branches[-1].end}, the dialogue at {len(self.tokens)}")
+                raise ValueError(
+                    f"dialogue of user {self.user_id!r}: branches end at "
+                    f"{self.branches[-1].end}, the dialogue at {len(self.tokens)}"
+                )
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -98,10 +106,23 @@ class Batch:
         return self.input_ids.shape[0]
 
     def to(self, device: torch.device | str) -> "Batch":
-        moved = {name: getattr(self, name).to(device) for name in
-                 ("input_ids", "attention_mask", "soft_positions", "labels", "loss_rounds", "events", "events_mask")}
-        branched = {name: getattr(self, name).to(device) for name in ("position_ids", "attention_4d")
-                    if getattr(self, name) is not None}
+        moved = {
+            name: getattr(self, name).to(device)
+            for name in (
+                "input_ids",
+                "attention_mask",
+                "soft_positions",
+                "labels",
+                "loss_rounds",
+                "events",
+                "events_mask",
+            )
+        }
+        branched = {
+            name: getattr(self, name).to(device)
+            for name in ("position_ids", "attention_4d")
+            if getattr(self, name) is not None
+        }
         return Batch(**moved, **branched, round_tasks=self.round_tasks)
 
 
@@ -129,8 +150,9 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
         attention[i, :n] = 1
         soft[i, :n] = is_soft
         labels[i, :n] = torch.where(answer, ids, torch.full_like(ids, -100))
-        rounds[i, :n] = torch.where(answer, torch.from_numpy(np.asarray(t.round_ids, dtype=np.int64)),
-                                    torch.full_like(ids, -1))
+        rounds[i, :n] = torch.where(
+            answer, torch.from_numpy(np.asarray(t.round_ids, dtype=np.int64)), torch.full_like(ids, -1)
+        )
         if len(e.events):
             ev = torch.from_numpy(np.asarray(e.events, dtype=np.int64))
             events[i, : len(ev)] = ev
@@ -138,8 +160,18 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
     position_ids = attention_4d = None
     if any(e.branches for e in examples):
         position_ids, attention_4d = _branch_layout(examples, s)
-    return Batch(input_ids, attention, soft, labels, rounds, events, events_mask,
-                 [tuple(e.round_tasks) for e in examples], position_ids, attention_4d)
+    return Batch(
+        input_ids,
+        attention,
+        soft,
+        labels,
+        rounds,
+        events,
+        events_mask,
+        [tuple(e.round_tasks) for e in examples],
+        position_ids,
+        attention_4d,
+    )
 
 
 def _branch_layout(examples: Sequence[Example], s: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +187,7 @@ def _branch_layout(examples: Sequence[Example], s: int) -> tuple[torch.Tensor, t
         mask[i, 0, :trunk, :trunk] = torch.ones(trunk, trunk, dtype=torch.bool).tril()
         for b in e.branches:
             length = b.end - b.start
-            positions[i, b.start:b.end] = torch.arange(b.sees, b.sees + length)
-            mask[i, 0, b.start:b.end, :b.sees] = True
-            mask[i, 0, b.start:b.end, b.start:b.end] = torch.ones(length, length, dtype=torch.bool).tril()
+            positions[i, b.start : b.end] = torch.arange(b.sees, b.sees + length)
+            mask[i, 0, b.start : b.end, : b.sees] = True
+            mask[i, 0, b.start : b.end, b.start : b.end] = torch.ones(length, length, dtype=torch.bool).tril()
     return positions, mask

@@ -155,7 +155,7 @@ class DistributedConfig:
 @dataclass
 class EvalConfig:
     """The report after training: Table 1 (prediction) and Table 2 (generation) metrics on the
-    test users, BUA next to the baselines of `bua.evaluate` (same samples, same split)."""
+    test users, BUA next to the baselines of `bua.models.baseline_eval` (same samples, same split)."""
 
     enabled: bool = True
     prediction_mode: Literal["direct", "explain"] = "direct"  # explain: generate rounds 1-3 first

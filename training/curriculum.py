@@ -6,7 +6,6 @@ data-parallel replicas. See training/README.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -33,10 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--init-from", type=Path, default=None,
                    help="take the encoder and finished earlier stages from this run (see --init-stages)")
-    p.add_argument("--init-stages", default=None,
-                   help="with --init-from: which stages to take, e.g. 1 (default: those finished before the first of --stages)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (dotted key, YAML value); repeatable")
+    p.add_argument(
+        "--init-stages",
+        default=None,
+        help="with --init-from: which stages to take, e.g. 1 (default: those finished before the first of --stages)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (dotted key, YAML value); repeatable",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation report after training")
@@ -54,19 +61,26 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # per-file "Loading weights" bars; ours are per stage
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
-    from bua.training.config import ConfigError
     from bua.training.checkpoint import RunDirError
+    from bua.training.config import ConfigError
     from bua.training.pipeline import RunOptions, parse_stages, run_curriculum
 
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / args.config.stem
     try:
-        opts = RunOptions(config=args.config, out=out, stages=parse_stages(args.stages) if args.stages else None,
-                          resume=args.resume, overrides=_parse_set(args.set), device=args.device,
-                          evaluate=False if args.no_eval else None, progress=not args.no_progress,
-                          init_from=args.init_from,
-                          init_stages=parse_stages(args.init_stages) if args.init_stages else None)
+        opts = RunOptions(
+            config=args.config,
+            out=out,
+            stages=parse_stages(args.stages) if args.stages else None,
+            resume=args.resume,
+            overrides=_parse_set(args.set),
+            device=args.device,
+            evaluate=False if args.no_eval else None,
+            progress=not args.no_progress,
+            init_from=args.init_from,
+            init_stages=parse_stages(args.init_stages) if args.init_stages else None,
+        )
         run_curriculum(opts)
     except (ConfigError, RunDirError, ValueError, FileNotFoundError) as err:
         print(f"curriculum.py: error: {err}", file=sys.stderr)

@@ -25,12 +25,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bua.dialogue import (GENERATE, PREDICT, STAGE1_TASKS, STAGE2_EXPLAIN_TASKS, STAGE3_TASKS, Dialogue,
-                          TokenizedDialogue, stage1_dialogues, stage2_dialogue, stage3_dialogue,
-                          tokenize_segments)
+from bua.dialogue import (
+    GENERATE,
+    PREDICT,
+    STAGE1_TASKS,
+    STAGE2_EXPLAIN_TASKS,
+    STAGE3_TASKS,
+    TokenizedDialogue,
+    tokenize_segments,
+)
 from bua.events import Dataset, events_to_array
 from bua.training.collate import Branch, Example
 from bua.training.config import DataConfig, StageConfig
+from bua.training.dialogues import Dialogue, stage1_dialogues, stage2_dialogue, stage3_dialogue
 
 STAGE_TASKS = {"stage1": STAGE1_TASKS, "stage2": STAGE2_EXPLAIN_TASKS + (PREDICT, GENERATE), "stage3": STAGE3_TASKS}
 

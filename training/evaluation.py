@@ -1,5 +1,5 @@
 """Evaluation of a trained run on the test users: next-behavior prediction (Table 1 metrics,
-natural and class-balanced "long-tail" test sets) next to the baselines of `bua.evaluate`, and
+natural and class-balanced "long-tail" test sets) next to the baselines of `bua.models.baseline_eval`, and
 next-day generation (Table 2 metrics) next to a repeat-the-previous-day baseline.
 
 BUA predicts by candidate scoring (every behavior name + end of turn as the final round's
@@ -21,10 +21,9 @@ from tqdm.auto import tqdm
 
 from bua.dialogue import GENERATE, PREDICT, STAGE2_EXPLAIN_TASKS, question_context, round_prompt_segments
 from bua.events import events_to_array
-from bua.training.config import TrainConfig
 from bua.fsio import write_bytes, write_json
+from bua.training.config import TrainConfig
 from bua.training.inference import InferenceSession
-
 
 PROBE_ROW = "soft-token probe (read-out ceiling)"
 
@@ -126,7 +125,7 @@ def repeat_previous_day(sample) -> np.ndarray:
 
 
 def baseline_eval_config(config: TrainConfig, progress: bool):
-    from bua.evaluate import EvalConfig as BaselineEvalConfig
+    from bua.models.baseline_eval import BaselineEvalConfig
 
     e = config.eval
     return BaselineEvalConfig(
@@ -141,8 +140,8 @@ def baseline_eval_config(config: TrainConfig, progress: bool):
 def evaluate_model(run_dir: str | Path, stage: Optional[str], config: TrainConfig, data, device: torch.device | str,
                    progress: bool = True, model=None) -> dict[str, Any]:
     """The report of one run (its best weights of `stage`, default the final stage)."""
-    from bua.evaluate import prediction_report, prepare_eval_data, run_baselines
     from bua.metrics import generation_metrics
+    from bua.models.baseline_eval import prediction_report, prepare_eval_data, run_baselines
     from bua.samples import generation_samples
     from bua.training.build import load_trained
 
@@ -174,22 +173,33 @@ def evaluate_model(run_dir: str | Path, stage: Optional[str], config: TrainConfi
     n_gen = config.eval.generation_samples
     if n_gen > 0:
         per_user = max(1, math.ceil(n_gen / max(1, len(data.test))))
-        pool = generation_samples(data.test, config.data.generation_history_len,
-                                  min_history=min(config.data.generation_history_len, max(2, config.data.history_len // 2)),
-                                  max_per_user=per_user)
+        pool = generation_samples(
+            data.test,
+            config.data.generation_history_len,
+            min_history=min(config.data.generation_history_len, max(2, config.data.history_len // 2)),
+            max_per_user=per_user,
+        )
         samples = pool[:n_gen]
         if samples:
             t = time.monotonic()
-            generated, kept, rejected = generate_days(model, samples, vocab, explain, config.eval.max_new_tokens, progress)
+            generated, kept, rejected = generate_days(
+                model, samples, vocab, explain, config.eval.max_new_tokens, progress
+            )
             reference = [events_to_array(s.target_day) for s in samples]
-            gen = {"BUA": generation_metrics(generated, reference, vocab.n_behaviors, vocab.n_locations),
-                   "repeat previous day": generation_metrics([repeat_previous_day(s) for s in samples], reference,
-                                                             vocab.n_behaviors, vocab.n_locations)}
+            gen = {
+                "BUA": generation_metrics(generated, reference, vocab.n_behaviors, vocab.n_locations),
+                "repeat previous day": generation_metrics(
+                    [repeat_previous_day(s) for s in samples], reference, vocab.n_behaviors, vocab.n_locations
+                ),
+            }
             out["generation"] = _clean(gen)
             out["generation_samples"] = len(samples)
-            out["generation_lines"] = {"parsed": kept, "rejected": rejected,
-                                       "mean_generated_events": float(np.mean([len(g) for g in generated])),
-                                       "mean_reference_events": float(np.mean([len(r) for r in reference]))}
+            out["generation_lines"] = {
+                "parsed": kept,
+                "rejected": rejected,
+                "mean_generated_events": float(np.mean([len(g) for g in generated])),
+                "mean_reference_events": float(np.mean([len(r) for r in reference])),
+            }
             out["bua_generation_seconds"] = round(time.monotonic() - t, 1)
     out["seconds"] = round(time.monotonic() - start, 1)
     return out
@@ -207,8 +217,14 @@ def _clean(x: Any) -> Any:
     return x
 
 
-PRED_COLS = (("rec_w", "Rec_w"), ("prec_w", "Prec_w"), ("overall", "Overall"), ("head", "Head"),
-             ("medium", "Medium"), ("tail", "Tail"))
+PRED_COLS = (
+    ("rec_w", "Rec_w"),
+    ("prec_w", "Prec_w"),
+    ("overall", "Overall"),
+    ("head", "Head"),
+    ("medium", "Medium"),
+    ("tail", "Tail"),
+)
 
 
 def _cell(v: Any) -> str:
@@ -216,11 +232,17 @@ def _cell(v: Any) -> str:
 
 
 def report_markdown(report: dict[str, Any]) -> str:
-    lines = [f"## Evaluation of {report['run_dir']} ({report['stage']} best, prediction mode "
-             f"{report['prediction_mode']})", ""]
+    lines = [
+        f"## Evaluation of {report['run_dir']} ({report['stage']} best, prediction mode {report['prediction_mode']})",
+        "",
+    ]
     for test_set, models in report["prediction"].items():
-        lines += [f"### Next behavior prediction, {test_set} test set ({report['prediction_samples'][test_set]} samples)",
-                  "", "| Method | " + " | ".join(t for _, t in PRED_COLS) + " |", "|---" * (len(PRED_COLS) + 1) + "|"]
+        lines += [
+            f"### Next behavior prediction, {test_set} test set ({report['prediction_samples'][test_set]} samples)",
+            "",
+            "| Method | " + " | ".join(t for _, t in PRED_COLS) + " |",
+            "|---" * (len(PRED_COLS) + 1) + "|",
+        ]
         for name, m in models.items():
             cells = [_cell(m.get(k)) for k, _ in PRED_COLS]
             if m.get("rec_w_se") is not None:
@@ -228,10 +250,13 @@ def report_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     if "generation" in report:
-        lines += [f"### Next-day generation ({report['generation_samples']} samples; lines parsed "
-                  f"{report['generation_lines']['parsed']}, rejected {report['generation_lines']['rejected']})", "",
-                  "| Method | Event BLEU | Event TVD | Event JSD | Time BLEU | Time TVD | Time JSD | Loc BLEU | Loc TVD | Loc JSD |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### Next-day generation ({report['generation_samples']} samples; lines parsed "
+            f"{report['generation_lines']['parsed']}, rejected {report['generation_lines']['rejected']})",
+            "",
+            "| Method | Event BLEU | Event TVD | Event JSD | Time BLEU | Time TVD | Time JSD | Loc BLEU | Loc TVD | Loc JSD |",  # noqa: E501
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, m in report["generation"].items():
             cells = [_cell(m[s][k]) for s in ("event", "timestamp", "location") for k in ("bleu", "tvd", "jsd")]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -152,12 +152,23 @@ def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: t
     from bua.training.model import BUAModel
 
     _reset_peak(device)
-    config = config_from_dict({"data": {"n_users": data_users, "n_days": 14, "history_len": 40 if shape.seq >= 512 else 8,
-                                        "generation_history_len": 100 if shape.seq >= 512 else 16,
-                                        "max_length": shape.seq}})
+    config = config_from_dict(
+        {
+            "data": {
+                "n_users": data_users,
+                "n_days": 14,
+                "history_len": 40 if shape.seq >= 512 else 8,
+                "generation_history_len": 100 if shape.seq >= 512 else 16,
+                "max_length": shape.seq,
+            }
+        }
+    )
     data = prepare(config.data)
-    encoder = BehaviorEncoder(EncoderConfig.sized("default" if shape.seq >= 512 else "tiny", data.vocab.n_behaviors,
-                                                  data.vocab.n_locations, max_len=128)).to(device)
+    encoder = BehaviorEncoder(
+        EncoderConfig.sized(
+            "default" if shape.seq >= 512 else "tiny", data.vocab.n_behaviors, data.vocab.n_locations, max_len=128
+        )
+    ).to(device)
     torch.manual_seed(0)
     projector = Projector(ProjectorConfig(encoder.config.d_model, shape.hidden))
     lm = _load_random(directory, dtype, device)
@@ -170,8 +181,13 @@ def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: t
     peft_lm = get_peft_model(lm, LoraConfig(r=16, lora_alpha=32, target_modules=LORA_ALL_LINEAR, task_type="CAUSAL_LM"))
     from bua.dialogue import default_template
 
-    model = BUAModel(SoftTokenizer(encoder, projector), peft_lm, AutoTokenizer.from_pretrained(str(directory)),
-                     _chat(directory), default_template()).to(device)
+    model = BUAModel(
+        SoftTokenizer(encoder, projector),
+        peft_lm,
+        AutoTokenizer.from_pretrained(str(directory)),
+        _chat(directory),
+        default_template(),
+    ).to(device)
     model.set_stage("stage2")
     model.train()
     stage = StageConfig(train_samples_per_user=8, val_samples_per_user=0, generation_fraction=0.3, direct_fraction=0.2)
@@ -186,7 +202,7 @@ def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: t
     opt = torch.optim.AdamW([p for _, p in model.named_trainable()], lr=1e-5)
     times, padded, real = [], 0, 0
     for i in range(warmup + steps):
-        batch = collate(pool[i * shape.batch:(i + 1) * shape.batch], model.pad_id).to(device)
+        batch = collate(pool[i * shape.batch : (i + 1) * shape.batch], model.pad_id).to(device)
         _sync(device)
         t = time.perf_counter()
         nll, rounds = model(batch)  # as the trainer runs it: bf16 base, fp32 LoRA and projector
@@ -201,9 +217,16 @@ def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: t
             real += batch.n_tokens
     step_s = sum(times) / len(times)
     mean_len = sum(len(e) for e in examples) / len(examples)
-    out = {"step_s": step_s, "tokens_per_s": padded / sum(times), "real_tokens_per_s": real / sum(times),
-           "padded_tokens_per_step": padded / steps, "peak_gb": _peak_gb(device), "n_params": _count_base(model.lm),
-           "mean_dialogue_tokens": mean_len, "n_dialogues": len(examples)}
+    out = {
+        "step_s": step_s,
+        "tokens_per_s": padded / sum(times),
+        "real_tokens_per_s": real / sum(times),
+        "padded_tokens_per_step": padded / steps,
+        "peak_gb": _peak_gb(device),
+        "n_params": _count_base(model.lm),
+        "mean_dialogue_tokens": mean_len,
+        "n_dialogues": len(examples),
+    }
     del model, lm, opt
     return out
 
@@ -244,17 +267,29 @@ def run(shapes: list[str], device: torch.device, steps: int, warmup: int, data_u
     checkpointing = device.type == "cuda"
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     tflops = peak_tflops(device)
-    report: dict[str, Any] = {"device": card, "dtype": str(dtype), "gradient_checkpointing": checkpointing,
-                              "peak_tflops_bf16": tflops, "steps": steps, "warmup": warmup, "shapes": {},
-                              "torch": torch.__version__, "weights": "random (timings do not depend on weight values)"}
+    report: dict[str, Any] = {
+        "device": card,
+        "dtype": str(dtype),
+        "gradient_checkpointing": checkpointing,
+        "peak_tflops_bf16": tflops,
+        "steps": steps,
+        "warmup": warmup,
+        "shapes": {},
+        "torch": torch.__version__,
+        "weights": "random (timings do not depend on weight values)",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for key in shapes:
             shape = SHAPES[key]
             directory = make_backbone(shape, Path(tmp) / key)
             plain = plain_step_speed(directory, shape, device, dtype, steps, warmup, checkpointing)
             bua = bua_step_speed(directory, shape, device, dtype, steps, warmup, checkpointing, data_users)
-            entry = {"shape": shape.__dict__, "plain": plain, "bua": bua,
-                     "bua_over_plain": bua["tokens_per_s"] / plain["tokens_per_s"]}
+            entry = {
+                "shape": shape.__dict__,
+                "plain": plain,
+                "bua": bua,
+                "bua_over_plain": bua["tokens_per_s"] / plain["tokens_per_s"],
+            }
             for kind in ("plain", "bua"):
                 if tflops:
                     entry[kind]["mfu_6n"] = 6 * entry[kind]["n_params"] * entry[kind]["tokens_per_s"] / (tflops * 1e12)
@@ -273,12 +308,14 @@ def _row(key: str, e: dict[str, Any]) -> str:
     def f(v, fmt="{:.0f}"):
         return "-" if v is None else fmt.format(v)
 
-    return (f"[{key}] plain {f(e['plain']['tokens_per_s'])} tok/s, peak {f(e['plain']['peak_gb'], '{:.1f}')} GB, "
-            f"MFU {f(e['plain'].get('mfu_6n'), '{:.1%}')} | BUA stage 2 {f(e['bua']['tokens_per_s'])} tok/s "
-            f"({f(e['bua']['real_tokens_per_s'])} without padding), peak {f(e['bua']['peak_gb'], '{:.1f}')} GB, "
-            f"MFU {f(e['bua'].get('mfu_6n'), '{:.1%}')} | BUA/plain {e['bua_over_plain']:.2f}"
-            + (f", BUA/reference {e['bua_over_reference']:.2f}" if "bua_over_reference" in e else "")
-            + f" | paper run on 8 of these: {e['projection']['hours_8_gpus_of_this_card']:.1f} h")
+    return (
+        f"[{key}] plain {f(e['plain']['tokens_per_s'])} tok/s, peak {f(e['plain']['peak_gb'], '{:.1f}')} GB, "
+        f"MFU {f(e['plain'].get('mfu_6n'), '{:.1%}')} | BUA stage 2 {f(e['bua']['tokens_per_s'])} tok/s "
+        f"({f(e['bua']['real_tokens_per_s'])} without padding), peak {f(e['bua']['peak_gb'], '{:.1f}')} GB, "
+        f"MFU {f(e['bua'].get('mfu_6n'), '{:.1%}')} | BUA/plain {e['bua_over_plain']:.2f}"
+        + (f", BUA/reference {e['bua_over_reference']:.2f}" if "bua_over_reference" in e else "")
+        + f" | paper run on 8 of these: {e['projection']['hours_8_gpus_of_this_card']:.1f} h"
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -296,8 +333,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         p.error(f"unknown shapes {bad}; valid: {', '.join(SHAPES)}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("gpu_check.py: no CUDA device visible; run it on a GPU machine (or --device cpu --shapes tiny)",
-              file=sys.stderr)
+        print(
+            "gpu_check.py: no CUDA device visible; run it on a GPU machine (or --device cpu --shapes tiny)",
+            file=sys.stderr,
+        )
         return 2
     report = run(shapes, device, args.steps, args.warmup, args.data_users)
     text = json.dumps(report, indent=2)

@@ -12,11 +12,18 @@ from typing import Any, Optional
 
 import torch
 
-from bua.training import distributed as D
-from bua.training.checkpoint import (STAGE_ORDER, RunDirError, new_run_record, read_run, stage_dir, update_stage,
-                                     write_run)
-from bua.training.config import TrainConfig, config_from_dict, load_config
 from bua.fsio import write_json
+from bua.training import distributed
+from bua.training.checkpoint import (
+    STAGE_ORDER,
+    RunDirError,
+    new_run_record,
+    read_run,
+    stage_dir,
+    update_stage,
+    write_run,
+)
+from bua.training.config import TrainConfig, config_from_dict, load_config
 
 STAGE_NAMES = {"1": "stage1", "2": "stage2", "3": "stage3", "stage1": "stage1", "stage2": "stage2", "stage3": "stage3"}
 
@@ -61,7 +68,7 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _prepare_run_dir(opts: RunOptions, config: TrainConfig, stages: list[str], ctx: D.DistContext,
+def _prepare_run_dir(opts: RunOptions, config: TrainConfig, stages: list[str], ctx: distributed.DistContext,
                      backbone_dir: Path, model, exists: bool) -> dict:
     """Creates run.json and the static files, or checks them on --resume; returns the record."""
     out = opts.out
@@ -82,7 +89,7 @@ def _prepare_run_dir(opts: RunOptions, config: TrainConfig, stages: list[str], c
             write_json(out / "chat_format.json", model.chat.to_dict())
             write_json(out / "dialogue_template.json", model.template.to_dict())
         write_run(out, record)
-    D.barrier(ctx)
+    distributed.barrier(ctx)
     return read_run(out)
 
 
@@ -109,7 +116,9 @@ def _check_same_config(out: Path, record: dict, config: TrainConfig) -> None:
                           + "; ".join(diff[:8]) + ("" if len(diff) <= 8 else f" (+{len(diff) - 8} more)"))
 
 
-def _copy_earlier_stages(opts: RunOptions, config: TrainConfig, stages: list[str], ctx: D.DistContext) -> None:
+def _copy_earlier_stages(
+    opts: RunOptions, config: TrainConfig, stages: list[str], ctx: distributed.DistContext
+) -> None:
     """--init-from OTHER_RUN: take OTHER_RUN's finished stages before the first requested one
     (their best/ weights and logs) as this run's, so an ablation need not retrain them."""
     src = opts.init_from
@@ -126,8 +135,9 @@ def _copy_earlier_stages(opts: RunOptions, config: TrainConfig, stages: list[str
         record = read_run(opts.out)
         for s in take:
             if other["stages"][s].get("status") != "done":
-                raise RunDirError(f"--init-from {src}: its {s} has status {other['stages'][s].get('status')!r}, "
-                                  "not 'done'")
+                raise RunDirError(
+                    f"--init-from {src}: its {s} has status {other['stages'][s].get('status')!r}, not 'done'"
+                )
             if record["stages"][s].get("status") == "done":
                 continue
             for kind in ("best",):
@@ -135,7 +145,7 @@ def _copy_earlier_stages(opts: RunOptions, config: TrainConfig, stages: list[str
             if (src / s / "log.jsonl").is_file():
                 shutil.copy2(src / s / "log.jsonl", opts.out / s / "log.jsonl")
             update_stage(opts.out, s, **{**other["stages"][s], "copied_from": str(src)})
-    D.barrier(ctx)
+    distributed.barrier(ctx)
 
 
 def check_stage_plan(stages: list[str], config: TrainConfig, record: Optional[dict], run_dir: Path) -> None:
@@ -143,17 +153,21 @@ def check_stage_plan(stages: list[str], config: TrainConfig, record: Optional[di
     stage output it needs; `record` is the existing run.json (None for a new run)."""
     done = {s for s in STAGE_ORDER if record and record["stages"][s].get("status") == "done"}
     for stage in stages:
-        earlier = {s for s in STAGE_ORDER[:STAGE_ORDER.index(stage)] if s in done or s in stages}
+        earlier = {s for s in STAGE_ORDER[: STAGE_ORDER.index(stage)] if s in done or s in stages}
         wanted = config.stage(stage).continue_from
         if wanted is not None and wanted not in earlier:
-            raise RunDirError(f"{stage} continues from {wanted} ({stage}.continue_from), but {wanted} has not finished "
-                              f"in {run_dir} and is not among --stages: run `--stages {wanted[-1]},{stage[-1]}`, or "
-                              f"`--init-from` a run that finished it, or set {stage}.continue_from: null")
+            raise RunDirError(
+                f"{stage} continues from {wanted} ({stage}.continue_from), but {wanted} has not finished "
+                f"in {run_dir} and is not among --stages: run `--stages {wanted[-1]},{stage[-1]}`, or "
+                f"`--init-from` a run that finished it, or set {stage}.continue_from: null"
+            )
         if stage == "stage3" and not earlier:
-            raise RunDirError(f"stage3 trains only LoRA with the projector frozen (sec. 3.3), so it needs a projector "
-                              f"trained by stage 1 or stage 2, and neither has finished in {run_dir} nor is among "
-                              "--stages. Run `--stages 1,3` / `--stages 2,3`, or `--init-from` a run that finished "
-                              "stage 1 or 2.")
+            raise RunDirError(
+                f"stage3 trains only LoRA with the projector frozen (sec. 3.3), so it needs a projector "
+                f"trained by stage 1 or stage 2, and neither has finished in {run_dir} nor is among "
+                "--stages. Run `--stages 1,3` / `--stages 2,3`, or `--init-from` a run that finished "
+                "stage 1 or 2."
+            )
         done.add(stage)
 
 
@@ -163,18 +177,23 @@ def _init_stage(model, run_dir: Path, stage: str, config: TrainConfig, fresh: di
 
     record = read_run(run_dir)
     status = {s: record["stages"][s].get("status") for s in STAGE_ORDER}
-    earlier = [s for s in STAGE_ORDER[:STAGE_ORDER.index(stage)] if status[s] == "done"]
+    earlier = [s for s in STAGE_ORDER[: STAGE_ORDER.index(stage)] if status[s] == "done"]
     wanted = config.stage(stage).continue_from
     if wanted is not None and status[wanted] != "done":
-        raise RunDirError(f"{stage} continues from {wanted} ({stage}.continue_from), but {wanted} has not finished "
-                          f"in {run_dir} (status {status[wanted]!r}): run `--stages {wanted[-1]},{stage[-1]}`, or "
-                          f"`--init-from` a run that finished it, or set {stage}.continue_from: null")
+        raise RunDirError(
+            f"{stage} continues from {wanted} ({stage}.continue_from), but {wanted} has not finished "
+            f"in {run_dir} (status {status[wanted]!r}): run `--stages {wanted[-1]},{stage[-1]}`, or "
+            f"`--init-from` a run that finished it, or set {stage}.continue_from: null"
+        )
     source = wanted or (earlier[-1] if earlier else None)
     if source is None and stage == "stage3":
-        raise RunDirError(f"stage3 trains only LoRA with the projector frozen (sec. 3.3), so it needs a projector "
-                          f"trained by stage 1 or stage 2, and none has finished in {run_dir} (status: "
-                          + ", ".join(f"{s} {v}" for s, v in status.items()) + "). Run `--stages 1,3` / `--stages "
-                          "2,3`, or `--init-from` a run that finished stage 1 or 2.")
+        raise RunDirError(
+            f"stage3 trains only LoRA with the projector frozen (sec. 3.3), so it needs a projector "
+            f"trained by stage 1 or stage 2, and none has finished in {run_dir} (status: "
+            + ", ".join(f"{s} {v}" for s, v in status.items())
+            + "). Run `--stages 1,3` / `--stages "
+            "2,3`, or `--init-from` a run that finished stage 1 or 2."
+        )
     with torch.no_grad():
         if source is None:
             model.projector.load_state_dict(fresh["projector"])
@@ -196,13 +215,21 @@ def _init_stage(model, run_dir: Path, stage: str, config: TrainConfig, fresh: di
     return source
 
 
-def _warm_start(model, config: TrainConfig, data, out: Path, ctx: D.DistContext) -> None:
+def _warm_start(model, config: TrainConfig, data, out: Path, ctx: distributed.DistContext) -> None:
     """Fits the fresh projector before any stage (encoder.warm_start); the same on every rank."""
     from bua.training.warm_start import warm_start_projector
 
-    report = warm_start_projector(model.soft_tokenizer, model.lm.get_input_embeddings().weight, model.tokenizer,
-                                  list(data.vocab.behaviors), list(data.train), list(data.val),
-                                  config.data.history_len, config.encoder.warm_start, config.seed)
+    report = warm_start_projector(
+        model.soft_tokenizer,
+        model.lm.get_input_embeddings().weight,
+        model.tokenizer,
+        list(data.vocab.behaviors),
+        list(data.train),
+        list(data.val),
+        config.data.history_len,
+        config.encoder.warm_start,
+        config.seed,
+    )
     if ctx.is_main:
         print(f"[warm start] {report.summary()}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
@@ -216,14 +243,14 @@ def run_curriculum(opts: RunOptions) -> dict[str, Any]:
     from bua.training.data import build_stage, prepare
     from bua.training.runlog import plot_loss_curves
     from bua.training.state import seed_everything
-    from bua.training.trainer import StageTrainer, STAGE_INDEX
+    from bua.training.trainer import STAGE_INDEX, StageTrainer
 
     t0 = time.monotonic()
     config = load_config(opts.config, opts.overrides)
     stages = opts.stages or [s for s in STAGE_ORDER if config.stage(s).enabled]
     if not stages:
         raise ValueError("no stage to run: every stage is disabled in the config and --stages was not given")
-    ctx = D.init_distributed(config.distributed, opts.device)
+    ctx = distributed.init_distributed(config.distributed, opts.device)
     try:
         seed_everything(config.seed)
         opts.out = Path(opts.out)
@@ -236,17 +263,26 @@ def run_curriculum(opts: RunOptions) -> dict[str, Any]:
         if opts.init_from is not None:
             other = read_run(opts.init_from)
             take = _init_stages(opts, stages)
-            record = {"stages": {s: ({"status": "done"} if s in take and other["stages"][s].get("status") == "done"
-                                     else (record or {"stages": {}})["stages"].get(s, {}))
-                                 for s in STAGE_ORDER}}
+            record = {
+                "stages": {
+                    s: (
+                        {"status": "done"}
+                        if s in take and other["stages"][s].get("status") == "done"
+                        else (record or {"stages": {}})["stages"].get(s, {})
+                    )
+                    for s in STAGE_ORDER
+                }
+            }
         check_stage_plan(stages, config, record, opts.out)
         if ctx.is_main:
-            print(f"[run] {opts.out}: stages {', '.join(stages)} of {opts.config} on {ctx.device} x {ctx.world_size}",
-                  flush=True)
+            print(
+                f"[run] {opts.out}: stages {', '.join(stages)} of {opts.config} on {ctx.device} x {ctx.world_size}",
+                flush=True,
+            )
         data = prepare(config.data)
         if ctx.is_main:
             backbone_dir = resolve_backbone(config.model.backbone)
-        D.barrier(ctx)
+        distributed.barrier(ctx)
         backbone_dir = resolve_backbone(config.model.backbone)
         if opts.init_from is not None and ctx.is_main and not (opts.out / "encoder").exists():
             src = Path(opts.init_from) / "encoder"
@@ -257,8 +293,10 @@ def run_curriculum(opts: RunOptions) -> dict[str, Any]:
         model = build_model(config, encoder, backbone_dir, ctx.device)
         if config.encoder.warm_start.enabled:
             _warm_start(model, config, data, opts.out, ctx)
-        fresh = {"projector": {k: v.detach().clone() for k, v in model.projector.state_dict().items()},
-                 "lora": {k: v.detach().clone() for k, v in model.lora_state().items()}}
+        fresh = {
+            "projector": {k: v.detach().clone() for k, v in model.projector.state_dict().items()},
+            "lora": {k: v.detach().clone() for k, v in model.lora_state().items()},
+        }
         _prepare_run_dir(opts, config, stages, ctx, backbone_dir, model, exists)
         if ctx.is_main:
             data.vocab.save(opts.out / "vocab.json")
@@ -270,8 +308,10 @@ def run_curriculum(opts: RunOptions) -> dict[str, Any]:
             status = record["stages"][stage].get("status")
             if status == "done":
                 if ctx.is_main:
-                    print(f"[{stage}] already done (best step {record['stages'][stage].get('best_step')}); skipping",
-                          flush=True)
+                    print(
+                        f"[{stage}] already done (best step {record['stages'][stage].get('best_step')}); skipping",
+                        flush=True,
+                    )
                 results[stage] = record["stages"][stage]
                 continue
             seed_everything(config.seed + 1000 * STAGE_INDEX[stage] + ctx.rank)  # own dropout noise per rank
@@ -279,30 +319,53 @@ def run_curriculum(opts: RunOptions) -> dict[str, Any]:
             model.set_stage(stage)
             built = build_stage(data, stage, config.stage(stage), config.data, model)
             if ctx.is_main:
-                print(f"[{stage}] starts from {source + ' best' if source else 'a fresh projector and LoRA'}; "
-                      f"dialogues: {built.counts}" + (f", {built.dropped} dropped (> data.max_length)" if built.dropped else ""),
-                      flush=True)
-            trainer = StageTrainer(model, stage, config.stage(stage), built.train, built.val, opts.out, ctx,
-                                   config.seed, config.distributed.strategy, config.distributed.find_unused_parameters,
-                                   progress=opts.progress)
+                print(
+                    f"[{stage}] starts from {source + ' best' if source else 'a fresh projector and LoRA'}; "
+                    f"dialogues: {built.counts}"
+                    + (f", {built.dropped} dropped (> data.max_length)" if built.dropped else ""),
+                    flush=True,
+                )
+            trainer = StageTrainer(
+                model,
+                stage,
+                config.stage(stage),
+                built.train,
+                built.val,
+                opts.out,
+                ctx,
+                config.seed,
+                config.distributed.strategy,
+                config.distributed.find_unused_parameters,
+                progress=opts.progress,
+            )
             resumed = opts.resume and status == "running" and trainer.resume()
             if ctx.is_main:
                 update_stage(opts.out, stage, status="running", total_steps=trainer.total_steps, init_from=source)
-            D.barrier(ctx)
+            distributed.barrier(ctx)
             result = trainer.run()
             if stage in ("stage2", "stage3"):
                 model.has_adapter = True
             if ctx.is_main:
-                update_stage(opts.out, stage, status="done", **{k: _finite(v) for k, v in result.to_dict().items() if k != "stage"},
-                             resumed=bool(resumed))
+                update_stage(
+                    opts.out,
+                    stage,
+                    status="done",
+                    **{k: _finite(v) for k, v in result.to_dict().items() if k != "stage"},
+                    resumed=bool(resumed),
+                )
                 plot_loss_curves(opts.out, STAGE_ORDER)
                 _print_stage(result)
             results[stage] = result.to_dict()
-            D.barrier(ctx)
+            distributed.barrier(ctx)
         record = read_run(opts.out)
-        summary = {"run_dir": str(opts.out), "stages": {s: record["stages"][s] for s in STAGE_ORDER},
-                   "final_stage": record["final_stage"], "train_seconds": time.monotonic() - t0,
-                   "world_size": ctx.world_size, "device": str(ctx.device)}
+        summary = {
+            "run_dir": str(opts.out),
+            "stages": {s: record["stages"][s] for s in STAGE_ORDER},
+            "final_stage": record["final_stage"],
+            "train_seconds": time.monotonic() - t0,
+            "world_size": ctx.world_size,
+            "device": str(ctx.device),
+        }
         evaluate = config.eval.enabled if opts.evaluate is None else opts.evaluate
         if evaluate and ctx.is_main:
             from bua.training.evaluation import evaluate_model, write_report
@@ -317,7 +380,7 @@ def run_curriculum(opts: RunOptions) -> dict[str, Any]:
             _print_summary(summary)
         return summary
     finally:
-        D.shutdown(ctx)
+        distributed.shutdown(ctx)
 
 
 def _finite(v: Any) -> Any:
@@ -327,25 +390,35 @@ def _finite(v: Any) -> Any:
 
 
 def _fmt(v: Any) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}" if isinstance(v, float) else str(v)
+    return (
+        "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}" if isinstance(v, float) else str(v)
+    )
 
 
 def _print_stage(r) -> None:
-    print(f"[{r.stage}] done: {r.steps} steps in {r.seconds:.0f}s, train loss {_fmt(r.first_train_loss)} -> "
-          f"{_fmt(r.last_train_loss)}, validation {_fmt(r.first_val_loss)} -> best {_fmt(r.best_val_loss)} "
-          f"(step {r.best_step})", flush=True)
+    print(
+        f"[{r.stage}] done: {r.steps} steps in {r.seconds:.0f}s, train loss {_fmt(r.first_train_loss)} -> "
+        f"{_fmt(r.last_train_loss)}, validation {_fmt(r.first_val_loss)} -> best {_fmt(r.best_val_loss)} "
+        f"(step {r.best_step})",
+        flush=True,
+    )
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    lines = ["", "== BUA curriculum summary ==", f"run dir: {summary['run_dir']}  ({summary['device']} x "
-             f"{summary['world_size']}, {summary['seconds']:.0f}s)",
-             "| stage | status | steps | train loss first -> last | val loss first -> best (step) | seconds |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "== BUA curriculum summary ==",
+        f"run dir: {summary['run_dir']}  ({summary['device']} x {summary['world_size']}, {summary['seconds']:.0f}s)",
+        "| stage | status | steps | train loss first -> last | val loss first -> best (step) | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
     for s, rec in summary["stages"].items():
-        lines.append(f"| {s} | {rec.get('status')} | {rec.get('steps', '-')} | {_fmt(rec.get('first_train_loss'))} -> "
-                     f"{_fmt(rec.get('last_train_loss'))} | {_fmt(rec.get('first_val_loss'))} -> "
-                     f"{_fmt(rec.get('best_val_loss'))} ({rec.get('best_step', '-')}) | "
-                     f"{'-' if rec.get('seconds') is None else format(rec['seconds'], '.0f')} |")
+        lines.append(
+            f"| {s} | {rec.get('status')} | {rec.get('steps', '-')} | {_fmt(rec.get('first_train_loss'))} -> "
+            f"{_fmt(rec.get('last_train_loss'))} | {_fmt(rec.get('first_val_loss'))} -> "
+            f"{_fmt(rec.get('best_val_loss'))} ({rec.get('best_step', '-')}) | "
+            f"{'-' if rec.get('seconds') is None else format(rec['seconds'], '.0f')} |"
+        )
     if "eval" in summary:
         from bua.training.evaluation import report_markdown
 

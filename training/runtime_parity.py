@@ -40,7 +40,7 @@ class ParityReport:
 
 def test_samples(config, n: Optional[int]) -> list:
     """The run's natural and long-tail test sets (the split and samples its evaluation uses)."""
-    from bua.evaluate import prepare_eval_data
+    from bua.models.baseline_eval import prepare_eval_data
     from bua.training.data import load_events
     from bua.training.evaluation import baseline_eval_config
 

@@ -20,11 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from bua.dialogue import ALL_TASKS
-from bua.training import distributed as D
+from bua.fsio import commit_dir, new_temp_dir
+from bua.training import distributed
 from bua.training.checkpoint import stage_dir
 from bua.training.collate import Batch, Example, collate
 from bua.training.config import StageConfig
-from bua.fsio import commit_dir, new_temp_dir
 from bua.training.inference import evaluating
 from bua.training.losses import dialogue_losses, round_losses
 from bua.training.model import BUAModel
@@ -86,7 +86,7 @@ class StageTrainer:
     """Trains `model` (already set up for `stage`: freezing and initial weights) on `train`."""
 
     def __init__(self, model: BUAModel, stage: str, cfg: StageConfig, train: Sequence[Example],
-                 val: Sequence[Example], run_dir: Path, ctx: D.DistContext, seed: int,
+                 val: Sequence[Example], run_dir: Path, ctx: distributed.DistContext, seed: int,
                  strategy: str = "ddp", find_unused_parameters: bool = False, progress: bool = True) -> None:
         self.model = model
         self.stage = stage
@@ -210,7 +210,7 @@ class StageTrainer:
             unweighted = dialogue_losses(rounds, self.cfg.loss) if weights is not None else losses
             v = self._stats_vector(rounds, unweighted, batch)
             stats = v if stats is None else stats + v
-        D.all_reduce_sum(stats, self.ctx)
+        distributed.all_reduce_sum(stats, self.ctx)
         grad_norm = None
         if self.cfg.optimizer.grad_clip > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optimizer.grad_clip))
@@ -241,7 +241,7 @@ class StageTrainer:
                 batch = collate(mine[k:k + m], self._pad_id()).to(self.ctx.device)
                 rounds, losses = self._micro_losses(batch, self.model, None)
                 stats += self._stats_vector(rounds, losses, batch)
-        D.all_reduce_sum(stats, self.ctx)
+        distributed.all_reduce_sum(stats, self.ctx)
         info = self._unpack(stats)
         if info["dialogues"] == 0:
             info["loss"] = math.nan
@@ -252,17 +252,17 @@ class StageTrainer:
     def _save(self, kind: str) -> None:
         final = stage_dir(self.run_dir, self.stage, kind)
         tmp = new_temp_dir(final) if self.ctx.is_main else None
-        tmp = D.broadcast_object(str(tmp) if tmp else None, self.ctx)
+        tmp = distributed.broadcast_object(str(tmp) if tmp else None, self.ctx)
         tmp = Path(tmp)
         if kind == "last":
             torch.save(rng_state(), tmp / f"rng_rank{self.ctx.rank}.pt")
-        D.barrier(self.ctx)
+        distributed.barrier(self.ctx)
         if self.ctx.is_main:
             save_weights(tmp, self.model, with_adapter=self.trains_lora or self.model.has_adapter)
             if kind == "last":
                 torch.save(self.trainer_state(), tmp / "trainer_state.pt")
             commit_dir(tmp, final)
-        D.barrier(self.ctx)
+        distributed.barrier(self.ctx)
 
     def trainer_state(self) -> dict[str, Any]:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -347,7 +347,7 @@ class StageTrainer:
                     (self.cfg.save_every == 0 and evaluated) or self.step == self.total_steps:
                 self._save("last")
         bar.close()
-        digests = D.all_gather_object(self.trainable_digest(), self.ctx)
+        digests = distributed.all_gather_object(self.trainable_digest(), self.ctx)
         if len(set(digests)) != 1:
             raise RuntimeError(f"{self.stage}: the replicas' trainable weights differ after training: {digests}")
         if self.best_step < 0:  # resumed after the final step of a stage whose best was never saved

@@ -30,7 +30,9 @@ def perf_problem() -> str | None:
     return None
 
 
-def profile_probe(args: list[str], top: int = 6, min_percent: float = 1.0) -> tuple[list[tuple[str, float]], str | None]:
+def profile_probe(
+    args: list[str], top: int = 6, min_percent: float = 1.0
+) -> tuple[list[tuple[str, float]], str | None]:
     """Runs `python -m benchkit.probe ARGS --wait-for-go` and attaches perf once the probe has
     loaded its model, so only the workload is sampled; returns [(symbol, percent)] and None, or
     [] and the reason no profile was taken."""
@@ -39,16 +41,26 @@ def profile_probe(args: list[str], top: int = 6, min_percent: float = 1.0) -> tu
         return [], problem
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "perf.data")
-        probe = subprocess.Popen([sys.executable, "-m", "benchkit.probe", *args, "--wait-for-go"], cwd=BENCH_DIR,
-                                 env=probe_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+        probe = subprocess.Popen(
+            [sys.executable, "-m", "benchkit.probe", *args, "--wait-for-go"],
+            cwd=BENCH_DIR,
+            env=probe_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             line = probe.stdout.readline()
             if line.strip() != "READY":
                 probe.kill()
                 return [], f"profiled probe did not start: {line.strip()} {probe.stderr.read()[-300:]}"
-            perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-p", str(probe.pid),
-                                     "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            perf = subprocess.Popen(
+                ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-p", str(probe.pid), "-o", data],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             time.sleep(0.5)  # let perf attach before the workload starts
             probe.stdin.write("go\n")
             probe.stdin.flush()
@@ -61,8 +73,11 @@ def profile_probe(args: list[str], top: int = 6, min_percent: float = 1.0) -> tu
             return [], f"profiled probe failed: {err.strip()[-300:]}"
         if perf.returncode != 0 or not os.path.exists(data):
             return [], f"perf record failed: {perf_err.strip()[-300:]}"
-        rep = subprocess.run(["perf", "report", "-i", data, "--sort", "dso,symbol", "--stdio",
-                              "--percent-limit", "0.05"], capture_output=True, text=True)
+        rep = subprocess.run(
+            ["perf", "report", "-i", data, "--sort", "dso,symbol", "--stdio", "--percent-limit", "0.05"],
+            capture_output=True,
+            text=True,
+        )
     totals: dict[str, float] = {}
     for m in map(_LINE.match, rep.stdout.splitlines()):
         if m:
@@ -106,5 +121,7 @@ def gguf_bytes_by_type(gguf_path: Path) -> dict[str, float]:
 def weight_type_metrics(gguf_path: Path) -> dict[str, object]:
     """'weight_types' (display) and 'kquant_share' (bytes in K-quant types) of a GGUF."""
     shares = gguf_bytes_by_type(gguf_path)
-    return {"weight_types": ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()),
-            "kquant_share": sum(v for k, v in shares.items() if k.endswith("_K"))}
+    return {
+        "weight_types": ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()),
+        "kquant_share": sum(v for k, v in shares.items() if k.endswith("_K")),
+    }

@@ -25,7 +25,9 @@ def write_plot(outcomes: list[Outcome], records: list[SideRecord], path: Path, t
             frac = o.value / o.goal
         else:  # overhead: <= goal is good; show goal / max(value, tiny) capped
             frac = (1 + o.goal) / (1 + o.value)
-        labels.append(f"[{o.comparison}] {o.model}: {o.ratio.name}\n{o.ratio.fmt(o.value)} (goal {o.ratio.fmt(o.goal)})")
+        labels.append(
+            f"[{o.comparison}] {o.model}: {o.ratio.name}\n{o.ratio.fmt(o.value)} (goal {o.ratio.fmt(o.goal)})"
+        )
         reached.append(frac)
         colors.append("tab:green" if o.met else "tab:red")
     y = range(len(labels))

@@ -95,10 +95,15 @@ def render(records: list[SideRecord], run: dict[str, Any], model_labels: dict[st
                   "them; rerun when the machine is quiet.", ""]
     busy = max(load0[0], run["load_max"] - run["own_load"])
     if busy > 0.5:
-        lines += [f"> **Warning:** other work was running (1-min load average up to {run['load_max']:.2f} on "
-                  f"{m['usable_cores']} cores): ggml spin-waits, so these timings are unreliable. Rerun on an idle machine.", ""]
+        lines += [
+            f"> **Warning:** other work was running (1-min load average up to {run['load_max']:.2f} on "
+            f"{m['usable_cores']} cores): ggml spin-waits, so these timings are unreliable. Rerun on an idle machine.",
+            "",
+        ]
     lines += [
-        "Models: " + "; ".join(f"`{k}` = {v}" for k, v in sorted(model_labels.items(), key=lambda kv: _model_order(kv[0]))) + ".",
+        "Models: "
+        + "; ".join(f"`{k}` = {v}" for k, v in sorted(model_labels.items(), key=lambda kv: _model_order(kv[0])))
+        + ".",
         "The Qwen2.5 shapes have random weights: timings depend on shapes and quant types, not on weight values. "
         "They use SmolLM2's tokenizer with the embedding matrix padded to Qwen2.5's 151936 rows "
         "(unused `[PAD<id>]` tokens, as llama.cpp's converter writes for Qwen2.5). Every bundle's encoder + "
@@ -118,19 +123,29 @@ def render(records: list[SideRecord], run: dict[str, Any], model_labels: dict[st
         recs = [r for r in records if r.comparison == comp.id]
         if not recs:
             continue
-        lines += [f"## {comp.id}. {comp.title}", "",
-                  "| model | side | what | median ms | IQR ms | min-max ms | rounds | measured |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {comp.id}. {comp.title}",
+            "",
+            "| model | side | what | median ms | IQR ms | min-max ms | rounds | measured |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in sorted(recs, key=lambda r: (_model_order(r.model), r.role != "bua")):
-            lines.append(f"| {r.model} | {r.side} | {r.label} | {_fmt_ms(r.median_s)} | "
-                         f"{_fmt_ms(r.q1_s)}-{_fmt_ms(r.q3_s)} | {_fmt_ms(r.min_s)}-{_fmt_ms(r.max_s)} | {r.rounds} | "
-                         f"{_metrics_cell(r)} |")
+            lines.append(
+                f"| {r.model} | {r.side} | {r.label} | {_fmt_ms(r.median_s)} | "
+                f"{_fmt_ms(r.q1_s)}-{_fmt_ms(r.q3_s)} | {_fmt_ms(r.min_s)}-{_fmt_ms(r.max_s)} | {r.rounds} | "
+                f"{_metrics_cell(r)} |"
+            )
         lines.append("")
         for model in sorted({r.model for r in recs}, key=_model_order):
             outs = [o for o in outcomes if o.comparison == comp.id and o.model == model]
-            lines.append(f"**{model}**: " + "; ".join(
-                f"{o.ratio.name} **{o.ratio.fmt(o.value)}**" + (f" — {o.verdict()}" if o.goal is not None else "")
-                for o in outs) + ".")
+            lines.append(
+                f"**{model}**: "
+                + "; ".join(
+                    f"{o.ratio.name} **{o.ratio.fmt(o.value)}**" + (f" — {o.verdict()}" if o.goal is not None else "")
+                    for o in outs
+                )
+                + "."
+            )
             for sentence in EXPLAIN[comp.id](lambda side, m=model, c=comp.id: find(records, c, m, side), outs):
                 lines.append(f"- {sentence}")
             lines.append("")
@@ -155,7 +170,8 @@ def render(records: list[SideRecord], run: dict[str, Any], model_labels: dict[st
 def _bandwidth_method(records: list[SideRecord]) -> str:
     rec = next((r for r in records if r.comparison == "7"), None)
     size = f"{rec.metrics.get('bandwidth_array_mib', float('nan')):.0f} MiB" if rec else "a large"
-    return (f"a {size} float32 array split across the benchmark threads, each streaming a numpy reduction "
-            "(`max`, `bitwise_or.reduce`) over its slice; best of 5; the faster kernel is the read bandwidth. "
-            "Limit = read bandwidth / bytes per token.")
-
+    return (
+        f"a {size} float32 array split across the benchmark threads, each streaming a numpy reduction "
+        "(`max`, `bitwise_or.reduce`) over its slice; best of 5; the faster kernel is the read bandwidth. "
+        "Limit = read bandwidth / bytes per token."
+    )

@@ -12,24 +12,18 @@ from functools import lru_cache
 from typing import Sequence
 
 from bua.chat import ChatFormat
-from bua.dialogue import (
-    PREDICT,
-    Segment,
-    DialogueTemplate,
-    round_prompt_segments,
-    stage2_dialogue,
-)
+from bua.dialogue import PREDICT, DialogueTemplate, Segment, round_prompt_segments
 from bua.events import Event
 from bua.textformat import format_events
+from bua.training.dialogues import stage2_dialogue
 
 HISTORY_LEN = 40
 
 
 @lru_cache(maxsize=1)
 def _samples():
-    from bua.samples import prediction_samples
-
     from benchkit.artifacts import dataset
+    from bua.samples import prediction_samples
 
     ds = dataset()
     return ds, prediction_samples(ds, history_len=HISTORY_LEN, max_per_user=1)

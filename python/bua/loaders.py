@@ -39,8 +39,7 @@ from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
-from bua.events import (DAY_ABBRS, DAY_NAMES, DataError, Dataset, Event, UserHistory,
-                        validate_events)
+from bua.events import DAY_ABBRS, DAY_NAMES, DataError, Dataset, Event, UserHistory, validate_events
 from bua.vocab import Vocabulary
 
 __all__ = ["FOURSQUARE_GROUPS", "TableColumns", "load_foursquare", "load_table"]

@@ -9,7 +9,7 @@ mall, restaurant, park, cafe, relatives).
 Each user has a persona (office worker, student, shift worker, parent, retiree, freelancer)
 and personal parameters drawn from the seed: wake and bed times, commute mode, duration and
 the media used on the way, lunch style, 1-3 hobbies with their time, place and days per
-week, and a noise level. A day is a sequence of phases (the scenes of `bua.labels.scenes`:
+week, and a noise level. A day is a sequence of phases (the scenes of `bua.scenes`:
 morning routine, morning commute, working hours, lunch break, evening commute, evening
 leisure, pre-bedtime, night shift, outing, home leisure) that differ between weekdays and
 weekends and by persona; each phase emits anchor events (alarm clock on waking, the commute
@@ -30,9 +30,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from bua.events import (MINUTES_PER_DAY, MINUTES_PER_WEEK, Dataset, Event, UserHistory,
-                        UserTraits)
-from bua.labels import scenes as S
+from bua import scenes
+from bua.events import MINUTES_PER_DAY, MINUTES_PER_WEEK, Dataset, Event, UserHistory, UserTraits
 from bua.vocab import Vocabulary
 
 __all__ = ["BEHAVIOR_GROUPS", "BEHAVIORS", "HOBBY_BEHAVIORS", "LOCATIONS", "PERSONAS",
@@ -308,7 +307,7 @@ def _commute(d: _Day, t: int, scene: str) -> int:
         d.anchor(t + rng.randrange(0, 3), "transit", "payment", scene, 0.7)
     elif u.commute_mode == "ride hailing":
         d.anchor(t + 1, "transit", "navigation", scene, 0.5)
-    mix = "commute" if scene == S.MORNING_COMMUTE else "evening_commute"
+    mix = "commute" if scene == scenes.MORNING_COMMUTE else "evening_commute"
     d.phase(t + 2, t + length, "transit", mix, 4.0, scene)
     return t + length
 
@@ -324,8 +323,8 @@ def _home_hobbies(d: _Day, start: int, end: int, weekend: bool, pre: int) -> Non
             t -= 5 * 60
         t = min(max(t, start), end - 30)
         if t >= start:
-            d.hobby(h, t, S.PRE_BEDTIME if t >= pre else
-                    (S.EVENING_LEISURE if t >= 17 * 60 else S.HOME_LEISURE))
+            d.hobby(h, t, scenes.PRE_BEDTIME if t >= pre else
+                    (scenes.EVENING_LEISURE if t >= 17 * 60 else scenes.HOME_LEISURE))
 
 
 def _evening(d: _Day, start: int, bed: int, weekend: bool) -> None:
@@ -339,33 +338,33 @@ def _evening(d: _Day, start: int, bed: int, weekend: bool) -> None:
         go = max(t, pref + _jit(rng, 20))
         if go + 90 > bed - 60:
             continue
-        d.phase(t, go, "home", "evening", 3.0, S.EVENING_LEISURE)
-        d.anchor(go, loc, h, S.EVENING_LEISURE)
-        d.hobby(h, go + 5, S.EVENING_LEISURE)
-        d.phase(go + 5, go + 80, loc, "bedtime", 1.0, S.EVENING_LEISURE)
+        d.phase(t, go, "home", "evening", 3.0, scenes.EVENING_LEISURE)
+        d.anchor(go, loc, h, scenes.EVENING_LEISURE)
+        d.hobby(h, go + 5, scenes.EVENING_LEISURE)
+        d.phase(go + 5, go + 80, loc, "bedtime", 1.0, scenes.EVENING_LEISURE)
         t = go + 90
     pre = bed - 45
-    d.phase(t, pre, "home", "evening", 3.0, S.EVENING_LEISURE)
+    d.phase(t, pre, "home", "evening", 3.0, scenes.EVENING_LEISURE)
     _home_hobbies(d, start, bed, weekend, pre)
-    d.phase(max(pre, t), bed, "home", "bedtime", 3.5, S.PRE_BEDTIME)
-    d.anchor(bed, "home", "sleep tracking", S.PRE_BEDTIME, 0.85 if u.sleep_habit else 0.03)
+    d.phase(max(pre, t), bed, "home", "bedtime", 3.5, scenes.PRE_BEDTIME)
+    d.anchor(bed, "home", "sleep tracking", scenes.PRE_BEDTIME, 0.85 if u.sleep_habit else 0.03)
 
 
 def _morning(d: _Day, wake: int, until: int, p_alarm: float) -> None:
     u, rng = d.u, d.u.rng
-    d.anchor(wake, "home", "alarm clock", S.MORNING_ROUTINE, p_alarm)
+    d.anchor(wake, "home", "alarm clock", scenes.MORNING_ROUTINE, p_alarm)
     if u.weather_habit:
-        d.anchor(wake + 1 + rng.randrange(4), "home", "check weather", S.MORNING_ROUTINE, 0.85)
-    d.phase(wake + 3, until, "home", "morning", 3.0, S.MORNING_ROUTINE)
+        d.anchor(wake + 1 + rng.randrange(4), "home", "check weather", scenes.MORNING_ROUTINE, 0.85)
+    d.phase(wake + 3, until, "home", "morning", 3.0, scenes.MORNING_ROUTINE)
 
 
 def _outing(d: _Day, start: int, end: int, place: str) -> None:
     u, rng = d.u, d.u.rng
     if place != "relatives" and rng.random() < 0.5:
-        d.anchor(start, place, "navigation", S.OUTING)
-    d.phase(start + 2, end, place, "outing", 2.5, S.OUTING)
+        d.anchor(start, place, "navigation", scenes.OUTING)
+    d.phase(start + 2, end, place, "outing", 2.5, scenes.OUTING)
     if "photography" in u.hobbies and place == "park":
-        d.hobby("photography", start + 20, S.OUTING)
+        d.hobby("photography", start + 20, scenes.OUTING)
 
 
 def _workday(d: _Day, u: _User) -> None:
@@ -374,41 +373,41 @@ def _workday(d: _Day, u: _User) -> None:
     if u.persona == "shift worker":
         # sleeps in the morning after the night shift; afternoon at home, shift 22:00-06:00
         _morning(d, wake, wake + 40, 0.9)
-        d.phase(wake + 40, 20 * 60, "home", "home_day", 2.0, S.HOME_LEISURE)
+        d.phase(wake + 40, 20 * 60, "home", "home_day", 2.0, scenes.HOME_LEISURE)
         _home_hobbies(d, wake + 40, 20 * 60 + 30, False, 24 * 60)
-        d.phase(20 * 60, 21 * 60, "home", "evening", 2.5, S.EVENING_LEISURE)
-        arrive = _commute(d, 21 * 60 + 10 + _jit(rng, 5), S.EVENING_COMMUTE)
-        d.anchor(arrive + 2, "work", u.work_anchor, S.NIGHT_SHIFT, 0.7)
-        d.phase(arrive + 3, 30 * 60, "work", "work", 1.5, S.NIGHT_SHIFT)
-        home = _commute(d, 30 * 60 + 5, S.MORNING_COMMUTE)
-        d.phase(home, home + 40, "home", "bedtime", 3.0, S.PRE_BEDTIME)
-        d.anchor(home + 45, "home", "sleep tracking", S.PRE_BEDTIME,
+        d.phase(20 * 60, 21 * 60, "home", "evening", 2.5, scenes.EVENING_LEISURE)
+        arrive = _commute(d, 21 * 60 + 10 + _jit(rng, 5), scenes.EVENING_COMMUTE)
+        d.anchor(arrive + 2, "work", u.work_anchor, scenes.NIGHT_SHIFT, 0.7)
+        d.phase(arrive + 3, 30 * 60, "work", "work", 1.5, scenes.NIGHT_SHIFT)
+        home = _commute(d, 30 * 60 + 5, scenes.MORNING_COMMUTE)
+        d.phase(home, home + 40, "home", "bedtime", 3.0, scenes.PRE_BEDTIME)
+        d.anchor(home + 45, "home", "sleep tracking", scenes.PRE_BEDTIME,
                  0.85 if u.sleep_habit else 0.03)
         return
     if u.workplace is None:  # freelancer: works from home, sometimes from a cafe
         _morning(d, wake, wake + 60, 0.5)
         place = "cafe" if rng.random() < 0.15 else "home"
         ws, we = u.work_start + _jit(rng, 15), u.work_end + _jit(rng, 20)
-        d.anchor(ws, place, u.work_anchor, S.WORKING_HOURS, 0.7)
-        d.phase(ws + 2, 13 * 60, place, "work", 2.5, S.WORKING_HOURS)
-        d.phase(13 * 60, 14 * 60, "home", "lunch", 3.0, S.LUNCH_BREAK)
-        d.phase(14 * 60, we, place, "work", 2.5, S.WORKING_HOURS)
+        d.anchor(ws, place, u.work_anchor, scenes.WORKING_HOURS, 0.7)
+        d.phase(ws + 2, 13 * 60, place, "work", 2.5, scenes.WORKING_HOURS)
+        d.phase(13 * 60, 14 * 60, "home", "lunch", 3.0, scenes.LUNCH_BREAK)
+        d.phase(14 * 60, we, place, "work", 2.5, scenes.WORKING_HOURS)
         _evening(d, we, u.bed + _jit(rng, 20), False)
         return
     leave = u.work_start - u.commute_len - 10 + _jit(rng, 8)
     _morning(d, wake, leave, 0.95)
-    arrive = _commute(d, leave, S.MORNING_COMMUTE)
+    arrive = _commute(d, leave, scenes.MORNING_COMMUTE)
     wp = u.workplace
-    d.anchor(arrive + 3, wp, u.work_anchor, S.WORKING_HOURS, 0.75)
+    d.anchor(arrive + 3, wp, u.work_anchor, scenes.WORKING_HOURS, 0.75)
     lunch = 12 * 60 + _jit(rng, 10)
-    d.phase(arrive + 4, lunch, wp, "work", 2.5, S.WORKING_HOURS)
+    d.phase(arrive + 4, lunch, wp, "work", 2.5, scenes.WORKING_HOURS)
     lunch_loc = wp if (u.lunch_takeout or u.persona == "student") else "restaurant"
-    d.phase(lunch, lunch + 60, lunch_loc, "lunch", 3.5, S.LUNCH_BREAK)
+    d.phase(lunch, lunch + 60, lunch_loc, "lunch", 3.5, scenes.LUNCH_BREAK)
     end = u.work_end + _jit(rng, 20)
-    d.phase(lunch + 60, end, wp, "work", 2.5, S.WORKING_HOURS)
-    home = _commute(d, end + 2, S.EVENING_COMMUTE)
+    d.phase(lunch + 60, end, wp, "work", 2.5, scenes.WORKING_HOURS)
+    home = _commute(d, end + 2, scenes.EVENING_COMMUTE)
     if u.persona == "parent" and rng.random() < 0.4:
-        d.phase(home, home + 60, "mall", "outing", 2.5, S.OUTING)
+        d.phase(home, home + 60, "mall", "outing", 2.5, scenes.OUTING)
         home += 70
     _evening(d, home, u.bed + _jit(rng, 20), False)
 
@@ -436,11 +435,11 @@ def _home_day(d: _Day, u: _User, weekend: bool) -> None:
                 ["mall", "park", "cafe", "relatives", "restaurant"])
         if "photography" in u.hobbies and rng.random() < u.hobby_days["photography"]:
             place = "park"
-        d.phase(t, go, "home", "home_day", 2.0, S.HOME_LEISURE)
+        d.phase(t, go, "home", "home_day", 2.0, scenes.HOME_LEISURE)
         back = go + 90 + rng.randrange(0, 90)
         _outing(d, go, back, place)
         t = back
-    d.phase(t, 17 * 60, "home", "home_day", 2.0, S.HOME_LEISURE)
+    d.phase(t, 17 * 60, "home", "home_day", 2.0, scenes.HOME_LEISURE)
     _evening(d, max(t, 17 * 60), bed, weekend)
 
 

@@ -52,8 +52,8 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from bua.evaluate import EvalConfig, run_eval
     from bua.loaders import parse_column_options
+    from bua.models.baseline_eval import BaselineEvalConfig, run_eval
 
     if args.threads is not None:
         import torch
@@ -61,21 +61,33 @@ def _run_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     columns = parse_column_options(args.column)
-    overrides = {k: v for k, v in {
-        "columns": columns or None,
-        "data": args.data, "encoder_dir": args.encoder, "encoder_size": args.encoder_size, "history_len": args.history_len,
-        "sim_users": args.sim_users, "sim_days": args.sim_days, "seed": args.seed,
-        "long_tail_per_class": args.long_tail_per_class,
-        "pretrain_max_epochs": args.pretrain_epochs, "sasrec_max_epochs": args.sasrec_epochs,
-        "finetune_max_epochs": args.finetune_epochs,
-        "models": tuple(args.models) if args.models else None,
-    }.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "columns": columns or None,
+            "data": args.data,
+            "encoder_dir": args.encoder,
+            "encoder_size": args.encoder_size,
+            "history_len": args.history_len,
+            "sim_users": args.sim_users,
+            "sim_days": args.sim_days,
+            "seed": args.seed,
+            "long_tail_per_class": args.long_tail_per_class,
+            "pretrain_max_epochs": args.pretrain_epochs,
+            "sasrec_max_epochs": args.sasrec_epochs,
+            "finetune_max_epochs": args.finetune_epochs,
+            "models": tuple(args.models) if args.models else None,
+        }.items()
+        if v is not None
+    }
     if args.time_budget is not None:
-        overrides.update(pretrain_time_budget_s=args.time_budget,
-                         sasrec_time_budget_s=args.time_budget,
-                         finetune_time_budget_s=args.time_budget)
+        overrides.update(
+            pretrain_time_budget_s=args.time_budget,
+            sasrec_time_budget_s=args.time_budget,
+            finetune_time_budget_s=args.time_budget,
+        )
     overrides["progress"] = not args.no_progress
-    config = EvalConfig.quick(**overrides) if args.quick else EvalConfig(**overrides)
+    config = BaselineEvalConfig.quick(**overrides) if args.quick else BaselineEvalConfig(**overrides)
     report = run_eval(config, out_dir=args.out)
     print(report.to_markdown())
     if args.out:
@@ -84,13 +96,13 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _register_demo(sub: argparse._SubParsersAction) -> None:
-    from bua.demo import register
+    from bua.app.demo import register
 
     register(sub)
 
 
 def _register_shell(sub: argparse._SubParsersAction) -> None:
-    from bua.shell import register
+    from bua.app.shell import register
 
     register(sub)
 

@@ -70,7 +70,7 @@ def data_overrides(data: str | None, users: int | None = None, columns: list[str
     if users is not None:
         raise ValueError("--users sets the simulator's user count; it does not apply to --data " + data)
     if data == "foursquare":
-        from bua.evaluate import default_foursquare_dir
+        from bua.models.baseline_eval import default_foursquare_dir
 
         return {"data.source": "foursquare", "data.path": str(default_foursquare_dir())}
     path = Path(data)
@@ -138,7 +138,7 @@ def eval_setup(plan: DemoPlan):
     same split and samples the curriculum's own evaluation uses."""
     import dataclasses
 
-    from bua.evaluate import prepare_eval_data
+    from bua.models.baseline_eval import prepare_eval_data
     from bua.training.config import load_config
     from bua.training.data import load_events
     from bua.training.evaluation import baseline_eval_config
@@ -162,10 +162,10 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
     """On-device BUA (fast path) next to SASRec and Markov; generation metrics. Cached."""
     from tqdm.auto import tqdm
 
-    from bua.evaluate import prediction_report, run_baselines
     from bua.events import events_to_array
     from bua.fsio import write_bytes
     from bua.metrics import generation_metrics
+    from bua.models.baseline_eval import prediction_report, run_baselines
     from bua.training.evaluation import repeat_previous_day
 
     bundle_sha = predictor.bundle.files[predictor.bundle.roles["model"]].sha256
@@ -321,7 +321,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--users", type=int, default=None,
                    help="simulated users (default: the config's, 300 for the default config)")
     p.add_argument("--config", default=None, help=f"training config name or YAML path (default {DEFAULT_CONFIG})")
-    p.add_argument("--quick", action="store_true", help=f"tiny random backbone ({QUICK_CONFIG}): a minute or two, for CI")
+    p.add_argument("--quick", action="store_true",
+                   help=f"tiny random backbone ({QUICK_CONFIG}): a minute or two, for CI")
     p.add_argument("--quant", default="q4_k_m", help="bundle quantization (default q4_k_m)")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp / onnxruntime threads (default 2)")
     p.add_argument("--generation-samples", type=int, default=10, help="test users for the generation metrics")

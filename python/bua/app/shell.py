@@ -140,7 +140,7 @@ def run_info(args: argparse.Namespace) -> int:
     size = sum(info["files"].values())
     print(f"bundle {args.bundle}: verified (sha256 of every file and of the manifest)")
     print(f"  backbone    {info['backbone']} ({info['arch']}, width {info['n_embd']}), quant {info['quant']}")
-    print(f"  files       " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in info["files"].items())
+    print("  files       " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in info["files"].items())
           + f"; {size / 2**20:.1f} MiB in all")
     print(f"  history     up to {info['max_history']} events")
     print(f"  behaviors   {len(info['behaviors'])}: {', '.join(info['behaviors'][:8])}"
@@ -150,18 +150,27 @@ def run_info(args: argparse.Namespace) -> int:
     for name, value in info["parity"].items():
         print(f"  parity      {name}: {json.dumps(value, default=str)[:160]}")
     llama = info["llama_cpp"]
-    state = "runs on this CPU" if not llama["problems_on_this_cpu"] else "CANNOT run here: " + "; ".join(llama["problems_on_this_cpu"])
+    problems = llama["problems_on_this_cpu"]
+    state = "CANNOT run here: " + "; ".join(problems) if problems else "runs on this CPU"
     print(f"  llama.cpp   llama-cpp-python {llama['llama_cpp_python']}, {state}\n              {llama['system_info']}")
     return 0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle directory written by bua-export")
-    p.add_argument("--history", required=True,
-                   help="CSV/TSV/Parquet log, a file of event lines ('Mon 08:10 @home check weather'), or - for stdin")
+    p.add_argument(
+        "--history",
+        required=True,
+        help="CSV/TSV/Parquet log, a file of event lines ('Mon 08:10 @home check weather'), or - for stdin",
+    )
     p.add_argument("--user", help="the user whose history to use, when the table holds several")
-    p.add_argument("--column", action="append", default=[], metavar="FIELD=NAME",
-                   help="column of the table, as for bua eval (fields of bua.loaders.TableColumns)")
+    p.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=NAME",
+        help="column of the table, as for bua eval (fields of bua.loaders.TableColumns)",
+    )
     p.add_argument("--explain", action="store_true", help="run the understanding rounds first and print them")
     p.add_argument("--threads", type=int, default=None, help="llama.cpp / onnxruntime threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")

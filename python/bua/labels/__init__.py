@@ -9,8 +9,8 @@ from __future__ import annotations
 from bua.labels.labeler import LabelConfig, Labeler
 from bua.labels.profile import PopulationStats, Summary, UserProfile
 from bua.labels.reflection import ISSUES, make_reflection
-from bua.labels.scenes import SCENES
 from bua.labels.teacher import LlamaCppTeacher, OpenAITeacher, Teacher
+from bua.scenes import SCENES
 
 __all__ = ["ISSUES", "LabelConfig", "Labeler", "LlamaCppTeacher", "OpenAITeacher",
            "PopulationStats", "SCENES", "Summary", "Teacher", "UserProfile", "make_reflection"]

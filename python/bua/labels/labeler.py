@@ -18,11 +18,21 @@ import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
-from bua.dialogue import (CURRENT_SCENE, FUTURE_SCENE, HOBBIES, HOME_WORK, KEY_BEHAVIORS,
-                          PATTERNS, RECONSTRUCT, REFLECT, STAGE1_TASKS, STAGE2_EXPLAIN_TASKS,
-                          SUMMARY)
+from bua.dialogue import (
+    CURRENT_SCENE,
+    FUTURE_SCENE,
+    HOBBIES,
+    HOME_WORK,
+    KEY_BEHAVIORS,
+    PATTERNS,
+    RECONSTRUCT,
+    REFLECT,
+    STAGE1_TASKS,
+    STAGE2_EXPLAIN_TASKS,
+    SUMMARY,
+)
 from bua.events import Dataset
-from bua.labels import tasks as T
+from bua.labels import tasks
 from bua.labels.profile import PopulationStats, UserProfile
 from bua.labels.reflection import make_reflection
 from bua.labels.teacher import Teacher
@@ -91,9 +101,9 @@ class Labeler:
         if a is None:
             p = self._profile_for(sample)
             if task == HOME_WORK:
-                a = T.home_work_answer(p)
+                a = tasks.home_work_answer(p)
             elif task == HOBBIES:
-                a = T.hobbies_answer(p)
+                a = tasks.hobbies_answer(p)
             else:
                 a = p.summary.render()
             if sample.user_id in self._users:
@@ -107,18 +117,18 @@ class Labeler:
         if not h:
             raise ValueError(f"sample of user {sample.user_id!r} has an empty history")
         if task == RECONSTRUCT:
-            return T.reconstruct(h, self.vocab, c.reconstruct_last)
+            return tasks.reconstruct(h, self.vocab, c.reconstruct_last)
         if task == CURRENT_SCENE:
-            a = T.current_scene(h, self._profile_for(sample), self.vocab, c.scene_minutes)
+            a = tasks.current_scene(h, self._profile_for(sample), self.vocab, c.scene_minutes)
         elif task == FUTURE_SCENE:
-            a = T.future_scene(h, getattr(sample, "future", ()), self._profile_for(sample),
+            a = tasks.future_scene(h, getattr(sample, "future", ()), self._profile_for(sample),
                                self.vocab, c.scene_minutes)
         elif task in (HOME_WORK, HOBBIES, SUMMARY):
             a = self._user_answer(sample, task)
         elif task == KEY_BEHAVIORS:
-            a = T.key_behaviors(h, self.vocab)
+            a = tasks.key_behaviors(h, self.vocab)
         elif task == PATTERNS:
-            a = T.patterns(h, self.vocab)
+            a = tasks.patterns(h, self.vocab)
         elif task == REFLECT:
             return self.reflection(sample)[1]
         else:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
+from bua import scenes
 from bua.events import DAY_ABBRS, Event
-from bua.labels import scenes as S
 from bua.labels.profile import UserProfile
 from bua.textformat import format_events, format_time
 from bua.vocab import Vocabulary
@@ -28,36 +28,36 @@ def _near(minute: int, center: int, before: int, after: int) -> bool:
 
 
 def event_scene(e: Event, prof: UserProfile, group: str | None) -> str:
-    """The daily phase (a `bua.labels.scenes` name) of one event, from its time, the role of
+    """The daily phase (a `bua.scenes` name) of one event, from its time, the role of
     its place for this user (home / work / transit / other) and its behavior group."""
     m = e.minute
     role = prof.role(e.location)
     if role == "transit" or (group == "commute" and role == "other"):
-        return S.MORNING_COMMUTE if 4 * 60 <= m < 12 * 60 else S.EVENING_COMMUTE
+        return scenes.MORNING_COMMUTE if 4 * 60 <= m < 12 * 60 else scenes.EVENING_COMMUTE
     if role == "work":
         if m >= 21 * 60 or m < 5 * 60:
-            return S.NIGHT_SHIFT
+            return scenes.NIGHT_SHIFT
         if 11 * 60 + 30 <= m < 14 * 60 and group in ("meal", "leisure", "errand"):
-            return S.LUNCH_BREAK
-        return S.WORKING_HOURS
+            return scenes.LUNCH_BREAK
+        return scenes.WORKING_HOURS
     if role == "home":
         if group in ("work", "study") and 8 * 60 <= m < 19 * 60:
-            return S.WORKING_HOURS
+            return scenes.WORKING_HOURS
         weekend = e.day >= 5
         if _near(m, prof.wake_weekend if weekend else prof.wake, 30, 75):
-            return S.MORNING_ROUTINE
+            return scenes.MORNING_ROUTINE
         # the night from Friday to Saturday counts as a weekend night
         if _near(m, prof.bed_weekend if (e.day == 4 and m >= 12 * 60) or
                  (weekend and not (e.day == 6 and m >= 12 * 60)) else prof.bed, 75, 30):
-            return S.PRE_BEDTIME
+            return scenes.PRE_BEDTIME
         if m >= 17 * 60 or m < 4 * 60:
-            return S.EVENING_LEISURE
-        return S.HOME_LEISURE
+            return scenes.EVENING_LEISURE
+        return scenes.HOME_LEISURE
     if e.day < 5 and 11 * 60 + 30 <= m < 14 * 60 and group in ("meal", "errand", None):
-        return S.LUNCH_BREAK
+        return scenes.LUNCH_BREAK
     if 17 * 60 <= m < 23 * 60:
-        return S.EVENING_LEISURE
-    return S.OUTING
+        return scenes.EVENING_LEISURE
+    return scenes.OUTING
 
 
 def _groups(vocab: Vocabulary) -> list[str | None]:

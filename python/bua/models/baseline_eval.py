@@ -138,7 +138,7 @@ def _nan_to_none(x: Any) -> Any:
 
 
 @dataclass
-class EvalConfig:
+class BaselineEvalConfig:
     data: str = "simulator"  # "simulator", "foursquare" or a CSV/Parquet path
     columns: dict[str, str] | None = None  # column names of a table (bua.loaders.TableColumns)
     split_seed: int = 42
@@ -167,7 +167,7 @@ class EvalConfig:
     progress: bool = True
 
     @classmethod
-    def quick(cls, **overrides: Any) -> "EvalConfig":
+    def quick(cls, **overrides: Any) -> "BaselineEvalConfig":
         """Seconds-scale settings for smoke tests: tiny encoder, few users and epochs."""
         base = dict(sim_users=20, sim_days=7, train_per_user=10, val_per_user=5, test_per_user=10,
                     long_tail_per_class=5, encoder_size="tiny", pretrain_max_epochs=1,
@@ -229,7 +229,7 @@ def load_dataset(data: str, *, sim_users: int = 300, sim_days: int = 28, seed: i
     return loaders.load_table(path, dict(columns) if columns else None)
 
 
-def prepare_eval_data(config: EvalConfig, dataset: Any = None) -> EvalData:
+def prepare_eval_data(config: BaselineEvalConfig, dataset: Any = None) -> EvalData:
     """Split, samples, test sets and frequency classes for ``config`` (``dataset`` overrides
     ``config.data``)."""
     from bua.samples import prediction_samples, split_users
@@ -258,15 +258,14 @@ def prepare_eval_data(config: EvalConfig, dataset: Any = None) -> EvalData:
 # running the baselines
 
 
-def run_baselines(data: EvalData, config: EvalConfig, encoder_out: str | Path | None = None
+def run_baselines(data: EvalData, config: BaselineEvalConfig, encoder_out: str | Path | None = None
                   ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """Fit every model of ``config.models`` and score both test sets. The behaveGPT row uses
     the encoder in ``config.encoder_dir``, or pretrains one on the training users (saved to
     ``encoder_out`` when given). Returns ``({model: {test_set: scores}}, {model: details})``."""
     import torch
 
-    from bua.models.baselines import (EncoderClassifier, Markov, MostFrequent, SASRec,
-                                      prediction_arrays)
+    from bua.models.baselines import EncoderClassifier, Markov, MostFrequent, SASRec, prediction_arrays
     from bua.models.encoder import BehaviorEncoder, EncoderConfig
     from bua.models.pretrain import pretrain_encoder
 
@@ -327,7 +326,7 @@ def run_baselines(data: EvalData, config: EvalConfig, encoder_out: str | Path | 
     return scores, details
 
 
-def run_eval(config: EvalConfig, out_dir: str | Path | None = None, dataset: Any = None
+def run_eval(config: BaselineEvalConfig, out_dir: str | Path | None = None, dataset: Any = None
              ) -> PredictionReport:
     """Prepare the data, train every baseline, build (and optionally save) the report."""
     start = time.monotonic()
@@ -355,5 +354,5 @@ def _jsonable(x: Any) -> Any:
 
 
 def _log(msg: str) -> None:
-    """Summary lines (always printed; ``EvalConfig.progress`` only switches the tqdm bars)."""
+    """Summary lines (always printed; ``BaselineEvalConfig.progress`` only switches the tqdm bars)."""
     print(f"[bua eval] {msg}", flush=True)

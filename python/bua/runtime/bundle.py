@@ -226,7 +226,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
 def _check_schema(path: Path, manifest: Mapping[str, Any]) -> None:
     """Types and bounds of the manifest's fields (what the loaders below would otherwise trip on)."""
     def bad(where: str, what: str, value: Any) -> BundleError:
-        return BundleError(f"{path}: {where} must be {what}, got {value!r}; the manifest is damaged, re-export the bundle")
+        return BundleError(f"{path}: {where} must be {what}, got {value!r}; "
+                           "the manifest is damaged, re-export the bundle")
 
     for key in OBJECT_KEYS:
         if not isinstance(manifest[key], dict):
