@@ -8,6 +8,7 @@ the best validation loss travel in stageN/last/.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -202,8 +203,8 @@ class StageTrainer:
             batch = collate([self.train[i] for i in idx], self._pad_id()).to(self.ctx.device)
             weights = self._round_weights(batch)
             last = k == len(micro) - 1
-            sync = self.wrapped.no_sync() if (self.ctx.distributed and not last and hasattr(self.wrapped, "no_sync")) \
-                else _nullcontext()
+            defer_sync = self.ctx.distributed and not last and hasattr(self.wrapped, "no_sync")
+            sync = self.wrapped.no_sync() if defer_sync else contextlib.nullcontext()
             with sync:
                 rounds, losses = self._micro_losses(batch, self.wrapped, weights)
                 (losses.sum() / per_rank).backward()
@@ -367,11 +368,3 @@ class StageTrainer:
             h.update(name.encode())
             h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
