@@ -80,7 +80,7 @@ def test_context_overflow_is_an_error_not_a_crash(smollm2):
     s.eval_tokens([100 + i % 50 for i in range(room - 4)])
     with pytest.raises(native.LlamaError, match="context full") as info:
         s.eval_tokens(list(range(200, 210)))
-    assert info.value.code == 1
+    assert info.value.kind == "context_full" and info.value.status == 0
     assert s.n_past == room - 4  # the dialogue is unchanged
 
 

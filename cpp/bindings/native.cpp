@@ -59,7 +59,8 @@ PYBIND11_MODULE(_native, m) {
             if (p) std::rethrow_exception(p);
         } catch (const bua::Error& e) {
             py::object exc = py::reinterpret_borrow<py::object>(llama_error)(e.what());
-            exc.attr("code") = e.code();
+            exc.attr("kind") = bua::error_kind_name(e.kind());
+            exc.attr("status") = e.status();
             PyErr_SetObject(llama_error.ptr(), exc.ptr());
         }
     });

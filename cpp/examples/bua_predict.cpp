@@ -204,7 +204,7 @@ int main(int argc, char** argv) {
             print_top(prompt, session.score_continuations(conts), top_k, session.n_past(), n);
         }
     } catch (const bua::Error& e) {
-        std::fprintf(stderr, "error: %s (llama.cpp status %d)\n", e.what(), e.code());
+        std::fprintf(stderr, "error (%s): %s\n", bua::error_kind_name(e.kind()), e.what());
         return 1;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());

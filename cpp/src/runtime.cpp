@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -88,6 +89,18 @@ double token_logprob(const float* logits, int n_vocab, Token token) {
 
 }  // namespace
 
+const char* error_kind_name(ErrorKind kind) {
+    switch (kind) {
+        case ErrorKind::invalid_argument: return "invalid_argument";
+        case ErrorKind::invalid_state: return "invalid_state";
+        case ErrorKind::context_full: return "context_full";
+        case ErrorKind::io: return "io";
+        case ErrorKind::llama: return "llama";
+        case ErrorKind::unsupported_cpu: return "unsupported_cpu";
+    }
+    return "unknown";
+}
+
 std::string explain_decode_status(int status) {
     switch (status) {
         case 0: return "success";
@@ -103,10 +116,22 @@ std::string explain_decode_status(int status) {
 // ---------------------------------------------------------------------------------------------
 // Model
 
+struct Model::EmbeddingTable {
+    ggml_type type;
+    int64_t width;
+    int64_t rows;
+    size_t row_bytes;
+    uint64_t offset;  // of row 0 in the file
+    mutable std::mutex mutex;  // guards `file` (a Model is shared across threads)
+    mutable std::ifstream file;
+};
+
+void Model::Free::operator()(llama_model* model) const { llama_model_free(model); }
+
 Model::Model(llama_model* model, std::string path)
     : model_(model), vocab_(llama_model_get_vocab(model)), path_(std::move(path)) {}
 
-Model::~Model() { llama_model_free(model_); }
+Model::~Model() = default;
 
 std::shared_ptr<Model> Model::load(const std::string& path) {
     init_backend_once();
@@ -114,35 +139,35 @@ std::shared_ptr<Model> Model::load(const std::string& path) {
     if (!problems.empty()) {
         std::string what = "this llama.cpp build cannot run on this CPU:";
         for (const std::string& p : problems) what += "\n  " + p;
-        throw Error(what + "\nRebuild it for this CPU: python scripts/llama_build.py ensure (docs/ON_DEVICE.md)");
+        throw Error(ErrorKind::unsupported_cpu, what + "\nRebuild it for this CPU: python scripts/llama_build.py ensure (docs/ON_DEVICE.md)");
     }
     if (FILE* f = std::fopen(path.c_str(), "rb")) {
         std::fclose(f);
     } else {
-        throw Error("GGUF file not found or unreadable: " + path);
+        throw Error(ErrorKind::io, "GGUF file not found or unreadable: " + path);
     }
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
     llama_model* raw = llama_model_load_from_file(path.c_str(), mp);
-    if (!raw) throw Error("llama.cpp could not load the GGUF model " + path + " (corrupt file or unsupported architecture; set BUA_LLAMA_LOG=1 for details)");
+    if (!raw) throw Error(ErrorKind::llama, "llama.cpp could not load the GGUF model " + path + " (corrupt file or unsupported architecture; set BUA_LLAMA_LOG=1 for details)");
     return std::shared_ptr<Model>(new Model(raw, path));
 }
 
-int Model::n_embd() const { return llama_model_n_embd_inp(model_); }
+int Model::n_embd() const { return llama_model_n_embd_inp(model_.get()); }
 int Model::n_vocab() const { return llama_vocab_n_tokens(vocab_); }
-int Model::n_ctx_train() const { return llama_model_n_ctx_train(model_); }
+int Model::n_ctx_train() const { return llama_model_n_ctx_train(model_.get()); }
 
 std::string Model::description() const {
     char buf[256];
-    int n = llama_model_desc(model_, buf, sizeof(buf));
+    int n = llama_model_desc(model_.get(), buf, sizeof(buf));
     return n > 0 ? std::string(buf, std::min<int>(n, sizeof(buf) - 1)) : std::string();
 }
 
 std::string Model::meta(const std::string& key) const {
-    int n = llama_model_meta_val_str(model_, key.c_str(), nullptr, 0);
+    int n = llama_model_meta_val_str(model_.get(), key.c_str(), nullptr, 0);
     if (n < 0) return std::string();
     std::string out(n + 1, '\0');
-    llama_model_meta_val_str(model_, key.c_str(), out.data(), out.size());
+    llama_model_meta_val_str(model_.get(), key.c_str(), out.data(), out.size());
     out.resize(n);
     return out;
 }
@@ -152,18 +177,18 @@ std::vector<Token> Model::tokenize(const std::string& text, bool add_special, bo
     int n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), out.data(),
                            static_cast<int32_t>(out.size()), add_special, parse_special);
     if (n < 0) {
-        if (n == INT32_MIN) throw Error("tokenization overflow: text too long");
+        if (n == INT32_MIN) throw Error(ErrorKind::invalid_argument, "tokenization overflow: text too long");
         out.resize(-n);
         n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), out.data(),
                            static_cast<int32_t>(out.size()), add_special, parse_special);
-        if (n < 0) throw Error("tokenization failed", n);
+        if (n < 0) throw Error(ErrorKind::llama, "tokenization failed", n);
     }
     out.resize(n);
     return out;
 }
 
 std::string Model::token_to_piece(Token token, bool special) const {
-    if (token < 0 || token >= n_vocab()) throw Error("token id " + std::to_string(token) + " outside the vocabulary");
+    if (token < 0 || token >= n_vocab()) throw Error(ErrorKind::invalid_argument, "token id " + std::to_string(token) + " outside the vocabulary");
     char buf[128];
     int n = llama_token_to_piece(vocab_, token, buf, sizeof(buf), 0, special);
     if (n >= 0) return std::string(buf, n);
@@ -181,36 +206,47 @@ std::string Model::detokenize(const std::vector<Token>& tokens, bool special) co
 
 bool Model::is_end_of_generation(Token token) const { return llama_vocab_is_eog(vocab_, token); }
 
-std::vector<float> Model::token_embeddings(const std::vector<Token>& tokens) const {
-    gguf_init_params gp{};
-    gp.no_alloc = true;
-    gp.ctx = nullptr;
-    gguf_context* g = gguf_init_from_file(path_.c_str(), gp);
-    if (!g) throw Error("cannot read GGUF metadata of " + path_);
-    std::unique_ptr<gguf_context, void (*)(gguf_context*)> guard(g, gguf_free);
-    const int64_t tid = gguf_find_tensor(g, "token_embd.weight");
-    if (tid < 0) throw Error("GGUF has no token_embd.weight tensor: " + path_);
-    const ggml_type type = gguf_get_tensor_type(g, tid);
-    const int64_t* ne = gguf_get_tensor_ne(g, tid);
-    const int64_t width = ne[0], rows = ne[1];
-    const size_t row_bytes = ggml_row_size(type, width);
-    const size_t base = gguf_get_data_offset(g) + gguf_get_tensor_offset(g, tid);
-    const ggml_type_traits* traits = ggml_get_type_traits(type);
-    if (type != GGML_TYPE_F32 && !traits->to_float)
-        throw Error(std::string("cannot dequantize token embeddings of type ") + ggml_type_name(type));
+const Model::EmbeddingTable& Model::embedding_table() const {
+    std::call_once(table_once_, [this] {
+        gguf_init_params gp{};
+        gp.no_alloc = true;
+        gp.ctx = nullptr;
+        std::unique_ptr<gguf_context, void (*)(gguf_context*)> g(gguf_init_from_file(path_.c_str(), gp), gguf_free);
+        if (!g) throw Error(ErrorKind::io, "cannot read GGUF metadata of " + path_);
+        const int64_t tid = gguf_find_tensor(g.get(), "token_embd.weight");
+        if (tid < 0) throw Error(ErrorKind::io, "GGUF has no token_embd.weight tensor: " + path_);
+        auto t = std::make_shared<EmbeddingTable>();
+        t->type = gguf_get_tensor_type(g.get(), tid);
+        const int64_t* ne = gguf_get_tensor_ne(g.get(), tid);
+        t->width = ne[0];
+        t->rows = ne[1];
+        t->row_bytes = ggml_row_size(t->type, t->width);
+        t->offset = gguf_get_data_offset(g.get()) + gguf_get_tensor_offset(g.get(), tid);
+        if (t->type != GGML_TYPE_F32 && !ggml_get_type_traits(t->type)->to_float)
+            throw Error(ErrorKind::io, std::string("cannot dequantize token embeddings of type ") + ggml_type_name(t->type));
+        t->file.open(path_, std::ios::binary);
+        if (!t->file) throw Error(ErrorKind::io, "cannot open " + path_);
+        table_ = std::move(t);
+    });
+    return *table_;
+}
 
-    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path_.c_str(), "rb"), std::fclose);
-    if (!f) throw Error("cannot open " + path_);
-    std::vector<float> out(tokens.size() * width);
-    std::vector<uint8_t> raw(row_bytes);
+std::vector<float> Model::token_embeddings(const std::vector<Token>& tokens) const {
+    const EmbeddingTable& t = embedding_table();
+    const ggml_type_traits* traits = ggml_get_type_traits(t.type);
+    std::vector<float> out(tokens.size() * t.width);
+    std::vector<char> raw(t.row_bytes);
+    std::lock_guard<std::mutex> lock(t.mutex);
     for (size_t i = 0; i < tokens.size(); ++i) {
-        if (tokens[i] < 0 || tokens[i] >= rows) throw Error("token id " + std::to_string(tokens[i]) + " outside the embedding table");
-        if (fseeko(f.get(), static_cast<off_t>(base + row_bytes * tokens[i]), SEEK_SET) != 0 ||
-            std::fread(raw.data(), 1, row_bytes, f.get()) != row_bytes)
-            throw Error("short read of token_embd.weight in " + path_);
-        float* dst = out.data() + i * width;
-        if (type == GGML_TYPE_F32) std::memcpy(dst, raw.data(), row_bytes);
-        else traits->to_float(raw.data(), dst, width);
+        if (tokens[i] < 0 || tokens[i] >= t.rows)
+            throw Error(ErrorKind::invalid_argument, "token id " + std::to_string(tokens[i]) + " outside the embedding table");
+        t.file.clear();
+        t.file.seekg(static_cast<std::streamoff>(t.offset + t.row_bytes * static_cast<uint64_t>(tokens[i])));
+        if (!t.file.read(raw.data(), static_cast<std::streamsize>(t.row_bytes)))
+            throw Error(ErrorKind::io, "short read of token_embd.weight in " + path_);
+        float* dst = out.data() + i * t.width;
+        if (t.type == GGML_TYPE_F32) std::memcpy(dst, raw.data(), t.row_bytes);
+        else traits->to_float(raw.data(), dst, t.width);
     }
     return out;
 }
@@ -220,9 +256,9 @@ std::vector<float> Model::token_embeddings(const std::vector<Token>& tokens) con
 
 Session::Session(std::shared_ptr<const Model> model, const SessionParams& params)
     : model_(std::move(model)), params_(params) {
-    if (!model_) throw Error("Session needs a model");
+    if (!model_) throw Error(ErrorKind::invalid_argument, "Session needs a model");
     if (params.n_ctx <= 0 || params.n_batch <= 0 || params.n_seq_max < 1)
-        throw Error("SessionParams: n_ctx, n_batch and n_seq_max must be positive");
+        throw Error(ErrorKind::invalid_argument, "SessionParams: n_ctx, n_batch and n_seq_max must be positive");
     // llama.cpp caps n_batch at n_ctx and reserves one output row per sequence per batch
     // (it asserts n_seq_max <= n_batch), so keep our copies of both consistent with that.
     params_.n_batch = std::min(params_.n_batch, params_.n_ctx);
@@ -241,7 +277,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     cp.n_threads_batch = threads;
     cp.no_perf = true;
     ctx_ = llama_init_from_model(const_cast<llama_model*>(model_->raw()), cp);
-    if (!ctx_) throw Error("llama.cpp could not create a context (n_ctx=" + std::to_string(params.n_ctx) + ", out of memory?)");
+    if (!ctx_) throw Error(ErrorKind::llama, "llama.cpp could not create a context (n_ctx=" + std::to_string(params.n_ctx) + ", out of memory?)");
     n_embd_ = model_->n_embd();
 }
 
@@ -253,10 +289,9 @@ int Session::n_ctx() const { return static_cast<int>(llama_n_ctx(ctx_)); }
 
 void Session::require_room(int n_new, const char* what) const {
     if (n_past_ + n_new > n_ctx())
-        throw Error(std::string("context full: the dialogue holds ") + std::to_string(n_past_) +
+        throw Error(ErrorKind::context_full, std::string("context full: the dialogue holds ") + std::to_string(n_past_) +
                         " positions and " + std::to_string(n_new) + " more " + what +
-                        " would exceed n_ctx=" + std::to_string(n_ctx()),
-                    1);
+                        " would exceed n_ctx=" + std::to_string(n_ctx()));
 }
 
 void Session::decode_chunked(int n, const Token* tokens, const float* rows) {
@@ -272,12 +307,12 @@ void Session::decode_chunked(int n, const Token* tokens, const float* rows) {
             llama_memory_seq_rm(mem, 0, start, -1);  // leave the dialogue as it was
             n_past_ = start;
             have_logits_ = false;
-            throw Error("llama_decode failed: " + explain_decode_status(status), status);
+            throw Error(ErrorKind::llama, "llama_decode failed: " + explain_decode_status(status), status);
         }
         n_past_ += len;
     }
     const float* lg = llama_get_logits_ith(ctx_, -1);
-    if (!lg) throw Error("llama.cpp returned no logits");
+    if (!lg) throw Error(ErrorKind::llama, "llama.cpp returned no logits");
     logits_.assign(lg, lg + model_->n_vocab());
     have_logits_ = true;
 }
@@ -286,28 +321,28 @@ void Session::eval_tokens(const std::vector<Token>& tokens) {
     if (tokens.empty()) return;
     const int n_vocab = model_->n_vocab();
     for (Token t : tokens)
-        if (t < 0 || t >= n_vocab) throw Error("token id " + std::to_string(t) + " outside the vocabulary (n_vocab=" + std::to_string(n_vocab) + ")", -1);
+        if (t < 0 || t >= n_vocab) throw Error(ErrorKind::invalid_argument, "token id " + std::to_string(t) + " outside the vocabulary (n_vocab=" + std::to_string(n_vocab) + ")");
     require_room(static_cast<int>(tokens.size()), "tokens");
     decode_chunked(static_cast<int>(tokens.size()), tokens.data(), nullptr);
 }
 
 void Session::eval_embeddings(const float* rows, int n_rows, int n_cols) {
     if (n_cols != n_embd_)
-        throw Error("embedding rows are " + std::to_string(n_cols) + " wide but the GGUF model's n_embd is " +
-                        std::to_string(n_embd_) + " (projector width and LLM hidden size must match)", -1);
+        throw Error(ErrorKind::invalid_argument, "embedding rows are " + std::to_string(n_cols) + " wide but the GGUF model's n_embd is " +
+                        std::to_string(n_embd_) + " (projector width and LLM hidden size must match)");
     if (n_rows <= 0) return;
-    if (!rows) throw Error("eval_embeddings: null data", -1);
+    if (!rows) throw Error(ErrorKind::invalid_argument, "eval_embeddings: null data");
     require_room(n_rows, "embedding rows");
     decode_chunked(n_rows, nullptr, rows);
 }
 
 std::vector<float> Session::last_logits() const {
-    if (!have_logits_) throw Error("no logits: evaluate tokens or embeddings first");
+    if (!have_logits_) throw Error(ErrorKind::invalid_state, "no logits: evaluate tokens or embeddings first");
     return logits_;
 }
 
 void Session::truncate(int n) {
-    if (n < 0 || n > n_past_) throw Error("truncate(" + std::to_string(n) + ") outside [0, n_past=" + std::to_string(n_past_) + "]");
+    if (n < 0 || n > n_past_) throw Error(ErrorKind::invalid_argument, "truncate(" + std::to_string(n) + ") outside [0, n_past=" + std::to_string(n_past_) + "]");
     llama_memory_t mem = llama_get_memory(ctx_);
     if (n == 0) llama_memory_clear(mem, true);
     else llama_memory_seq_rm(mem, 0, n, -1);
@@ -317,32 +352,32 @@ void Session::truncate(int n) {
 
 Generation Session::generate(int max_tokens, const std::vector<std::string>& stop, const SamplingParams& sampling,
                              bool keep) {
-    if (!have_logits_) throw Error("generate: evaluate a prompt first");
-    if (max_tokens <= 0) throw Error("generate: max_tokens must be positive");
-    if (!keep) {
-        const int start = n_past_;
-        std::vector<float> saved = logits_;
-        Generation g;
-        try {
-            g = generate(max_tokens, stop, sampling, true);
-        } catch (...) {
-            truncate(start);
-            logits_ = std::move(saved);
-            have_logits_ = true;
-            throw;
-        }
-        truncate(start);
-        logits_ = std::move(saved);
-        have_logits_ = true;
-        return g;
-    }
+    if (!have_logits_) throw Error(ErrorKind::invalid_state, "generate: evaluate a prompt first");
+    if (max_tokens <= 0) throw Error(ErrorKind::invalid_argument, "generate: max_tokens must be positive");
+    if (keep) return generate_kept(max_tokens, stop, sampling);
 
+    // Restore the dialogue and its logits however generation ends.
+    struct Restore {
+        Session& s;
+        int n_past;
+        std::vector<float> logits;
+        ~Restore() {
+            s.truncate(n_past);
+            s.logits_ = std::move(logits);
+            s.have_logits_ = true;
+        }
+    } restore{*this, n_past_, logits_};
+    return generate_kept(max_tokens, stop, sampling);
+}
+
+Generation Session::generate_kept(int max_tokens, const std::vector<std::string>& stop,
+                                  const SamplingParams& sampling) {
     llama_sampler_chain_params sp = llama_sampler_chain_default_params();
     sp.no_perf = true;
     std::unique_ptr<llama_sampler, void (*)(llama_sampler*)> chain(llama_sampler_chain_init(sp), llama_sampler_free);
     if (!sampling.grammar.empty()) {
         llama_sampler* g = llama_sampler_init_grammar(model_->vocab(), sampling.grammar.c_str(), sampling.grammar_root.c_str());
-        if (!g) throw Error("invalid GBNF grammar (root '" + sampling.grammar_root + "')");
+        if (!g) throw Error(ErrorKind::invalid_argument, "invalid GBNF grammar (root '" + sampling.grammar_root + "')");
         llama_sampler_chain_add(chain.get(), g);
     }
     if (sampling.temperature <= 0.0f) {
@@ -361,7 +396,7 @@ Generation Session::generate(int max_tokens, const std::vector<std::string>& sto
         for (int i = 0; i < n_vocab; ++i) cand[i] = llama_token_data{i, logits_[i], 0.0f};
         llama_token_data_array arr{cand.data(), cand.size(), -1, false};
         llama_sampler_apply(chain.get(), &arr);
-        if (arr.selected < 0 || arr.selected >= static_cast<int64_t>(arr.size)) throw Error("sampler selected no token");
+        if (arr.selected < 0 || arr.selected >= static_cast<int64_t>(arr.size)) throw Error(ErrorKind::llama, "sampler selected no token");
         const Token tok = arr.data[arr.selected].id;
         if (model_->is_end_of_generation(tok)) {
             out.stop_reason = "eog";
@@ -390,7 +425,7 @@ Generation Session::generate(int max_tokens, const std::vector<std::string>& sto
 }
 
 std::vector<double> Session::score_continuations(const std::vector<std::vector<Token>>& candidates) {
-    if (!have_logits_) throw Error("score_continuations: evaluate a prompt first");
+    if (!have_logits_) throw Error(ErrorKind::invalid_state, "score_continuations: evaluate a prompt first");
     const int n_vocab = model_->n_vocab();
     std::vector<double> first(logits_.begin(), logits_.end());
     log_softmax_inplace(first);
@@ -398,9 +433,9 @@ std::vector<double> Session::score_continuations(const std::vector<std::vector<T
     std::vector<double> scores(candidates.size(), 0.0);
     for (size_t c = 0; c < candidates.size(); ++c) {
         const auto& cand = candidates[c];
-        if (cand.empty()) throw Error("score_continuations: candidate " + std::to_string(c) + " has no tokens");
+        if (cand.empty()) throw Error(ErrorKind::invalid_argument, "score_continuations: candidate " + std::to_string(c) + " has no tokens");
         for (Token t : cand)
-            if (t < 0 || t >= n_vocab) throw Error("score_continuations: token id " + std::to_string(t) + " outside the vocabulary", -1);
+            if (t < 0 || t >= n_vocab) throw Error(ErrorKind::invalid_argument, "score_continuations: token id " + std::to_string(t) + " outside the vocabulary");
         scores[c] = first[cand[0]];
     }
 
@@ -415,7 +450,7 @@ std::vector<double> Session::score_continuations(const std::vector<std::vector<T
         int group_tokens = 0;
         while (next < candidates.size() && static_cast<int>(group.size()) < max_copies) {
             const int need = static_cast<int>(candidates[next].size()) - 1;
-            if (need > params_.n_batch) throw Error("score_continuations: candidate " + std::to_string(next) + " is longer than n_batch");
+            if (need > params_.n_batch) throw Error(ErrorKind::invalid_argument, "score_continuations: candidate " + std::to_string(next) + " is longer than n_batch");
             if (!group.empty() && group_tokens + need > params_.n_batch) break;
             group.push_back(next++);
             group_tokens += need;
@@ -448,7 +483,7 @@ std::vector<double> Session::score_continuations(const std::vector<std::vector<T
             }
         }
         for (size_t g = 0; g < group.size(); ++g) llama_memory_seq_rm(mem, static_cast<llama_seq_id>(g + 1), -1, -1);
-        if (status != 0) throw Error("llama_decode failed while scoring candidates: " + explain_decode_status(status), status);
+        if (status != 0) throw Error(ErrorKind::llama, "llama_decode failed while scoring candidates: " + explain_decode_status(status), status);
     }
     return scores;
 }

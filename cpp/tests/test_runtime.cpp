@@ -19,11 +19,11 @@ void check(bool ok, const std::string& what) {
     if (!ok) ++failures;
 }
 
-bool throws_bua_error(const std::function<void()>& f, int* code = nullptr) {
+bool throws_bua_error(const std::function<void()>& f, bua::ErrorKind* kind = nullptr) {
     try {
         f();
     } catch (const bua::Error& e) {
-        if (code) *code = e.code();
+        if (kind) *kind = e.kind();
         return true;
     }
     return false;
@@ -116,19 +116,25 @@ int main(int argc, char** argv) {
     dialog.eval_tokens(model->tokenize("Sure.", false, true));
     check(dialog.n_past() == n, "truncate then re-evaluate restores the length");
 
-    // Errors, never crashes.
-    int code = 0;
+    // Errors, never crashes; each of its kind.
+    using K = bua::ErrorKind;
+    K kind{};
     bua::Session small(model, params);
     const int room = small.n_ctx();  // llama.cpp may round the context up
     small.eval_tokens(std::vector<bua::Token>(room - 4, ids[0]));
-    check(throws_bua_error([&] { small.eval_tokens(std::vector<bua::Token>(10, ids[0])); }, &code) && code == 1,
-          "context overflow throws with code 1");
+    check(throws_bua_error([&] { small.eval_tokens(std::vector<bua::Token>(10, ids[0])); }, &kind) &&
+              kind == K::context_full,
+          "context overflow throws a context_full error");
     check(small.n_past() == room - 4, "a failed eval leaves the dialogue unchanged");
-    check(throws_bua_error([&] { small.eval_embeddings(rows.data(), 1, model->n_embd() + 1); }),
-          "wrong embedding width throws");
-    check(throws_bua_error([&] { small.eval_tokens({-5}); }), "a token id outside the vocabulary throws");
-    check(throws_bua_error([&] { bua::Model::load("/nonexistent/model.gguf"); }), "a missing GGUF throws");
-    check(throws_bua_error([&] { bua::Session s(model, params); s.generate(4, {}); }), "generate without a prompt throws");
+    check(throws_bua_error([&] { small.eval_embeddings(rows.data(), 1, model->n_embd() + 1); }, &kind) &&
+              kind == K::invalid_argument,
+          "wrong embedding width throws an invalid_argument error");
+    check(throws_bua_error([&] { small.eval_tokens({-5}); }, &kind) && kind == K::invalid_argument,
+          "a token id outside the vocabulary throws an invalid_argument error");
+    check(throws_bua_error([&] { bua::Model::load("/nonexistent/model.gguf"); }, &kind) && kind == K::io,
+          "a missing GGUF throws an io error");
+    check(throws_bua_error([&] { bua::Session s(model, params); s.generate(4, {}); }, &kind) && kind == K::invalid_state,
+          "generate without a prompt throws an invalid_state error");
 
     std::printf("%d failure(s)\n", failures);
     return failures == 0 ? 0 : 1;

@@ -7,14 +7,16 @@
 // one sequence at consecutive positions.
 //
 // Ownership: a Session keeps a shared_ptr to its Model, so the model outlives every session.
-// Errors: every failure throws bua::Error, whose code() is the llama.cpp return value where one
-// exists (see llama_decode in llama.h) and whose what() says what failed and why.
+// Errors: every failure throws bua::Error: kind() says which kind of failure, status() is the
+// llama.cpp return value where one exists (see llama_decode in llama.h; else 0), and what()
+// says what failed and why.
 // Threads: a Model may be shared by many Sessions on many threads; one Session must be used by
 // one thread at a time.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -27,13 +29,28 @@ namespace bua {
 
 using Token = int32_t;
 
+enum class ErrorKind {
+    invalid_argument,  // a value the caller passed is out of range or malformed
+    invalid_state,     // called out of order (e.g. scoring before any prompt was evaluated)
+    context_full,      // the dialogue would exceed n_ctx; the session is unchanged
+    io,                // a file is missing, unreadable or not the GGUF it should be
+    llama,             // llama.cpp failed (load, context, decode); status() holds its code
+    unsupported_cpu,   // the loaded llama.cpp build cannot run on this CPU
+};
+
+// "invalid_argument", "invalid_state", "context_full", "io", "llama" or "unsupported_cpu".
+const char* error_kind_name(ErrorKind kind);
+
 class Error : public std::runtime_error {
 public:
-    Error(const std::string& what, int code = 0) : std::runtime_error(what), code_(code) {}
-    int code() const noexcept { return code_; }
+    Error(ErrorKind kind, const std::string& what, int status = 0)
+        : std::runtime_error(what), kind_(kind), status_(status) {}
+    ErrorKind kind() const noexcept { return kind_; }
+    int status() const noexcept { return status_; }
 
 private:
-    int code_;
+    ErrorKind kind_;
+    int status_;
 };
 
 // Explains a llama_decode() return code in words.
@@ -69,24 +86,33 @@ public:
     std::string detokenize(const std::vector<Token>& tokens, bool special = true) const;
     bool is_end_of_generation(Token token) const;
 
-    // The token-embedding rows of `tokens` ([n, n_embd], row-major), dequantized from the GGUF.
-    // This is what a token id contributes to the input, so feeding these rows as embeddings
-    // must reproduce feeding the ids.
+    // The token-embedding rows of `tokens` ([n, n_embd], row-major), dequantized from the GGUF
+    // file (the table's place in it is read once, at the first call). This is what a token id
+    // contributes to the input, so feeding these rows as embeddings must reproduce feeding the ids.
     std::vector<float> token_embeddings(const std::vector<Token>& tokens) const;
 
-    const llama_model* raw() const { return model_; }
+    const llama_model* raw() const { return model_.get(); }
     const llama_vocab* vocab() const { return vocab_; }
 
 private:
+    struct Free {
+        void operator()(llama_model* model) const;
+    };
+    struct EmbeddingTable;  // where token_embd.weight lies in the file, and its type
+
     Model(llama_model* model, std::string path);
-    llama_model* model_;
+    const EmbeddingTable& embedding_table() const;
+
+    std::unique_ptr<llama_model, Free> model_;
     const llama_vocab* vocab_;
     std::string path_;
+    mutable std::shared_ptr<const EmbeddingTable> table_;
+    mutable std::once_flag table_once_;
 };
 
 struct SessionParams {
     int n_ctx = 2048;      // context length in tokens (prompt + all rounds + answers)
-    int n_threads = 0;     // 0 = llama.cpp's default (all cores); never use more than free cores
+    int n_threads = 0;     // 0 = every hardware thread; never use more than free cores
     int n_batch = 512;     // largest chunk handed to one llama_decode
     int n_seq_max = 64;    // parallel sequences available to candidate scoring
 };
@@ -141,6 +167,7 @@ public:
     void reset() { truncate(0); }
 
 private:
+    Generation generate_kept(int max_tokens, const std::vector<std::string>& stop, const SamplingParams& sampling);
     void decode_chunked(int n, const Token* tokens, const float* rows);
     void require_room(int n_new, const char* what) const;
 
