@@ -47,34 +47,15 @@ def _make_pieces(root: Path, arch: str, projector_width: int = 64) -> Pieces:
     vocab = Vocabulary(BEHAVIORS, LOCATIONS)
     encoder = BehaviorEncoder(EncoderConfig.tiny(vocab.n_behaviors, vocab.n_locations))
     encoder.save(root / "encoder")
-    Projector(ProjectorConfig(in_dim=encoder.config.d_model, out_dim=projector_width)).save(
-        root / f"projector{projector_width}"
-    )
-    return Pieces(
-        backbone,
-        adapter,
-        root / "encoder",
-        root / f"projector{projector_width}",
-        vocab,
-        ChatFormat.from_tokenizer(backbone),
-    )
+    projector = Projector(ProjectorConfig(in_dim=encoder.config.d_model, out_dim=projector_width))
+    projector.save(root / f"projector{projector_width}")
+    return Pieces(backbone, adapter, root / "encoder", root / f"projector{projector_width}", vocab,
+                  ChatFormat.from_tokenizer(backbone))
 
 
 def _export(p: Pieces, out: Path, quant: str, **kw):
-    return export_bundle(
-        p.backbone,
-        p.adapter,
-        p.encoder,
-        p.projector,
-        p.vocab,
-        p.chat,
-        default_template(),
-        out,
-        quant,
-        n_threads=1,
-        progress=lambda msg: None,
-        **kw,
-    )
+    return export_bundle(p.backbone, p.adapter, p.encoder, p.projector, p.vocab, p.chat, default_template(),
+                         out, quant, n_threads=1, progress=lambda msg: None, **kw)
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -142,14 +123,13 @@ def test_bundle_pieces_fit_together(qwen2_bundle):
     native = load_native()
     model = native.Model.load(str(bundle.gguf_path))
     s = native.Session(model, n_ctx=256, n_threads=1)
-    s.eval_tokens(model.tokenize("<|im_start|>user\nBehavior history: ", add_special=False, parse_special=True))
+    def tokens(text):
+        return model.tokenize(text, add_special=False, parse_special=True)
+
+    s.eval_tokens(tokens("<|im_start|>user\nBehavior history: "))
     s.eval_embeddings(rows)
-    s.eval_tokens(
-        model.tokenize("\nPredict.<|im_end|>\n<|im_start|>assistant\n", add_special=False, parse_special=True)
-    )
-    scores = s.score_continuations(
-        [model.tokenize(b + "<|im_end|>", add_special=False, parse_special=True) for b in BEHAVIORS]
-    )
+    s.eval_tokens(tokens("\nPredict.<|im_end|>\n<|im_start|>assistant\n"))
+    scores = s.score_continuations([tokens(b + "<|im_end|>") for b in BEHAVIORS])
     assert len(scores) == len(BEHAVIORS) and all(np.isfinite(scores))
 
 
@@ -178,11 +158,8 @@ def test_force_replaces_the_bundle(qwen2, tmp_path):
     assert sorted(first.files) == ["encoder.onnx", "model-f16.gguf", "native/predict.prompt"]
     _export(qwen2, out, "q4_0", force=True, check_parity=False)
     second = Bundle.load(out)
-    assert second.quant == "q4_0" and sorted(second.files) == [
-        "encoder.onnx",
-        "model-q4_0.gguf",
-        "native/predict.prompt",
-    ]
+    assert second.quant == "q4_0"
+    assert sorted(second.files) == ["encoder.onnx", "model-q4_0.gguf", "native/predict.prompt"]
     assert _leftovers(tmp_path) == []
 
 
@@ -197,9 +174,7 @@ def test_force_refuses_a_directory_that_is_not_a_bundle(qwen2, tmp_path):
 
 def test_cheap_errors_come_first_and_leave_nothing(qwen2, tmp_path):
     out = tmp_path / "b"
-    with pytest.raises(
-        ExportError, match=r"unknown quant type 'q4_k_x'; valid: f32, f16, q8_0, q6_k, q5_k_m, q5_0, q4_k_m, q4_0"
-    ):
+    with pytest.raises(ExportError, match=r"unknown quant type 'q4_k_x'; valid: f32, f16, q8_0, q6_k, q5_k_m, q5_0, q4_k_m, q4_0"):  # noqa: E501
         _export(qwen2, out, "q4_k_x")
 
     narrow = _make_pieces(tmp_path / "narrow", "qwen2", projector_width=48)
@@ -207,53 +182,20 @@ def test_cheap_errors_come_first_and_leave_nothing(qwen2, tmp_path):
         _export(narrow, out, "q8_0")
 
     with pytest.raises(ExportError, match="adapter directory .* does not exist"):
-        export_bundle(
-            qwen2.backbone,
-            tmp_path / "no-adapter",
-            qwen2.encoder,
-            qwen2.projector,
-            qwen2.vocab,
-            qwen2.chat,
-            default_template(),
-            out,
-            "q8_0",
-            progress=lambda m: None,
-        )
+        export_bundle(qwen2.backbone, tmp_path / "no-adapter", qwen2.encoder, qwen2.projector, qwen2.vocab,
+                      qwen2.chat, default_template(), out, "q8_0", progress=lambda m: None)
 
     other_vocab = Vocabulary(BEHAVIORS + ["swim"], LOCATIONS)
     with pytest.raises(ExportError, match="n_behaviors=6 but the vocabulary has 7 behaviors"):
-        export_bundle(
-            qwen2.backbone,
-            qwen2.adapter,
-            qwen2.encoder,
-            qwen2.projector,
-            other_vocab,
-            qwen2.chat,
-            default_template(),
-            out,
-            "q8_0",
-            progress=lambda m: None,
-        )
+        export_bundle(qwen2.backbone, qwen2.adapter, qwen2.encoder, qwen2.projector, other_vocab,
+                      qwen2.chat, default_template(), out, "q8_0", progress=lambda m: None)
 
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
-    with pytest.raises(
-        ExportError,
-        match=r"unsupported architecture GPT2LMHeadModel.*LlamaForCausalLM \(llama\), Qwen2ForCausalLM \(qwen2\)",
-    ):
-        export_bundle(
-            gpt2,
-            None,
-            qwen2.encoder,
-            qwen2.projector,
-            qwen2.vocab,
-            qwen2.chat,
-            default_template(),
-            out,
-            "q8_0",
-            progress=lambda m: None,
-        )
+    with pytest.raises(ExportError, match=r"unsupported architecture GPT2LMHeadModel.*LlamaForCausalLM \(llama\), Qwen2ForCausalLM \(qwen2\)"):  # noqa: E501
+        export_bundle(gpt2, None, qwen2.encoder, qwen2.projector, qwen2.vocab, qwen2.chat,
+                      default_template(), out, "q8_0", progress=lambda m: None)
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
@@ -265,68 +207,27 @@ def test_mismatched_adapters_are_named(qwen2, tmp_path):
     config["target_modules"] = ["q_proj", "c_attn"]
     (wrong_targets / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(ExportError, match=r"target modules \['c_attn'\] are not in the backbone"):
-        export_bundle(
-            qwen2.backbone,
-            wrong_targets,
-            qwen2.encoder,
-            qwen2.projector,
-            qwen2.vocab,
-            qwen2.chat,
-            default_template(),
-            tmp_path / "b",
-            "q8_0",
-            progress=lambda m: None,
-        )
+        export_bundle(qwen2.backbone, wrong_targets, qwen2.encoder, qwen2.projector, qwen2.vocab,
+                      qwen2.chat, default_template(), tmp_path / "b", "q8_0", progress=lambda m: None)
 
     # an adapter trained on a model of another width
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     other = tmp_path / "other-model"
-    LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=128,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
-    ).to(torch.float32).save_pretrained(other)
+    LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)).to(torch.float32).save_pretrained(other)
     foreign = make_lora_adapter(other, tmp_path / "foreign")
-    with pytest.raises(
-        ExportError,
-        match=r"\(trained on .*other-model\) does not fit .*lora_[AB]\.weight has shape \[\d+, \d+\] but model\.layers\.\S+ is \[\d+, \d+\]",  # noqa: E501
-    ):
-        export_bundle(
-            qwen2.backbone,
-            foreign,
-            qwen2.encoder,
-            qwen2.projector,
-            qwen2.vocab,
-            qwen2.chat,
-            default_template(),
-            tmp_path / "b",
-            "q8_0",
-            progress=lambda m: None,
-        )
+    with pytest.raises(ExportError, match=r"\(trained on .*other-model\) does not fit .*lora_[AB]\.weight has shape \[\d+, \d+\] but model\.layers\.\S+ is \[\d+, \d+\]"):  # noqa: E501
+        export_bundle(qwen2.backbone, foreign, qwen2.encoder, qwen2.projector, qwen2.vocab,
+                      qwen2.chat, default_template(), tmp_path / "b", "q8_0", progress=lambda m: None)
 
     empty = tmp_path / "empty-adapter"
     empty.mkdir()
     (empty / "adapter_config.json").write_text("{}")
     with pytest.raises(ExportError, match="has no adapter weights"):
-        export_bundle(
-            qwen2.backbone,
-            empty,
-            qwen2.encoder,
-            qwen2.projector,
-            qwen2.vocab,
-            qwen2.chat,
-            default_template(),
-            tmp_path / "b",
-            "q8_0",
-            progress=lambda m: None,
-        )
+        export_bundle(qwen2.backbone, empty, qwen2.encoder, qwen2.projector, qwen2.vocab,
+                      qwen2.chat, default_template(), tmp_path / "b", "q8_0", progress=lambda m: None)
 
 
 def _write_run(root: Path, p: Pieces) -> Path:

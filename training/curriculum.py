@@ -37,13 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --init-from: which stages to take, e.g. 1 (default: those finished before the first of --stages)",
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field (dotted key, YAML value); repeatable",
-    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (dotted key, YAML value); repeatable")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation report after training")

@@ -164,13 +164,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="CSV/TSV/Parquet log, a file of event lines ('Mon 08:10 @home check weather'), or - for stdin",
     )
     p.add_argument("--user", help="the user whose history to use, when the table holds several")
-    p.add_argument(
-        "--column",
-        action="append",
-        default=[],
-        metavar="FIELD=NAME",
-        help="column of the table, as for bua eval (fields of bua.loaders.TableColumns)",
-    )
+    p.add_argument("--column", action="append", default=[], metavar="FIELD=NAME",
+                   help="column of the table, as for bua eval (fields of bua.loaders.TableColumns)")
     p.add_argument("--explain", action="store_true", help="run the understanding rounds first and print them")
     p.add_argument("--threads", type=int, default=None, help="llama.cpp / onnxruntime threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
