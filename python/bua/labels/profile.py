@@ -170,165 +170,21 @@ class UserProfile:
         the user's top 10) that are never taken for home or workplace."""
         if not events:
             raise ValueError("cannot profile a user without events")
-        n = len(events)
-        a = np.fromiter((x for e in events for x in (e.order_key, e.location, e.behavior)),
-                        dtype=np.int64, count=3 * n).reshape(n, 3)
-        key, loc, beh = a[:, 0], a[:, 1], a[:, 2]
-        minute = key % 1440
-        absday = key // 1440
-        dow = absday % 7
-        n_loc, n_beh = vocab.n_locations, vocab.n_behaviors
-        span_days = int(absday[-1] - absday[0]) + 1
-        n_weeks = max(span_days / 7.0, 1.0 / 7.0)
-
-        dwell = np.minimum(np.diff(key, append=key[-1] + 30), DWELL_CAP).astype(np.float64)
-        loc_dwell = np.bincount(loc, weights=dwell, minlength=n_loc)
-        specific = loc_dwell.copy()
-        for g in generic_locations:
-            specific[g] = 0.0
-        home = int(np.argmax(specific if specific.any() else loc_dwell))
-        home_share = float(loc_dwell[home] / loc_dwell.sum()) if loc_dwell.sum() else 1.0
-
+        log = _Log.of(events)
         groups = vocab.behavior_groups or {}
         beh_group = [groups.get(b) for b in vocab.behaviors]
-        is_commute = np.array([g == "commute" for g in beh_group], dtype=bool)[beh]
-        transit = set()
-        if is_commute.any():
-            tot = np.bincount(loc, minlength=n_loc)
-            com = np.bincount(loc[is_commute], minlength=n_loc)
-            for li in np.nonzero(tot)[0]:
-                if li != home and com[li] / tot[li] >= TRANSIT_MIN_SHARE:
-                    transit.add(int(li))
-
-        # workplace: weekday dwell per (day, location)
-        wk = dow < 5
-        active_weekdays = len(np.unique(absday[wk]))
-        workplace = None
-        work_start = work_end = None
-        work_dpw = 0.0
-        work_weekdays = True
-        if active_weekdays:
-            best = 0.0
-            for li in range(n_loc):
-                if li == home or li in transit or li in generic_locations:
-                    continue
-                sel = wk & (loc == li)
-                if not sel.any():
-                    continue
-                days = np.unique(absday[sel])
-                total = float(dwell[sel].sum())
-                if len(days) < max(2, WORK_MIN_DAY_SHARE * active_weekdays):
-                    continue
-                if total / len(days) < WORK_MIN_DWELL:
-                    continue
-                if total > best:
-                    best, workplace = total, li
-        if workplace is not None:
-            at = loc == workplace
-            # stays: runs of consecutive events at the workplace
-            starts = np.nonzero(at & ~np.concatenate([[False], at[:-1]]))[0]
-            ends = np.nonzero(at & ~np.concatenate([at[1:], [False]]))[0]
-            # a break of under 3 h elsewhere (lunch out) does not end a stay
-            ms, me = [int(starts[0])], [int(ends[0])]
-            for s_, e_ in zip(starts[1:], ends[1:]):
-                if key[s_] - key[me[-1]] < 180:
-                    me[-1] = int(e_)
-                else:
-                    ms.append(int(s_))
-                    me.append(int(e_))
-            starts, ends = np.array(ms), np.array(me)
-            long = (key[ends] - key[starts]) >= 60
-            if long.any():
-                starts, ends = starts[long], ends[long]
-            work_start = _circ_median(minute[starts])[0]
-            # a stay ends when the next event happens elsewhere
-            work_end = _circ_median((key[ends] + dwell[ends].astype(np.int64)) % 1440)[0]
-            work_dpw = len(np.unique(absday[starts])) / n_weeks
-            work_weekdays = bool(np.mean(dow[starts] < 5) >= 0.8)
-
-        counts = np.bincount(beh, minlength=n_beh)
-        total = float(n)
-        # hobbies
-        hobbies: list[Hobby] = []
-        for b in range(n_beh):
-            c = int(counts[b])
-            if c < HOBBY_MIN_COUNT:
-                continue
-            if groups and beh_group[b] != "leisure":
-                continue
-            p = float(population.shares[b])
-            if p > HOBBY_MAX_POP_SHARE:
-                continue
-            lift = (c / total) / max(p, 1e-6)
-            if lift < HOBBY_MIN_LIFT:
-                continue
-            sel = beh == b
-            dpw = len(np.unique(absday[sel])) / n_weeks
-            if dpw < HOBBY_MIN_DAYS_PER_WEEK:
-                continue
-            med, _ = _circ_median(minute[sel])
-            top_loc = int(np.bincount(loc[sel], minlength=n_loc).argmax())
-            hobbies.append(Hobby(b, c, lift, med, top_loc, dpw))
-        hobbies.sort(key=lambda h: (-h.lift, h.behavior))
-        hobbies = hobbies[:3]
-
-        # anchors: regular times of day
-        anchors: list[Anchor] = []
-        for b in np.nonzero(counts >= 3)[0]:
-            sel = beh == b
-            per_week = len(np.unique(absday[sel])) / n_weeks
-            if per_week < ANCHOR_MIN_PER_WEEK:
-                continue
-            med, mad = _circ_median(minute[sel])
-            if mad > ANCHOR_MAX_MAD:
-                continue
-            top_loc = int(np.bincount(loc[sel], minlength=n_loc).argmax())
-            anchors.append(Anchor(int(b), med, top_loc, per_week, mad))
-        anchors.sort(key=lambda x: (-(x.per_week / (1.0 + x.mad / 20.0)), x.behavior))
-
-        # strongest transition A -> B (A != B) by lift, seen >= 3 times
-        top_transition = None
-        if n > 3:
-            pairs = Counter(zip(beh[:-1].tolist(), beh[1:].tolist()))
-            best = 0.0
-            for (x, y), c in pairs.items():
-                if x == y or c < 3:
-                    continue
-                lift = c / counts[x] / (counts[y] / total)
-                score = lift * np.log1p(c)
-                if score > best:
-                    best, top_transition = score, (int(x), int(y))
-
-        # sleep: the longest gap of each calendar day (>= 4 h) separates bed and wake
-        gaps = np.diff(key)
-        long_gap = np.nonzero(gaps >= SLEEP_MIN_GAP)[0]
-        if len(long_gap):
-            # one sleep per start day: the longest gap starting on that day
-            best: dict[int, int] = {}
-            for i in long_gap:
-                d = int(absday[i] if minute[i] >= 12 * 60 else absday[i] - 1)
-                if d not in best or gaps[i] > gaps[best[d]]:
-                    best[d] = int(i)
-            idx = np.array(sorted(best.values()))
-            bed = _circ_median(minute[idx])[0]
-            wake = _circ_median(minute[idx + 1])[0]
-            # weekends (waking on Sat / Sun) separately when there are enough of them
-            wk_end = dow[idx + 1] >= 5
-            bed_we, wake_we = bed, wake
-            if wk_end.sum() >= 2:
-                bed_we = _circ_median(minute[idx[wk_end]])[0]
-                wake_we = _circ_median(minute[idx[wk_end] + 1])[0]
-            if (~wk_end).sum() >= 2:
-                bed = _circ_median(minute[idx[~wk_end]])[0]
-                wake = _circ_median(minute[idx[~wk_end] + 1])[0]
-        else:
-            bed, wake = 23 * 60, 7 * 60
-            bed_we, wake_we = bed, wake
-        prof = cls(vocab, n, n_weeks, home, home_share, workplace, work_start, work_end,
-                   work_dpw, work_weekdays, frozenset(transit), counts, tuple(hobbies),
-                   tuple(anchors[:6]), top_transition, wake, bed, wake_we, bed_we)
-        prof._extra["loc"] = loc
-        prof._extra["beh"] = beh
+        home, home_share = _home(log, vocab.n_locations, generic_locations)
+        transit = _transit_locations(log, vocab.n_locations, home, beh_group)
+        workplace = _workplace(log, vocab.n_locations, home, transit | set(generic_locations))
+        work = _work_hours(log, workplace) if workplace is not None else (None, None, 0.0, True)
+        counts = np.bincount(log.beh, minlength=vocab.n_behaviors)
+        hobbies = _hobbies(log, counts, vocab.n_locations, population, beh_group if groups else None)
+        anchors = _anchors(log, counts, vocab.n_locations)
+        wake, bed, wake_we, bed_we = _sleep(log)
+        prof = cls(vocab, log.n, log.n_weeks, home, home_share, workplace, *work, frozenset(transit), counts,
+                   tuple(hobbies), tuple(anchors[:6]), _top_transition(log, counts), wake, bed, wake_we, bed_we)
+        prof._extra["loc"] = log.loc
+        prof._extra["beh"] = log.beh
         prof._extra["population"] = population
         prof.summary = prof._summarize(population)
         return prof
@@ -424,3 +280,186 @@ def _part_of_day(minute: int) -> str:
     if 17 <= h < 22:
         return "in the evening"
     return "late at night"
+
+
+# ---------------------------------------------------------------------- UserProfile.build steps
+@dataclass(frozen=True)
+class _Log:
+    """One user's events as arrays (time order)."""
+
+    key: np.ndarray      # absolute minute
+    loc: np.ndarray
+    beh: np.ndarray
+    minute: np.ndarray   # minute of the day
+    absday: np.ndarray   # calendar day
+    dow: np.ndarray      # day of week, 0 = Monday
+    dwell: np.ndarray    # minutes until the next event, capped
+    n_weeks: float
+
+    @property
+    def n(self) -> int:
+        return len(self.key)
+
+    @classmethod
+    def of(cls, events: Sequence[Event]) -> "_Log":
+        n = len(events)
+        a = np.fromiter((x for e in events for x in (e.order_key, e.location, e.behavior)),
+                        dtype=np.int64, count=3 * n).reshape(n, 3)
+        key = a[:, 0]
+        absday = key // 1440
+        span_days = int(absday[-1] - absday[0]) + 1
+        dwell = np.minimum(np.diff(key, append=key[-1] + 30), DWELL_CAP).astype(np.float64)
+        return cls(key, a[:, 1], a[:, 2], key % 1440, absday, absday % 7, dwell, max(span_days / 7.0, 1.0 / 7.0))
+
+
+def _home(log: _Log, n_loc: int, generic_locations: frozenset[int]) -> tuple[int, float]:
+    """The specific place with the most dwell time, and its share of all dwell time."""
+    loc_dwell = np.bincount(log.loc, weights=log.dwell, minlength=n_loc)
+    specific = loc_dwell.copy()
+    for g in generic_locations:
+        specific[g] = 0.0
+    home = int(np.argmax(specific if specific.any() else loc_dwell))
+    return home, float(loc_dwell[home] / loc_dwell.sum()) if loc_dwell.sum() else 1.0
+
+
+def _transit_locations(log: _Log, n_loc: int, home: int, beh_group: list[str | None]) -> set[int]:
+    """Places (not home) where commute behaviors make up a large share of the events."""
+    is_commute = np.array([g == "commute" for g in beh_group], dtype=bool)[log.beh]
+    if not is_commute.any():
+        return set()
+    tot = np.bincount(log.loc, minlength=n_loc)
+    com = np.bincount(log.loc[is_commute], minlength=n_loc)
+    return {int(li) for li in np.nonzero(tot)[0] if li != home and com[li] / tot[li] >= TRANSIT_MIN_SHARE}
+
+
+def _workplace(log: _Log, n_loc: int, home: int, excluded: set[int]) -> int | None:
+    """The place with the most weekday dwell, visited on enough weekdays for long enough."""
+    wk = log.dow < 5
+    active_weekdays = len(np.unique(log.absday[wk]))
+    if not active_weekdays:
+        return None
+    workplace, best = None, 0.0
+    for li in range(n_loc):
+        if li == home or li in excluded:
+            continue
+        sel = wk & (log.loc == li)
+        if not sel.any():
+            continue
+        days = np.unique(log.absday[sel])
+        total = float(log.dwell[sel].sum())
+        if len(days) < max(2, WORK_MIN_DAY_SHARE * active_weekdays) or total / len(days) < WORK_MIN_DWELL:
+            continue
+        if total > best:
+            best, workplace = total, li
+    return workplace
+
+
+def _work_hours(log: _Log, workplace: int) -> tuple[int, int, float, bool]:
+    """(start minute, end minute, days per week, mostly on weekdays) of the stays at work."""
+    key, at = log.key, log.loc == workplace
+    # stays: runs of consecutive events at the workplace
+    starts = np.nonzero(at & ~np.concatenate([[False], at[:-1]]))[0]
+    ends = np.nonzero(at & ~np.concatenate([at[1:], [False]]))[0]
+    # a break of under 3 h elsewhere (lunch out) does not end a stay
+    ms, me = [int(starts[0])], [int(ends[0])]
+    for s_, e_ in zip(starts[1:], ends[1:]):
+        if key[s_] - key[me[-1]] < 180:
+            me[-1] = int(e_)
+        else:
+            ms.append(int(s_))
+            me.append(int(e_))
+    starts, ends = np.array(ms), np.array(me)
+    long = (key[ends] - key[starts]) >= 60
+    if long.any():
+        starts, ends = starts[long], ends[long]
+    start = _circ_median(log.minute[starts])[0]
+    # a stay ends when the next event happens elsewhere
+    end = _circ_median((key[ends] + log.dwell[ends].astype(np.int64)) % 1440)[0]
+    return (start, end, len(np.unique(log.absday[starts])) / log.n_weeks,
+            bool(np.mean(log.dow[starts] < 5) >= 0.8))
+
+
+def _hobbies(log: _Log, counts: np.ndarray, n_loc: int, population: PopulationStats,
+             beh_group: list[str | None] | None) -> list[Hobby]:
+    """Up to 3 leisure behaviors done far more often than the population does, most days-per-week."""
+    hobbies: list[Hobby] = []
+    for b in range(len(counts)):
+        c = int(counts[b])
+        if c < HOBBY_MIN_COUNT or (beh_group is not None and beh_group[b] != "leisure"):
+            continue
+        p = float(population.shares[b])
+        if p > HOBBY_MAX_POP_SHARE:
+            continue
+        lift = (c / log.n) / max(p, 1e-6)
+        if lift < HOBBY_MIN_LIFT:
+            continue
+        sel = log.beh == b
+        dpw = len(np.unique(log.absday[sel])) / log.n_weeks
+        if dpw < HOBBY_MIN_DAYS_PER_WEEK:
+            continue
+        med, _ = _circ_median(log.minute[sel])
+        top_loc = int(np.bincount(log.loc[sel], minlength=n_loc).argmax())
+        hobbies.append(Hobby(b, c, lift, med, top_loc, dpw))
+    hobbies.sort(key=lambda h: (-h.lift, h.behavior))
+    return hobbies[:3]
+
+
+def _anchors(log: _Log, counts: np.ndarray, n_loc: int) -> list[Anchor]:
+    """Behaviors at regular times of day, most regular first."""
+    anchors: list[Anchor] = []
+    for b in np.nonzero(counts >= 3)[0]:
+        sel = log.beh == b
+        per_week = len(np.unique(log.absday[sel])) / log.n_weeks
+        if per_week < ANCHOR_MIN_PER_WEEK:
+            continue
+        med, mad = _circ_median(log.minute[sel])
+        if mad > ANCHOR_MAX_MAD:
+            continue
+        top_loc = int(np.bincount(log.loc[sel], minlength=n_loc).argmax())
+        anchors.append(Anchor(int(b), med, top_loc, per_week, mad))
+    anchors.sort(key=lambda x: (-(x.per_week / (1.0 + x.mad / 20.0)), x.behavior))
+    return anchors
+
+
+def _top_transition(log: _Log, counts: np.ndarray) -> tuple[int, int] | None:
+    """The strongest transition A -> B (A != B) by lift, seen >= 3 times."""
+    if log.n <= 3:
+        return None
+    pairs = Counter(zip(log.beh[:-1].tolist(), log.beh[1:].tolist()))
+    best, top = 0.0, None
+    for (x, y), c in pairs.items():
+        if x == y or c < 3:
+            continue
+        score = c / counts[x] / (counts[y] / log.n) * np.log1p(c)
+        if score > best:
+            best, top = score, (int(x), int(y))
+    return top
+
+
+def _sleep(log: _Log) -> tuple[int, int, int, int]:
+    """(wake, bed, weekend wake, weekend bed) minutes: the longest gap of each calendar day
+    (>= 4 h) separates bed and wake."""
+    gaps = np.diff(log.key)
+    long_gap = np.nonzero(gaps >= SLEEP_MIN_GAP)[0]
+    if not len(long_gap):
+        return 7 * 60, 23 * 60, 7 * 60, 23 * 60
+    minute, dow = log.minute, log.dow
+    # one sleep per start day: the longest gap starting on that day
+    best: dict[int, int] = {}
+    for i in long_gap:
+        d = int(log.absday[i] if minute[i] >= 12 * 60 else log.absday[i] - 1)
+        if d not in best or gaps[i] > gaps[best[d]]:
+            best[d] = int(i)
+    idx = np.array(sorted(best.values()))
+    bed = _circ_median(minute[idx])[0]
+    wake = _circ_median(minute[idx + 1])[0]
+    # weekends (waking on Sat / Sun) separately when there are enough of them
+    wk_end = dow[idx + 1] >= 5
+    bed_we, wake_we = bed, wake
+    if wk_end.sum() >= 2:
+        bed_we = _circ_median(minute[idx[wk_end]])[0]
+        wake_we = _circ_median(minute[idx[wk_end] + 1])[0]
+    if (~wk_end).sum() >= 2:
+        bed = _circ_median(minute[idx[~wk_end]])[0]
+        wake = _circ_median(minute[idx[~wk_end] + 1])[0]
+    return wake, bed, wake_we, bed_we
