@@ -6,12 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from benchkit.explain import EXPLAIN
-from benchkit.goals import COMPARISONS, _model_order, evaluate, find
+from benchkit.goals import COMPARISONS, _model_order, evaluate
 from benchkit.recorder import SideRecord
 
 COMMAND = "python benchmarks/report.py"
-HIDDEN_METRICS = {"threads", "top1", "gguf", "kernels", "kernel_shares", "weight_types"}
+# Shown elsewhere (threads), per-history detail (top1), paths, or repeated by `kernels`.
+HIDDEN_METRICS = {"threads", "top1", "gguf", "kernel_shares"}
 
 
 def _fmt_ms(s: float) -> str:
@@ -146,8 +146,6 @@ def render(records: list[SideRecord], run: dict[str, Any], model_labels: dict[st
                 )
                 + "."
             )
-            for sentence in EXPLAIN[comp.id](lambda side, m=model, c=comp.id: find(records, c, m, side), outs):
-                lines.append(f"- {sentence}")
             lines.append("")
     lines += [
         "## Method",
