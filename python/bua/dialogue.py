@@ -1,31 +1,9 @@
 """Multi-round dialogues with one soft-token slot (paper sec. 3.4): the contract training
-and the runtime share.
+and the runtime share: task names, the `DialogueTemplate`, rendering a dialogue into `Segment`s
+in a `bua.chat.ChatFormat`, and tokenizing them segment by segment.
 
-A dialogue is a list of `Segment`s rendered in the chat format (`bua.chat.ChatFormat`):
-
-    [text] bos + system_prefix + SYSTEM + system_suffix + user_prefix + preamble-before-marker
-    [soft] the behavior embedding (projector(encoder(history)))
-    [text] preamble-after-marker + QUESTION_1 + user_suffix + assistant_prefix
-    [text, answer, round 0] ANSWER_1 + assistant_suffix
-    for each later round k:
-    [text] user_prefix + QUESTION_k + user_suffix + assistant_prefix
-    [text, answer, round k] ANSWER_k + assistant_suffix
-
-The first round's user text is ``template.preamble + question`` (the preamble holds the
-marker); later rounds' user text is the question alone. Each text segment is tokenized on
-its own (never across a segment boundary); adjacent text segments stay separate. Questions
-may hold ``{name}`` fields filled from a per-round context (`question_context`): the
-generation question names the target day (``{day}``), the reflection question carries the
-draft summary under review (``{draft}``).
-
-Task names: stage 1 `reconstruct`, `current_scene`, `future_scene`, `home_work`, `hobbies`;
-stage 2 rounds `key_behaviors`, `patterns`, `summary`, then `predict` or `generate`; stage 3
-`reflect`. A prediction answer is exactly a behavior name of the vocabulary (the runtime
-scores every behavior name as a continuation); a generation answer is
-`bua.textformat.format_events(next day's events)`.
-
-The training dialogues built on this contract (stage 1-3, from labels) live in
-`bua.training.dialogues`.
+The segment layout and its rules are in docs/ARCHITECTURE.md ("The soft-token slot"); the training
+dialogues built on this contract (stages 1-3, from labels) are in `bua.training.dialogues`.
 """
 from __future__ import annotations
 
