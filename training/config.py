@@ -135,6 +135,10 @@ class StageConfig:
     # stage 2, a bua extension: each direct prediction dialogue also answers for this many shorter
     # prefixes of its history in the same forward pass (shared opening and soft slot); 0 = off
     prefix_predictions: int = 0
+    # stage 2, a bua extension: "encoder" replaces each training prediction answer by the behavior
+    # encoder's most likely next behavior for that history (distillation: one consistent answer per
+    # history instead of a noisy observed one); validation and evaluation keep the observed answers
+    prediction_answers: Literal["observed", "encoder"] = "observed"
     continue_from: Optional[Literal["stage1", "stage2"]] = None  # None: the latest finished earlier stage
     loss: Literal["round_balanced", "token"] = "round_balanced"
     task_weighting: TaskWeightingConfig = field(default_factory=TaskWeightingConfig)
@@ -329,6 +333,10 @@ def _validate(config: TrainConfig, source: str) -> None:
         if stage.prefix_predictions < 0 or (stage.prefix_predictions and name != "stage2"):
             fail(f"{name}.prefix_predictions", stage.prefix_predictions,
                  "must be 0, or a positive count in stage2")
+        if stage.prediction_answers not in ("observed", "encoder") or (
+                stage.prediction_answers != "observed" and name != "stage2"):
+            fail(f"{name}.prediction_answers", stage.prediction_answers,
+                 "must be 'observed', or 'encoder' in stage2")
         if stage.continue_from is not None and STAGES.index(stage.continue_from) >= STAGES.index(name):
             fail(f"{name}.continue_from", stage.continue_from, "must name an earlier stage")
         opt = stage.optimizer

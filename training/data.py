@@ -3,7 +3,7 @@
 Everything here is a pure function of the config (and its seeds), so every rank of a
 distributed run, and a resumed run, builds exactly the same examples.
 
-Per stage (dialogue builders from `bua.dialogue`, answers from `bua.labels.Labeler`):
+Per stage (dialogue builders from `bua.training.dialogues`, answers from `bua.labels.Labeler`):
 - stage1: one single-round dialogue per prediction window, its task cycling through the
   stage's tasks (default: reconstruct, current/future scene, home/work, hobbies).
 - stage2: multi-round dialogues key_behaviors -> patterns -> summary -> predict, or ending in
@@ -12,7 +12,9 @@ Per stage (dialogue builders from `bua.dialogue`, answers from `bua.labels.Label
   With `prefix_predictions` K > 0 (a bua extension), each direct prediction dialogue of the
   training users also asks the question for K shorter prefixes of its history; the K + 1
   dialogues share the system prompt and the soft slot and are one example with branches
-  (`bua.training.collate.Branch`), so one forward pass trains K + 1 answers.
+  (`bua.training.collate.Branch`), so one forward pass trains K + 1 answers. With
+  `prediction_answers: encoder` (a bua extension), training prediction answers are the behavior
+  encoder's most likely next behavior (`encoder_answers`) instead of the observed one.
 - stage3: self-reflective refinement dialogues.
 User-level answers of training users come from their whole training log; validation and test
 users are profiled from their sample window (the labeler never sees their logs).
@@ -20,8 +22,8 @@ users are profiled from their sample window (the labeler never sees their logs).
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -110,14 +112,39 @@ def prefix_prediction_samples(sample, n: int, min_history: int, rng: np.random.G
     return [PredictionSample(sample.user_id, sample.history[:c], sample.history[c]) for c in cuts]
 
 
+def encoder_answers(encoder) -> Callable[[Any], Any]:
+    """sample -> the same PredictionSample whose target behavior is `encoder`'s most likely next
+    behavior after the sample's history (the stage-2 `prediction_answers: encoder` teacher)."""
+    import torch
+
+    from bua.models.pretrain import pad_windows
+
+    device = str(next(encoder.parameters()).device)
+
+    def relabel(sample):
+        events, mask = pad_windows([events_to_array(sample.history)], device)
+        training = encoder.training
+        encoder.eval()  # no dropout: the same answer on every rank and every resume
+        try:
+            with torch.no_grad():
+                logits = encoder(events, mask)["behavior"][0, int(mask.sum()) - 1]
+        finally:
+            encoder.train(training)
+        return replace(sample, target=replace(sample.target, behavior=int(logits.argmax())))
+
+    return relabel
+
+
 def _user_seed(seed: int, stage: str, user_id: str) -> int:
     return zlib.crc32(f"{seed}:{stage}:{user_id}".encode())
 
 
 def stage_dialogues(data: CurriculumData, users: Dataset, stage: str, per_user: int, cfg: StageConfig,
-                    dconfig: DataConfig, template, chat, prefixes: int = 0) -> list[Dialogue | SharedPrefix]:
+                    dconfig: DataConfig, template, chat, prefixes: int = 0,
+                    relabel: Callable[[Any], Any] | None = None) -> list[Dialogue | SharedPrefix]:
     """`per_user` dialogues of `stage` for every user in `users`; with `prefixes` > 0, stage 2's
-    direct prediction dialogues come as `SharedPrefix` groups with that many shorter prefixes."""
+    direct prediction dialogues come as `SharedPrefix` groups with that many shorter prefixes;
+    `relabel` (e.g. `encoder_answers`) replaces the target of every stage-2 prediction sample."""
     from bua.samples import generation_samples, prediction_samples
 
     if per_user <= 0:
@@ -146,9 +173,13 @@ def stage_dialogues(data: CurriculumData, users: Dataset, stage: str, per_user: 
                     sample, pi, final = preds[pi], pi + 1, PREDICT
                 else:
                     continue
+                if relabel is not None and final == PREDICT:
+                    sample = relabel(sample)
                 dialogue = stage2_dialogue(sample, data.labeler, final, explain, template=template, chat=chat)
                 if prefixes and final == PREDICT and not explain:
                     shorter = prefix_prediction_samples(sample, prefixes, min_history, rng)
+                    if relabel is not None:
+                        shorter = [relabel(p) for p in shorter]
                     dialogue = SharedPrefix([dialogue] + [stage2_dialogue(p, data.labeler, PREDICT, False,
                                                                           template=template, chat=chat)
                                                           for p in shorter])
@@ -233,8 +264,10 @@ def build_stage(data: CurriculumData, stage: str, cfg: StageConfig, dconfig: Dat
                                    ("val", data.val, cfg.val_samples_per_user)):
         # Validation keeps one answer per dialogue, so its loss compares across settings.
         prefixes = cfg.prefix_predictions if split == "train" and stage == "stage2" else 0
+        relabel = (encoder_answers(model.soft_tokenizer.encoder)
+                   if split == "train" and stage == "stage2" and cfg.prediction_answers == "encoder" else None)
         made[split] = stage_dialogues(data, users, stage, per_user, cfg, dconfig, model.template, model.chat,
-                                      prefixes)
+                                      prefixes, relabel)
     counts: dict[str, int] = {}
     for item in made["train"]:
         for d in (item.dialogues if isinstance(item, SharedPrefix) else [item]):

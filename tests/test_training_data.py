@@ -1,0 +1,83 @@
+"""Curriculum data switches: stage2.prediction_answers (answers distilled from the encoder)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from bua.dialogue import PREDICT
+from bua.events import events_to_array
+from bua.models.encoder import BehaviorEncoder, EncoderConfig
+from bua.models.pretrain import pad_windows
+from bua.samples import prediction_samples
+from bua.simulate import simulate
+from bua.training.config import ConfigError, DataConfig, StageConfig, config_from_dict
+from bua.training.data import encoder_answers, stage_dialogues
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return simulate(n_users=6, n_days=7, seed=11)
+
+
+def _encoder(vocab) -> BehaviorEncoder:
+    torch.manual_seed(0)
+    return BehaviorEncoder(EncoderConfig.tiny(vocab.n_behaviors, vocab.n_locations))
+
+
+def test_prediction_answers_is_a_stage2_switch():
+    assert config_from_dict({"stage2": {"prediction_answers": "encoder"}}).stage2.prediction_answers == "encoder"
+    with pytest.raises(ConfigError, match="stage1.prediction_answers"):
+        config_from_dict({"stage1": {"prediction_answers": "encoder"}})
+    with pytest.raises(ConfigError, match="prediction_answers"):
+        config_from_dict({"stage2": {"prediction_answers": "teacher"}})
+
+
+def test_encoder_answers_are_the_encoders_argmax(dataset):
+    encoder = _encoder(dataset.vocab).train()  # dropout on: relabelling must switch it off
+    samples = prediction_samples(dataset.users[0], 8, min_history=4, max_per_user=6)
+    relabel = encoder_answers(encoder)
+    out = [relabel(s) for s in samples]
+
+    events, mask = pad_windows([events_to_array(s.history) for s in samples], "cpu")
+    encoder.eval()
+    with torch.no_grad():
+        logits = encoder(events, mask)["behavior"]
+    expected = logits[torch.arange(len(samples)), mask.long().sum(1) - 1].argmax(-1).tolist()
+    assert [s.target.behavior for s in out] == expected
+    assert [s.history for s in out] == [s.history for s in samples]
+    assert [s.target.minute for s in out] == [s.target.minute for s in samples]
+    assert encoder.training is False  # restored to the mode it had (eval, set above)
+    encoder.train()
+    relabel(samples[0])
+    assert encoder.training
+
+
+def test_stage_dialogues_answer_with_the_relabelled_behavior(dataset):
+    vocab = dataset.vocab
+    cfg = StageConfig(direct_fraction=1.0, generation_fraction=0.0)
+    dconfig = DataConfig(history_len=8)
+    data = SimpleNamespace(labeler=SimpleNamespace(vocab=vocab))
+    users = list(dataset.users)[:3]
+
+    def args(relabel):
+        from bua.chat import ChatFormat
+        from bua.dialogue import default_template
+
+        return dict(data=data, users=users, stage="stage2", per_user=3, cfg=cfg, dconfig=dconfig,
+                    template=default_template(), chat=ChatFormat.chatml(), relabel=relabel)
+
+    observed = stage_dialogues(**args(None))
+    always_first = stage_dialogues(**args(lambda s: s.__class__(s.user_id, s.history, s.target.__class__(
+        s.target.day, s.target.minute, s.target.location, 0, s.target.week))))
+    assert len(observed) == len(always_first) > 0
+    assert all(d.tasks == [PREDICT] for d in always_first)
+    assert {d.answers[-1] for d in always_first} == {vocab.behaviors[0]}
+    assert {d.target_behavior for d in always_first} == {0}
+    assert len({d.answers[-1] for d in observed}) > 1
+    assert [d.history for d in observed] == [d.history for d in always_first]
+    assert np.all([d.target_behavior is not None for d in observed])
