@@ -70,7 +70,9 @@ def test_forward_puts_soft_tokens_at_the_slot(arch, mode):
     ex = [_example(m, ["key_behaviors", "predict"], ["gaming a lot", "gaming"]),
           _example(m, ["predict"], ["subway"], HIST[:2])]
     batch = collate(ex, m.pad_id)
-    nll, rounds = m(batch)
+    first_ids = torch.tensor([5, 17, int(ex[1].tokens.input_ids[-2])])
+    fwd = m(batch, first_ids)
+    nll = fwd.nll
     # reference: build inputs_embeds by hand per dialogue, run the plain HF model with labels
     with torch.no_grad():
         soft, soft_mask = m.soft_tokenizer(batch.events, batch.events_mask)
@@ -83,6 +85,12 @@ def test_forward_puts_soft_tokens_at_the_slot(arch, mode):
         out = m.lm(inputs_embeds=emb.unsqueeze(0), labels=labels.unsqueeze(0))
         ref = out.loss * (labels[1:] != -100).sum()
         assert nll[i].sum().item() == pytest.approx(ref.item(), rel=1e-4)
+        # the distillation logits: the full LM's logits of first_ids where the predict answer starts
+        predict_round = e.round_tasks.index("predict")
+        first_answer = int(np.flatnonzero(e.tokens.answer_mask & (e.tokens.round_ids == predict_round))[0])
+        assert int(batch.predict_start[i]) == first_answer - 1
+        torch.testing.assert_close(fwd.first_token_logits[i], out.logits[0, first_answer - 1, first_ids],
+                                   rtol=1e-4, atol=1e-4)
     # the soft tokens matter: changing the history changes the loss
     batch2 = collate([_example(m, ["predict"], ["subway"], HIST[2:4])], m.pad_id)
     assert not torch.allclose(nll[1].sum(), m(batch2).nll.sum())

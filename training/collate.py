@@ -10,6 +10,8 @@ answer mask) plus the history events the soft tokens come from. `collate` pads a
 - labels [B, S] (-100 outside answers), loss_rounds [B, S] (-1 outside answers)
 - round_tasks: per dialogue, the task of each round index (for per-task logging and App. J)
 - events int64 [B, L, 4], events_mask bool [B, L]
+- predict_start [B]: the position whose next token is the first answer token of the dialogue's
+  first `predict` round (-1 without one), for the encoder-distillation term
 - position_ids [B, S] and attention_4d bool [B, 1, S, S] (True = may attend), only when an
   example in the batch has branches (see `Branch`); otherwise None and the LM builds its own
   causal mask from attention_mask.
@@ -22,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from bua.dialogue import SOFT_TOKEN_ID, TokenizedDialogue
+from bua.dialogue import PREDICT, SOFT_TOKEN_ID, TokenizedDialogue
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class Batch:
     events: torch.Tensor
     events_mask: torch.Tensor
     round_tasks: list[tuple[str, ...]]
+    predict_start: torch.Tensor  # [B]
     position_ids: torch.Tensor | None = None
     attention_4d: torch.Tensor | None = None
 
@@ -116,6 +119,7 @@ class Batch:
                 "loss_rounds",
                 "events",
                 "events_mask",
+                "predict_start",
             )
         }
         branched = {
@@ -124,6 +128,14 @@ class Batch:
             if getattr(self, name) is not None
         }
         return Batch(**moved, **branched, round_tasks=self.round_tasks)
+
+
+def _predict_start(e: Example) -> int:
+    if PREDICT not in e.round_tasks:
+        return -1
+    r = e.round_tasks.index(PREDICT)
+    answer = np.flatnonzero(np.asarray(e.tokens.answer_mask, dtype=bool) & (np.asarray(e.tokens.round_ids) == r))
+    return int(answer[0]) - 1 if answer.size else -1
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> Batch:
@@ -169,6 +181,7 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
         events,
         events_mask,
         [tuple(e.round_tasks) for e in examples],
+        torch.tensor([_predict_start(e) for e in examples], dtype=torch.long),
         position_ids,
         attention_4d,
     )

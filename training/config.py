@@ -139,6 +139,11 @@ class StageConfig:
     # encoder's most likely next behavior for that history (distillation: one consistent answer per
     # history instead of a noisy observed one); validation and evaluation keep the observed answers
     prediction_answers: Literal["observed", "encoder"] = "observed"
+    # stage 2, a bua extension (training/distill.py): weight of the KL divergence from the behavior
+    # encoder's next-behavior distribution to the LLM's over the candidates' first answer tokens, at
+    # each prediction round, added to the dialogue loss; 0 = off
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0  # softens (> 1) or sharpens (< 1) the encoder's distribution
     continue_from: Optional[Literal["stage1", "stage2"]] = None  # None: the latest finished earlier stage
     loss: Literal["round_balanced", "token"] = "round_balanced"
     task_weighting: TaskWeightingConfig = field(default_factory=TaskWeightingConfig)
@@ -337,6 +342,10 @@ def _validate(config: TrainConfig, source: str) -> None:
                 stage.prediction_answers != "observed" and name != "stage2"):
             fail(f"{name}.prediction_answers", stage.prediction_answers,
                  "must be 'observed', or 'encoder' in stage2")
+        if stage.distill_weight < 0 or (stage.distill_weight and name != "stage2"):
+            fail(f"{name}.distill_weight", stage.distill_weight, "must be 0, or a positive weight in stage2")
+        if stage.distill_temperature <= 0:
+            fail(f"{name}.distill_temperature", stage.distill_temperature, "must be positive")
         if stage.continue_from is not None and STAGES.index(stage.continue_from) >= STAGES.index(name):
             fail(f"{name}.continue_from", stage.continue_from, "must name an earlier stage")
         opt = stage.optimizer

@@ -205,8 +205,8 @@ def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: t
         batch = collate(pool[i * shape.batch : (i + 1) * shape.batch], model.pad_id).to(device)
         _sync(device)
         t = time.perf_counter()
-        nll, rounds = model(batch)  # as the trainer runs it: bf16 base, fp32 LoRA and projector
-        losses = dialogue_losses(round_losses(nll, rounds, 4), "round_balanced")
+        out = model(batch)  # as the trainer runs it: bf16 base, fp32 LoRA and projector
+        losses = dialogue_losses(round_losses(out.nll, out.loss_rounds, 4), "round_balanced")
         (losses.sum() / len(batch)).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

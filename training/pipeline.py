@@ -337,6 +337,7 @@ def run_curriculum(opts: RunOptions) -> dict[str, Any]:
                 config.distributed.strategy,
                 config.distributed.find_unused_parameters,
                 progress=opts.progress,
+                candidates=list(data.vocab.behaviors),
             )
             resumed = opts.resume and status == "running" and trainer.resume()
             if ctx.is_main:

@@ -26,6 +26,7 @@ from bua.training import distributed
 from bua.training.checkpoint import stage_dir
 from bua.training.collate import Batch, Example, collate
 from bua.training.config import StageConfig
+from bua.training.distill import FirstTokens, distillation_loss, teacher_distribution
 from bua.training.inference import evaluating
 from bua.training.losses import dialogue_losses, round_losses
 from bua.training.model import BUAModel
@@ -88,7 +89,8 @@ class StageTrainer:
 
     def __init__(self, model: BUAModel, stage: str, cfg: StageConfig, train: Sequence[Example],
                  val: Sequence[Example], run_dir: Path, ctx: distributed.DistContext, seed: int,
-                 strategy: str = "ddp", find_unused_parameters: bool = False, progress: bool = True) -> None:
+                 strategy: str = "ddp", find_unused_parameters: bool = False, progress: bool = True,
+                 candidates: Sequence[str] = ()) -> None:
         self.model = model
         self.stage = stage
         self.cfg = cfg
@@ -110,6 +112,14 @@ class StageTrainer:
         self.weighter = TaskWeighter(cfg.task_weighting.ema_decay, cfg.task_weighting.alpha,
                                      cfg.task_weighting.form) if cfg.task_weighting.enabled else None
         self.tasks = list(ALL_TASKS)
+        self.first_tokens = None
+        if cfg.distill_weight > 0:
+            if not candidates:
+                raise ValueError(f"{stage}.distill_weight needs the candidate behavior names")
+            end = model.chat.end_of_turn
+            tokenize = model.tokenizer
+            self.first_tokens = FirstTokens.build(
+                lambda c: tokenize(c + end, add_special_tokens=False)["input_ids"], candidates).to(ctx.device)
         self.n_rounds = max(len(e.round_tasks) for e in self.train + self.val)
         self.wrapped = self._wrap(strategy, find_unused_parameters)
         self.log = JsonlLog(self.run_dir / stage / "log.jsonl", enabled=ctx.is_main)
@@ -157,11 +167,19 @@ class StageTrainer:
         rows = [[w.get(t, 1.0) for t in tasks] + [1.0] * (self.n_rounds - len(tasks)) for tasks in batch.round_tasks]
         return torch.tensor(rows, dtype=torch.float32, device=self.ctx.device)
 
-    def _stats_vector(self, rounds, losses: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """[loss sum, dialogues, tokens, per-task (sum, n)..., per-round (sum, n)...] of a micro-batch."""
-        nt, nr = len(self.tasks), self.n_rounds
-        v = torch.zeros(3 + 2 * nt + 2 * nr, dtype=torch.float64)
+    def _stats_size(self) -> int:
+        return 3 + 2 * len(self.tasks) + 2 * self.n_rounds + 2
+
+    def _stats_vector(self, rounds, losses: torch.Tensor, batch: Batch, distill: torch.Tensor | None) -> torch.Tensor:
+        """[loss sum, dialogues, tokens, per-task (sum, n)..., per-round (sum, n)..., distill (sum, n)]
+        of a micro-batch."""
+        nt = len(self.tasks)
+        v = torch.zeros(self._stats_size(), dtype=torch.float64)
         v[0] = float(losses.detach().sum())
+        if distill is not None:
+            has = batch.predict_start >= 0
+            v[-2] = float(distill.detach()[has].sum())
+            v[-1] = float(has.sum())
         v[1] = len(batch)
         v[2] = float(rounds.counts.sum())
         means = rounds.means.detach().cpu().double()
@@ -182,16 +200,27 @@ class StageTrainer:
         out["tasks"] = {t: float(v[3 + 2 * k] / v[4 + 2 * k]) for k, t in enumerate(self.tasks) if v[4 + 2 * k] > 0}
         out["rounds"] = {str(r): float(v[3 + 2 * nt + 2 * r] / v[4 + 2 * nt + 2 * r])
                          for r in range(nr) if v[4 + 2 * nt + 2 * r] > 0}
+        if v[-1] > 0:
+            out["distill"] = float(v[-2] / v[-1])
         return out
 
     def _micro_losses(self, batch: Batch, module: torch.nn.Module, weights: Optional[torch.Tensor]):
-        nll, loss_rounds = module(batch)
-        rounds = round_losses(nll, loss_rounds, max(self.n_rounds, batch.n_rounds))
+        """(round losses, [B] dialogue losses with `weights`, [B] distillation KL or None); the
+        distillation term, weighted, is part of the dialogue losses."""
+        out = module(batch, self.first_tokens.ids if self.first_tokens is not None else None)
+        rounds = round_losses(out.nll, out.loss_rounds, max(self.n_rounds, batch.n_rounds))
         if weights is not None and weights.shape[1] < rounds.sums.shape[1]:
             pad = torch.ones(weights.shape[0], rounds.sums.shape[1] - weights.shape[1], device=weights.device)
             weights = torch.cat([weights, pad], dim=1)
         losses = dialogue_losses(rounds, self.cfg.loss, weights)
-        return rounds, losses
+        distill = None
+        if self.first_tokens is not None:
+            teacher = teacher_distribution(self.model.soft_tokenizer.encoder, batch.events, batch.events_mask,
+                                           self.cfg.distill_temperature)
+            distill = distillation_loss(out.first_token_logits, teacher, self.first_tokens)
+            distill = distill * (batch.predict_start >= 0)
+            losses = losses + self.cfg.distill_weight * distill
+        return rounds, losses, distill
 
     # ------------------------------------------------------------------ training
     def train_step(self) -> dict[str, Any]:
@@ -206,10 +235,13 @@ class StageTrainer:
             defer_sync = self.ctx.distributed and not last and hasattr(self.wrapped, "no_sync")
             sync = self.wrapped.no_sync() if defer_sync else contextlib.nullcontext()
             with sync:
-                rounds, losses = self._micro_losses(batch, self.wrapped, weights)
+                rounds, losses, distill = self._micro_losses(batch, self.wrapped, weights)
                 (losses.sum() / per_rank).backward()
-            unweighted = dialogue_losses(rounds, self.cfg.loss) if weights is not None else losses
-            v = self._stats_vector(rounds, unweighted, batch)
+            if weights is not None:
+                losses = dialogue_losses(rounds, self.cfg.loss)
+                if distill is not None:
+                    losses = losses + self.cfg.distill_weight * distill
+            v = self._stats_vector(rounds, losses, batch, distill)
             stats = v if stats is None else stats + v
         distributed.all_reduce_sum(stats, self.ctx)
         grad_norm = None
@@ -233,15 +265,14 @@ class StageTrainer:
     def validate(self) -> dict[str, Any]:
         """Mean dialogue loss (the stage's loss mode, unweighted) over the validation dialogues."""
         mine = self.val[self.ctx.rank::self.ctx.world_size]
-        nt, nr = len(self.tasks), self.n_rounds
-        stats = torch.zeros(3 + 2 * nt + 2 * nr, dtype=torch.float64)
+        stats = torch.zeros(self._stats_size(), dtype=torch.float64)
         m = self.cfg.micro_batch_size
         mine = sorted(mine, key=len, reverse=True)
         with evaluating(self.model):
             for k in range(0, len(mine), m):
                 batch = collate(mine[k:k + m], self._pad_id()).to(self.ctx.device)
-                rounds, losses = self._micro_losses(batch, self.model, None)
-                stats += self._stats_vector(rounds, losses, batch)
+                rounds, losses, distill = self._micro_losses(batch, self.model, None)
+                stats += self._stats_vector(rounds, losses, batch, distill)
         distributed.all_reduce_sum(stats, self.ctx)
         info = self._unpack(stats)
         if info["dialogues"] == 0:

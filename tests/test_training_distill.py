@@ -1,0 +1,70 @@
+"""Encoder distillation at the prediction round (stage2.distill_weight)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bua.training.config import ConfigError, config_from_dict
+from bua.training.distill import FirstTokens, distillation_loss, teacher_distribution
+
+VOCAB = {"online": [7], "shopping": [9], "class": [11], "gaming": [3, 4], "bus": [5]}
+
+
+def _tokenize(text: str) -> list[int]:
+    return [t for word in text.split() for t in VOCAB[word]]
+
+
+def test_candidates_sharing_a_first_token_share_a_group():
+    first = FirstTokens.build(_tokenize, ["online shopping", "gaming", "online class", "bus"])
+    assert first.ids.tolist() == [7, 3, 5]
+    assert first.groups.tolist() == [[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]]
+    with pytest.raises(ValueError, match="'' tokenizes to nothing"):
+        FirstTokens.build(lambda text: [], [""])
+
+
+def test_loss_is_the_kl_to_the_pooled_teacher():
+    first = FirstTokens.build(_tokenize, ["online shopping", "gaming", "online class", "bus"])
+    teacher = torch.tensor([[0.2, 0.5, 0.1, 0.2], [0.25, 0.25, 0.25, 0.25]])
+    pooled = torch.tensor([[0.3, 0.5, 0.2], [0.5, 0.25, 0.25]])
+    exact = distillation_loss(pooled.log(), teacher, first)
+    torch.testing.assert_close(exact, torch.zeros(2), atol=1e-6, rtol=0)
+    uniform = distillation_loss(torch.zeros(2, 3), teacher, first)
+    expected = [sum(p * math.log(p * 3) for p in row) for row in pooled.tolist()]
+    torch.testing.assert_close(uniform, torch.tensor(expected), rtol=1e-5, atol=1e-6)
+    # the gradient moves the student's logits toward the pooled teacher
+    logits = torch.zeros(2, 3, requires_grad=True)
+    distillation_loss(logits, teacher, first).sum().backward()
+    torch.testing.assert_close(logits.grad, torch.full((2, 3), 1 / 3) - pooled)
+
+
+class _Encoder(torch.nn.Module):
+    """Behavior logits that reveal the position they were read at."""
+
+    def forward(self, events, mask):
+        b, length = mask.shape
+        logits = torch.zeros(b, length, 3)
+        logits[:, :, 0] = torch.arange(length, dtype=torch.float32)
+        return {"behavior": logits}
+
+
+def test_teacher_reads_each_rows_last_real_event():
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    p = teacher_distribution(_Encoder(), torch.zeros(2, 4, 4, dtype=torch.long), mask, temperature=1.0)
+    e2, e0 = math.exp(2), 1.0
+    torch.testing.assert_close(p[:, 0], torch.tensor([e2 / (e2 + 2), e0 / (e0 + 2)]))
+    sharp = teacher_distribution(_Encoder(), torch.zeros(2, 4, 4, dtype=torch.long), mask, temperature=0.5)
+    assert sharp[0, 0] > p[0, 0]
+
+
+def test_distill_weight_is_a_stage2_switch():
+    cfg = config_from_dict({"stage2": {"distill_weight": 2.0, "distill_temperature": 2.0}})
+    assert (cfg.stage2.distill_weight, cfg.stage2.distill_temperature) == (2.0, 2.0)
+    assert config_from_dict({}).stage2.distill_weight == 0.0
+    with pytest.raises(ConfigError, match="stage3.distill_weight"):
+        config_from_dict({"stage3": {"distill_weight": 1.0}})
+    with pytest.raises(ConfigError, match="stage2.distill_weight"):
+        config_from_dict({"stage2": {"distill_weight": -1.0}})
+    with pytest.raises(ConfigError, match="stage2.distill_temperature"):
+        config_from_dict({"stage2": {"distill_temperature": 0.0}})

@@ -1,0 +1,60 @@
+"""Encoder distillation at the prediction round (stage 2, a bua extension).
+
+The behavior encoder's next-behavior head gives a full distribution over the candidates for
+every history; the observed next behavior is one noisy draw from it. `distill_weight` adds, per
+prediction dialogue, the KL divergence from that distribution to the LLM's distribution over
+the candidates' first answer tokens (candidates that share a first token pool their teacher
+mass). The first answer token is where candidate scoring (`InferenceSession.score`) makes its
+decision for most names, and its logits come out of the forward pass the dialogue loss already
+runs, so the term costs one small matmul per dialogue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class FirstTokens:
+    """The distinct first tokens of the candidate answers and which candidate starts with which."""
+
+    ids: torch.Tensor  # int64 [G]: token ids, in order of first appearance
+    groups: torch.Tensor  # float32 [n_candidates, G]: 1 where candidate c starts with ids[g]
+
+    @classmethod
+    def build(cls, tokenize, candidates: Sequence[str]) -> "FirstTokens":
+        """`tokenize(text) -> list[int]` as the answers are tokenized (`InferenceSession.tokenize`)."""
+        firsts = []
+        for c in candidates:
+            ids = tokenize(c)
+            if not ids:
+                raise ValueError(f"candidate {c!r} tokenizes to nothing")
+            firsts.append(int(ids[0]))
+        distinct = list(dict.fromkeys(firsts))
+        groups = torch.zeros(len(candidates), len(distinct))
+        for c, first in enumerate(firsts):
+            groups[c, distinct.index(first)] = 1.0
+        return cls(torch.tensor(distinct, dtype=torch.long), groups)
+
+    def to(self, device: torch.device | str) -> "FirstTokens":
+        return FirstTokens(self.ids.to(device), self.groups.to(device))
+
+
+@torch.no_grad()
+def teacher_distribution(encoder, events: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[B, n_behaviors] the encoder's next-behavior distribution after each row's last real event."""
+    logits = encoder(events, mask)["behavior"].float()
+    last = mask.long().sum(dim=1).clamp(min=1) - 1
+    rows = logits[torch.arange(len(last), device=logits.device), last]
+    return torch.softmax(rows / temperature, dim=-1)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher: torch.Tensor, first: FirstTokens) -> torch.Tensor:
+    """[B] KL(teacher pooled by first token || softmax(student_logits)); `student_logits` [B, G]
+    are the LLM's logits of `first.ids` at the first answer token."""
+    target = teacher @ first.groups.to(teacher)
+    log_q = F.log_softmax(student_logits.float(), dim=-1)
+    return (target * (torch.log(target.clamp(min=1e-12)) - log_q)).sum(dim=-1)
