@@ -115,9 +115,8 @@ def prefix_prediction_samples(sample, n: int, min_history: int, rng: np.random.G
 def encoder_answers(encoder) -> Callable[[Any], Any]:
     """sample -> the same PredictionSample whose target behavior is `encoder`'s most likely next
     behavior after the sample's history (the stage-2 `prediction_answers: encoder` teacher)."""
-    import torch
-
     from bua.models.pretrain import pad_windows
+    from bua.training.distill import teacher_distribution
 
     device = str(next(encoder.parameters()).device)
 
@@ -126,11 +125,10 @@ def encoder_answers(encoder) -> Callable[[Any], Any]:
         training = encoder.training
         encoder.eval()  # no dropout: the same answer on every rank and every resume
         try:
-            with torch.no_grad():
-                logits = encoder(events, mask)["behavior"][0, int(mask.sum()) - 1]
+            behavior = int(teacher_distribution(encoder, events, mask, temperature=1.0)[0].argmax())
         finally:
             encoder.train(training)
-        return replace(sample, target=replace(sample.target, behavior=int(logits.argmax())))
+        return replace(sample, target=replace(sample.target, behavior=behavior))
 
     return relabel
 

@@ -16,6 +16,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from bua.models.encoder import last_valid
+
 
 @dataclass(frozen=True)
 class FirstTokens:
@@ -46,10 +48,8 @@ class FirstTokens:
 @torch.no_grad()
 def teacher_distribution(encoder, events: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
     """[B, n_behaviors] the encoder's next-behavior distribution after each row's last real event."""
-    logits = encoder(events, mask)["behavior"].float()
-    last = mask.long().sum(dim=1).clamp(min=1) - 1
-    rows = logits[torch.arange(len(last), device=logits.device), last]
-    return torch.softmax(rows / temperature, dim=-1)
+    logits = last_valid(encoder(events, mask)["behavior"].float(), mask)
+    return torch.softmax(logits / temperature, dim=-1)
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher: torch.Tensor, first: FirstTokens) -> torch.Tensor:

@@ -212,15 +212,17 @@ class StageTrainer:
         if weights is not None and weights.shape[1] < rounds.sums.shape[1]:
             pad = torch.ones(weights.shape[0], rounds.sums.shape[1] - weights.shape[1], device=weights.device)
             weights = torch.cat([weights, pad], dim=1)
-        losses = dialogue_losses(rounds, self.cfg.loss, weights)
         distill = None
         if self.first_tokens is not None:
             teacher = teacher_distribution(self.model.soft_tokenizer.encoder, batch.events, batch.events_mask,
                                            self.cfg.distill_temperature)
             distill = distillation_loss(out.first_token_logits, teacher, self.first_tokens)
             distill = distill * (batch.predict_start >= 0)
-            losses = losses + self.cfg.distill_weight * distill
-        return rounds, losses, distill
+        return rounds, self._dialogue_losses(rounds, weights, distill), distill
+
+    def _dialogue_losses(self, rounds, weights: Optional[torch.Tensor], distill: Optional[torch.Tensor]):
+        losses = dialogue_losses(rounds, self.cfg.loss, weights)
+        return losses if distill is None else losses + self.cfg.distill_weight * distill
 
     # ------------------------------------------------------------------ training
     def train_step(self) -> dict[str, Any]:
@@ -238,9 +240,7 @@ class StageTrainer:
                 rounds, losses, distill = self._micro_losses(batch, self.wrapped, weights)
                 (losses.sum() / per_rank).backward()
             if weights is not None:
-                losses = dialogue_losses(rounds, self.cfg.loss)
-                if distill is not None:
-                    losses = losses + self.cfg.distill_weight * distill
+                losses = self._dialogue_losses(rounds, None, distill)
             v = self._stats_vector(rounds, losses, batch, distill)
             stats = v if stats is None else stats + v
         distributed.all_reduce_sum(stats, self.ctx)
