@@ -21,7 +21,8 @@ def test_quick_demo_runs_the_whole_chain_and_reuses_finished_steps(tmp_path):
     first = _demo(tmp_path)
     for needle in ("curriculum trained", "bundle exported", "top-5 next behaviors", "[key_behaviors]",
                    "[patterns]", "[summary]", "true next event:", "| BUA (on-device) |", "| markov |",
-                   "| SASRec |", "generated next day", "Table 2 metrics", "total"):
+                   "| SASRec |", "understanding rounds of 1 test user:", "generated next day", "Table 2 metrics",
+                   "unconstrained first attempts:", "total"):
         assert needle in first, needle
     runs = list(tmp_path.glob("tiny-cpu-*"))
     assert len(runs) == 1 and (runs[0] / "bundle-q4_k_m" / "manifest.json").is_file()
@@ -38,7 +39,7 @@ def _planner(tmp_path: Path, **defaults):
 
     def plan(**kw):
         args = dict(quick=False, config=None, data=None, quant="q4_k_m", out=str(tmp_path), threads=1,
-                    generation_samples=2, users=None, column=[])
+                    generation_samples=2, explanation_users=2, users=None, column=[])
         args.update(defaults, **kw)
         return make_plan(argparse.Namespace(**args))
 

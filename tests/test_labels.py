@@ -293,3 +293,22 @@ def test_event_scene_rules():
     assert T.event_scene(Event(0, 1150, 0, 3), p, g[3]) == scenes.EVENING_LEISURE
     assert T.event_scene(Event(0, 1380, 0, 3), p, g[3]) == scenes.PRE_BEDTIME
     assert T.event_scene(Event(0, 1400, 1, 2), p, g[2]) == scenes.NIGHT_SHIFT
+
+
+def test_stage2_labels_pass_the_explanation_checks(sim):
+    """The answers the model learns from meet what bua demo asks of its explanations, scored as
+    the demo scores them: one window per held-out user, whom the labeler profiles from that window."""
+    from bua.metrics import explanation_metrics
+    from bua.samples import split_users
+
+    split = split_users(sim, ratios=(0.5, 0.0, 0.5))
+    labeler = Labeler(split.train)
+    held_out = list({s.user_id: s for s in prediction_samples(split.test, stride=37)}.values())
+    names = list(sim.vocab.behaviors)
+    m = explanation_metrics([labeler.stage2(s) for s in held_out],
+                            [[names[e.behavior] for e in s.history] for s in held_out], names)
+    assert m["users"] > 50
+    assert m["rounds_repeating_a_line"] == 0
+    assert m["users_naming_a_behavior"] == m["users"]
+    assert m["mentions_in_history"] == 1.0
+    assert m["distinct_summaries_per_user"] > 0.5

@@ -11,10 +11,12 @@ from sklearn.metrics import precision_score, recall_score
 from bua.metrics import (
     bleu,
     confusion_counts,
+    explanation_metrics,
     frequency_classes,
     generation_metrics,
     jsd,
     long_tail_indices,
+    named_behaviors,
     prediction_metrics,
     tvd,
 )
@@ -141,3 +143,51 @@ def test_generation_metrics_accepts_events_and_empty_generations():
     # mean of 0.0 (empty) and an exact 3-event copy, whose missing 4-gram is smoothed to 0.1
     assert m["event"]["bleu"] == pytest.approx(0.5 * 0.1 ** 0.25)
     assert m["location"]["tvd"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Explanations
+
+NAMES = ["watching video", "short videos", "video", "gaming", "music"]
+
+
+def test_named_behaviors_prefers_the_longer_name_and_whole_words():
+    text = "Frequent: Short videos (3), watching video (2). Videogames no; gaming -> music, gaming."
+    assert named_behaviors(text, NAMES) == ["short videos", "watching video", "gaming", "music", "gaming"]
+
+
+def test_explanation_metrics_counts_repeats_history_mentions_and_distinct_summaries():
+    explanations = [
+        {"key_behaviors": "Frequent: gaming (2)\nFrequent: gaming (2)", "summary": "Trait: gamer. music"},
+        {"key_behaviors": "Frequent: music (4)", "summary": "Trait: gamer. music"},
+        {"key_behaviors": "none", "summary": "Trait: quiet."},
+    ]
+    histories = [["gaming", "watching video"], ["music"], ["gaming"]]
+    m = explanation_metrics(explanations, histories, NAMES)
+    assert m["users"] == 3 and m["rounds"] == 6
+    assert m["rounds_repeating_a_line"] == 1
+    # mentions: gaming, gaming, music | music, music | none -> 5, of which user 0's music is not in its history
+    assert m["mentions"] == 5
+    assert m["mentions_in_history"] == pytest.approx(4 / 5)
+    assert m["users_naming_a_behavior"] == 2
+    assert m["distinct_summaries"] == 2
+    assert m["distinct_summaries_per_user"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("text, repeats", [
+    ("Frequent: 1. watching video (3). 2. watching video (2). 3. gaming (2).", True),
+    ("Sequences: gaming -> music (2x); gaming -> music (3x). Time: evening.", True),
+    ("Daily routine (1)\nDaily routine (2)", True),
+    ("Frequent: watching video (3), gaming (2). Phase shifts: none; the user stays at @home.", False),
+    ("Trait: gamer. Habits: gaming at 21.30 @home. Anchors: gaming ~21:06 @home.", False),
+])
+def test_explanation_metrics_repeats_ignore_numbers(text, repeats):
+    assert explanation_metrics([{"key_behaviors": text}], [[]], NAMES)["rounds_repeating_a_line"] == int(repeats)
+
+
+def test_explanation_metrics_rejects_mismatched_inputs():
+    with pytest.raises(ValueError, match="2 explanations but 1 histories"):
+        explanation_metrics([{}, {}], [[]], NAMES)
+    with pytest.raises(ValueError, match="at least one user"):
+        explanation_metrics([], [], NAMES)
+    assert math.isnan(explanation_metrics([{"summary": "none"}], [[]], NAMES)["mentions_in_history"])

@@ -98,11 +98,14 @@ def test_generate_falls_back_to_the_grammar_and_parses(predictor, history):
     next_day = (history[-1].day + 1) % 7
     assert {e.day for e in day.events} == {next_day}
     assert format_events(day.events, predictor.vocab).startswith(day.text.split("\n")[0])
+    # the tiny random model's free attempt does not parse, so the grammar retry made this day
+    assert day.constrained and day.free_text != day.text
 
 
 def test_generate_reports_unparseable_text(predictor, history):
-    with pytest.raises(GenerationError, match="did not parse after 1 attempt"):
+    with pytest.raises(GenerationError, match="did not parse after 1 attempt") as caught:
         predictor.generate(history, explain=False, max_retries=0)
+    assert len(caught.value.attempts) == 1 and repr(caught.value.attempts[0][:300]) in str(caught.value)
 
 
 def test_grammar_is_valid_gbnf_for_llama_cpp(predictor, history):

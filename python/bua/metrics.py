@@ -29,10 +29,15 @@ Generation (App. D), each separately for three streams of the generated vs. real
 - TVD (Eq. 13) and JSD (Eq. 14, the square root of the Jensen-Shannon divergence, natural log,
   so it lies in [0, sqrt(ln 2)]): between the token distribution of all generated events and
   that of all real events (pooled over the evaluated samples).
+
+Explanations (bua's own check, no paper equivalent): ``explanation_metrics`` over the
+understanding rounds of several users: rounds that repeat a line, the share of behavior names
+mentioned that occur in that user's history, and distinct summaries per user.
 """
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -52,10 +57,12 @@ __all__ = [
     "PREDICTION_METRICS",
     "bleu",
     "confusion_counts",
+    "explanation_metrics",
     "frequency_classes",
     "generation_metrics",
     "jsd",
     "long_tail_indices",
+    "named_behaviors",
     "prediction_metrics",
     "tvd",
 ]
@@ -315,3 +322,73 @@ def _event_array(a: Any, name: str) -> np.ndarray:
     if a.ndim != 2 or a.shape[1] != 4:
         raise ValueError(f"{name} must be an int array [L, 4] (day, minute, location, behavior), got shape {a.shape}")
     return a
+
+
+# ---------------------------------------------------------------------------------------------
+# Explanations
+
+_CLAUSE_END = re.compile(r"\n|[.;:,!?](?:\s|$)")
+_REPEAT_NOISE = re.compile(r"\d+x?\b|[^a-z@' -]")
+
+
+def named_behaviors(text: str, behavior_names: Sequence[str]) -> list[str]:
+    """The behavior names mentioned in `text`, in order, matched case-insensitively as whole
+    words; a longer name wins over a shorter one inside it ("short videos" is not also "videos")."""
+    found: list[tuple[int, str]] = []
+    lowered = text.lower()
+    for name in sorted(set(behavior_names), key=len, reverse=True):
+        pattern = re.compile(r"(?<![a-z0-9])" + re.escape(name.lower()) + r"(?![a-z0-9])")
+        for m in pattern.finditer(lowered):
+            found.append((m.start(), name))
+        lowered = pattern.sub(lambda m: " " * len(m.group()), lowered)
+    return [name for _, name in sorted(found)]
+
+
+def explanation_metrics(
+    explanations: Sequence[Mapping[str, str]],
+    history_behaviors: Sequence[Sequence[str]],
+    behavior_names: Sequence[str],
+    summary_task: str = "summary",
+) -> dict[str, Any]:
+    """Quality of the understanding rounds of several users (one explanation per user).
+
+    ``explanations[i]`` maps each round's task to its answer text for user i;
+    ``history_behaviors[i]`` are the behavior names in that user's history. Returns
+    ``users``, ``rounds``; ``rounds_repeating_a_line`` (rounds in which a line, sentence or list
+    item occurs twice, numbers and brackets ignored, so "1. gaming (3). 2. gaming (2)" repeats);
+    ``mentions`` (behavior names mentioned, with repeats) and ``mentions_in_history`` (the share
+    of them that occur in the user's history; NaN without mentions);
+    ``users_naming_a_behavior``; ``distinct_summaries`` and ``distinct_summaries_per_user``.
+    """
+    if len(explanations) != len(history_behaviors):
+        raise ValueError(f"{len(explanations)} explanations but {len(history_behaviors)} histories")
+    if not explanations:
+        raise ValueError("explanation_metrics needs at least one user")
+    rounds = repeating = mentions = in_history = naming = 0
+    summaries = []
+    for explanation, history in zip(explanations, history_behaviors):
+        seen = {b.lower() for b in history}
+        named_any = False
+        for task, text in explanation.items():
+            rounds += 1
+            parts = [_REPEAT_NOISE.sub(" ", part).split() for part in _CLAUSE_END.split(text.lower())]
+            parts = [" ".join(words) for words in parts if words]
+            repeating += len(parts) != len(set(parts))
+            names = named_behaviors(text, behavior_names)
+            mentions += len(names)
+            in_history += sum(n.lower() in seen for n in names)
+            named_any = named_any or bool(names)
+        naming += named_any
+        if summary_task in explanation:
+            summaries.append(explanation[summary_task].strip())
+    distinct = len(set(summaries))
+    return {
+        "users": len(explanations),
+        "rounds": rounds,
+        "rounds_repeating_a_line": repeating,
+        "mentions": mentions,
+        "mentions_in_history": in_history / mentions if mentions else math.nan,
+        "users_naming_a_behavior": naming,
+        "distinct_summaries": distinct,
+        "distinct_summaries_per_user": distinct / len(explanations),
+    }

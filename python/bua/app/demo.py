@@ -44,6 +44,7 @@ class DemoPlan:
     threads: int
     generation_samples: int
     quick: bool = False
+    explanation_users: int = 20
 
     @property
     def run_dir(self) -> Path:
@@ -95,7 +96,8 @@ def make_plan(args: argparse.Namespace) -> DemoPlan:
     key = json.dumps({"config": config.read_text(), "overrides": overrides, "quant": args.quant}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return DemoPlan(config, overrides, Path(args.out) / f"{config.stem}-{digest}", args.quant, args.threads,
-                    2 if args.quick else args.generation_samples, args.quick)
+                    2 if args.quick else args.generation_samples, args.quick,
+                    2 if args.quick else args.explanation_users)
 
 
 def _size(n_bytes: int) -> str:
@@ -158,20 +160,53 @@ def _generation_pool(config, edata) -> list:
                               max_per_user=1)
 
 
+def explanation_report(predictor, edata, n_users: int) -> dict[str, Any]:
+    """The understanding rounds on device for the first natural test sample of `n_users` test
+    users, scored by bua.metrics.explanation_metrics; `examples` holds each user's rounds."""
+    from tqdm.auto import tqdm
+
+    from bua.metrics import explanation_metrics
+
+    samples, users = [], set()
+    for s in edata.test_sets["natural"]:
+        if s.user_id not in users and len(users) < n_users:
+            users.add(s.user_id)
+            samples.append(s)
+    names = predictor.vocab.behaviors
+    histories = [s.history[-predictor.bundle.max_history:] for s in samples]
+    explanations = [predictor.predict(h, top_k=1, explain=True).explanation
+                    for h in tqdm(histories, desc="on-device BUA, explanations")]
+    report = explanation_metrics(explanations, [[names[e.behavior] for e in h] for h in histories], names)
+    report["examples"] = [{"user": s.user_id, **e} for s, e in zip(samples, explanations)]
+    return report
+
+
+def explanation_line(report: dict[str, Any]) -> str:
+    share = report["mentions_in_history"]
+    users = f"{report['users']} test user" + ("s" if report["users"] != 1 else "")
+    return (f"understanding rounds of {users}: {report['rounds_repeating_a_line']} of "
+            f"{report['rounds']} rounds repeat a line; {report['users_naming_a_behavior']} users' rounds name a "
+            f"behavior, {report['mentions']} names in all, {share:.0%} of them in that user's history; "
+            f"{report['distinct_summaries']} distinct summaries ({report['distinct_summaries_per_user']:.2f} per user)")
+
+
 def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict[str, Any], str]:
-    """On-device BUA (fast path) next to SASRec and Markov; generation metrics. Cached."""
+    """On-device BUA (fast path) next to SASRec and Markov; explanation and generation
+    metrics. Cached."""
     from tqdm.auto import tqdm
 
     from bua.events import events_to_array
     from bua.fsio import write_bytes
     from bua.metrics import generation_metrics
     from bua.models.baseline_eval import prediction_report, run_baselines
+    from bua.runtime.predictor import GenerationError
+    from bua.textformat import parse_events_report
     from bua.training.evaluation import repeat_previous_day
 
     bundle_sha = predictor.bundle.files[predictor.bundle.roles["model"]].sha256
     if plan.eval_path.is_file():
         cached = json.loads(plan.eval_path.read_text())
-        if cached.get("bundle_sha256") == bundle_sha:
+        if cached.get("bundle_sha256") == bundle_sha and "generation_free_lines" in cached:
             return cached, "reused"
 
     vocab = edata.vocab
@@ -187,24 +222,33 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
     report = prediction_report(rows, edata.targets(), vocab.n_behaviors, edata.freq_classes,
                                title=f"Next behavior prediction, test users of {edata.name}")
 
+    explanation = explanation_report(predictor, edata, plan.explanation_users)
+
     pool = _generation_pool(config, edata)[: plan.generation_samples]
-    generated, failures = [], 0
+    generated, free_texts, failures = [], [], 0
     for s in tqdm(pool, desc="on-device BUA, next-day generation"):
         try:
-            generated.append(events_to_array(predictor.generate(s.history[-predictor.bundle.max_history:],
-                                                                explain=False).events))
-        except RuntimeError:
+            day = predictor.generate(s.history[-predictor.bundle.max_history:], explain=False)
+            generated.append(events_to_array(day.events))
+            free_texts.append(day.free_text)
+        except GenerationError as e:
             failures += 1
             generated.append(np.zeros((0, 4), dtype=np.int64))
+            free_texts.append(e.attempts[0] if e.attempts else "")
     reference = [events_to_array(s.target_day) for s in pool]
     generation = {
         "BUA (on-device)": generation_metrics(generated, reference, vocab.n_behaviors, vocab.n_locations),
         "repeat previous day": generation_metrics([repeat_previous_day(s) for s in pool], reference,
                                                   vocab.n_behaviors, vocab.n_locations),
     } if pool else {}
+    free_lines = [parse_events_report(t, predictor.vocab, source="generated day") for t in free_texts]
     result = {"bundle_sha256": bundle_sha, "prediction_markdown": report.to_markdown(),
               "prediction": report.to_dict(), "latency_ms_per_prediction": round(latency_ms, 1),
-              "generation": generation, "generation_samples": len(pool), "generation_failures": failures}
+              "explanation": explanation, "generation": generation, "generation_samples": len(pool),
+              "generation_failures": failures,
+              # the unconstrained first attempts, line by line, before any grammar-constrained retry
+              "generation_free_lines": sum(len(p) + len(e) for p, e in free_lines),
+              "generation_free_lines_parsed": sum(len(p) for p, _ in free_lines)}
     write_bytes(plan.eval_path, json.dumps(result, indent=2, default=float).encode())
     return result, "evaluated"
 
@@ -294,6 +338,7 @@ def run_demo(args: argparse.Namespace) -> int:
     result, how = step_evaluate(plan, predictor, config, econf, edata)
     print(result["prediction_markdown"])
     print(f"(on-device BUA: fast path, {result['latency_ms_per_prediction']} ms per prediction; {how})")
+    print(explanation_line(result["explanation"]))
 
     _say("Next-day generation")
     show_generation(config, edata, predictor)
@@ -301,6 +346,9 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"\nTable 2 metrics over {result['generation_samples']} test users "
               f"({result['generation_failures']} unparseable):")
         print(_generation_table(result["generation"]))
+        lines, parsed = result["generation_free_lines"], result["generation_free_lines_parsed"]
+        print(f"unconstrained first attempts: {parsed} of {lines} lines parse"
+              + (f" ({parsed / lines:.0%})" if lines else ""))
     timings["on-device"] = time.monotonic() - t
 
     _say("Summary")
@@ -326,6 +374,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quant", default="q4_k_m", help="bundle quantization (default q4_k_m)")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp / onnxruntime threads (default 2)")
     p.add_argument("--generation-samples", type=int, default=10, help="test users for the generation metrics")
+    p.add_argument("--explanation-users", type=int, default=20, help="test users for the explanation metrics")
     p.add_argument("--out", default="runs/demo", help="where the steps' artifacts go (default runs/demo)")
     p.add_argument("--fresh", action="store_true", help="delete this configuration's artifacts and start over")
     p.set_defaults(func=run_demo)

@@ -34,6 +34,10 @@ HISTORY_SOURCE = "history"
 class GenerationError(RuntimeError):
     """The model's generated events did not parse, even with grammar-constrained retries."""
 
+    def __init__(self, message: str, attempts: Sequence[str] = ()):
+        super().__init__(message)
+        self.attempts = list(attempts)  # each attempt's text, the unconstrained one first
+
 
 @dataclass(frozen=True)
 class BehaviorScore:
@@ -62,6 +66,7 @@ class GeneratedDay:
     explanation: dict[str, str] = field(default_factory=dict)
     constrained: bool = False         # True when the grammar-constrained retry produced it
     skipped_lines: int = 0            # constrained retry: repeated, out-of-order or cut-off lines dropped
+    free_text: str = ""               # the first, unconstrained attempt (= text unless constrained)
 
 
 def default_threads() -> int:
@@ -268,7 +273,7 @@ class OnDevicePredictor:
                     try:
                         parsed = parse_events(text, self.vocab, source="generated day")
                         if parsed:
-                            return GeneratedDay(parsed, text, explanation, False)
+                            return GeneratedDay(parsed, text, explanation, False, free_text=text)
                     except DataError:
                         pass
                     continue
@@ -276,10 +281,10 @@ class OnDevicePredictor:
                 # repeat or go back in time, and a last line cut off by the token limit.
                 parsed, errors = parse_events_report(text, self.vocab, source="generated day")
                 if parsed:
-                    return GeneratedDay(parsed, text, explanation, True, len(errors))
+                    return GeneratedDay(parsed, text, explanation, True, len(errors), attempts[0])
         raise GenerationError(
             f"the model's generated day did not parse after {len(attempts)} attempt(s) "
-            f"({max_retries} grammar-constrained); last text: {attempts[-1][:300]!r}")
+            f"({max_retries} grammar-constrained); last text: {attempts[-1][:300]!r}", attempts)
 
 
 class PredictionStream:
