@@ -8,17 +8,17 @@
 
 Needs the demo's artifacts (runs/demo/<config>-<hash>/ of the default config, or BUA_DEMO_ROOT,
 the same layout elsewhere); skipped without them. Not in the default run (pyproject's addopts
-deselect the marker): `bash scripts/test.sh -m demo_bundle tests/test_demo_bundle.py`, about
-5 minutes on a 2-core CPU.
+deselect the marker): `bash scripts/test.sh -m demo_bundle tests/test_demo_bundle.py`, 3.5
+minutes on a 2-core AMD EPYC.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
 import pytest
 
+from bua.app.cli import build_parser
 from bua.app.demo import eval_setup, explanation_report, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,10 +29,8 @@ PARITY_SAMPLES = 100
 
 
 def _plan():
-    args = argparse.Namespace(quick=False, config=None, data=None, users=None, column=[], quant="q4_k_m",
-                              threads=2, generation_samples=10, explanation_users=20,
-                              out=str(ROOT / "runs" / "demo"))
-    plan = make_plan(args)
+    """The plan `bash scripts/demo.sh` (plain `bua demo`) follows from this checkout."""
+    plan = make_plan(build_parser().parse_args(["demo", "--out", str(ROOT / "runs" / "demo")]))
     if os.environ.get("BUA_DEMO_ROOT"):
         plan.root = Path(os.environ["BUA_DEMO_ROOT"])
     return plan

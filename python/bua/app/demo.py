@@ -27,6 +27,7 @@ import numpy as np
 DEFAULT_CONFIG = "smollm2-135m-cpu"
 QUICK_CONFIG = "tiny-cpu"
 SHOWN_HISTORY = 12
+EVAL_FORMAT = 2  # ondevice_eval.json's layout; a cached eval of another format is recomputed
 
 
 def configs_dir() -> Path:
@@ -206,7 +207,7 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
     bundle_sha = predictor.bundle.files[predictor.bundle.roles["model"]].sha256
     if plan.eval_path.is_file():
         cached = json.loads(plan.eval_path.read_text())
-        if cached.get("bundle_sha256") == bundle_sha and "generation_free_lines" in cached:
+        if cached.get("bundle_sha256") == bundle_sha and cached.get("format") == EVAL_FORMAT:
             return cached, "reused"
 
     vocab = edata.vocab
@@ -242,7 +243,7 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
                                                   vocab.n_behaviors, vocab.n_locations),
     } if pool else {}
     free_lines = [parse_events_report(t, predictor.vocab, source="generated day") for t in free_texts]
-    result = {"bundle_sha256": bundle_sha, "prediction_markdown": report.to_markdown(),
+    result = {"format": EVAL_FORMAT, "bundle_sha256": bundle_sha, "prediction_markdown": report.to_markdown(),
               "prediction": report.to_dict(), "latency_ms_per_prediction": round(latency_ms, 1),
               "explanation": explanation, "generation": generation, "generation_samples": len(pool),
               "generation_failures": failures,
