@@ -49,13 +49,17 @@ class _Encoder(torch.nn.Module):
         return {"behavior": logits}
 
 
-def test_teacher_reads_each_rows_last_real_event():
+def test_teacher_reads_the_encoder_after_each_predictions_events():
     mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
-    p = teacher_distribution(_Encoder(), torch.zeros(2, 4, 4, dtype=torch.long), mask, temperature=1.0)
+    seen = torch.tensor([[3, 1], [1, 0]])  # row 0: a prediction after 3 events and one after 1
+    events = torch.zeros(2, 4, 4, dtype=torch.long)
+    p = teacher_distribution(_Encoder(), events, mask, seen, temperature=1.0)
+    assert p.shape == (2, 2, 3)
     e2, e0 = math.exp(2), 1.0
-    torch.testing.assert_close(p[:, 0], torch.tensor([e2 / (e2 + 2), e0 / (e0 + 2)]))
-    sharp = teacher_distribution(_Encoder(), torch.zeros(2, 4, 4, dtype=torch.long), mask, temperature=0.5)
-    assert sharp[0, 0] > p[0, 0]
+    torch.testing.assert_close(p[:, 0, 0], torch.tensor([e2 / (e2 + 2), e0 / (e0 + 2)]))
+    torch.testing.assert_close(p[0, 1, 0], torch.tensor(e0 / (e0 + 2)))
+    sharp = teacher_distribution(_Encoder(), events, mask, seen, temperature=0.5)
+    assert sharp[0, 0, 0] > p[0, 0, 0]
 
 
 def test_distill_weight_is_a_stage2_switch():

@@ -88,8 +88,9 @@ def test_forward_puts_soft_tokens_at_the_slot(arch, mode):
         # the distillation logits: the full LM's logits of first_ids where the predict answer starts
         predict_round = e.round_tasks.index("predict")
         first_answer = int(np.flatnonzero(e.tokens.answer_mask & (e.tokens.round_ids == predict_round))[0])
-        assert int(batch.predict_start[i]) == first_answer - 1
-        torch.testing.assert_close(fwd.first_token_logits[i], out.logits[0, first_answer - 1, first_ids],
+        assert int(batch.predict_starts[i, 0]) == first_answer - 1
+        assert int(batch.predict_events[i, 0]) == len(e.events)
+        torch.testing.assert_close(fwd.first_token_logits[i, 0], out.logits[0, first_answer - 1, first_ids],
                                    rtol=1e-4, atol=1e-4)
     # the soft tokens matter: changing the history changes the loss
     batch2 = collate([_example(m, ["predict"], ["subway"], HIST[2:4])], m.pad_id)
@@ -183,14 +184,21 @@ def test_shared_prefix_branches_equal_separate_dialogues(arch, attn):
     shared = _shared_prefix(model, cuts, answers)
     assert [b.sees - shared.tokens.soft_start for b in shared.branches] == cuts
     plain = _example(model, ["predict", "predict"], ["music", "gaming"])  # longer: padding in the batch
+    first_ids = torch.tensor([5, 17, 23])
+    batch = collate([shared, plain], model.pad_id)
+    # the distillation reads every branch's prediction, each after its own history prefix
+    assert batch.predict_events[0].tolist() == cuts and batch.predict_events[1].tolist() == [len(HIST), len(HIST), 0]
     with torch.no_grad():
-        out = model(collate([shared, plain], model.pad_id))
+        out = model(batch, first_ids)
         alone_plain = model(collate([plain], model.pad_id)).nll[0]
     assert torch.allclose(out.nll[1, :len(plain) - 1], alone_plain, atol=1e-5)
     for k, (c, a) in enumerate(zip(cuts, answers)):
         alone = _example(model, ["predict"], [a], hist=HIST[:c])
         with torch.no_grad():
-            ref = model(collate([alone], model.pad_id)).nll[0]
+            alone_out = model(collate([alone], model.pad_id), first_ids)
+            ref = alone_out.nll[0]
+        torch.testing.assert_close(out.first_token_logits[0, k], alone_out.first_token_logits[0, 0],
+                                   atol=1e-4, rtol=1e-4)
         _, _, s0, e0 = alone.tokens.spans[0]
         _, _, s1, e1 = shared.tokens.spans[k]
         assert e1 - s1 == e0 - s0 and ref[s0 - 1:e0 - 1].sum() > 0

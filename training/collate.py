@@ -10,8 +10,10 @@ answer mask) plus the history events the soft tokens come from. `collate` pads a
 - labels [B, S] (-100 outside answers), loss_rounds [B, S] (-1 outside answers)
 - round_tasks: per dialogue, the task of each round index (for per-task logging and App. J)
 - events int64 [B, L, 4], events_mask bool [B, L]
-- predict_start [B]: the position whose next token is the first answer token of the dialogue's
-  first `predict` round (-1 without one), for the encoder-distillation term
+- predict_starts [B, P]: per `predict` round (a dialogue's own, or one per branch of a
+  shared-prefix example), the position whose next token is its first answer token, -1 where a
+  row has fewer; predict_events [B, P]: how many history events that prediction sees (both for
+  the encoder-distillation term)
 - position_ids [B, S] and attention_4d bool [B, 1, S, S] (True = may attend), only when an
   example in the batch has branches (see `Branch`); otherwise None and the LM builds its own
   causal mask from attention_mask.
@@ -93,7 +95,8 @@ class Batch:
     events: torch.Tensor
     events_mask: torch.Tensor
     round_tasks: list[tuple[str, ...]]
-    predict_start: torch.Tensor  # [B]
+    predict_starts: torch.Tensor  # [B, P]
+    predict_events: torch.Tensor  # [B, P]
     position_ids: torch.Tensor | None = None
     attention_4d: torch.Tensor | None = None
 
@@ -119,7 +122,8 @@ class Batch:
                 "loss_rounds",
                 "events",
                 "events_mask",
-                "predict_start",
+                "predict_starts",
+                "predict_events",
             )
         }
         branched = {
@@ -130,12 +134,19 @@ class Batch:
         return Batch(**moved, **branched, round_tasks=self.round_tasks)
 
 
-def _predict_start(e: Example) -> int:
-    if PREDICT not in e.round_tasks:
-        return -1
-    r = e.round_tasks.index(PREDICT)
-    answer = np.flatnonzero(np.asarray(e.tokens.answer_mask, dtype=bool) & (np.asarray(e.tokens.round_ids) == r))
-    return int(answer[0]) - 1 if answer.size else -1
+def _predictions(e: Example) -> list[tuple[int, int]]:
+    """(position before the first answer token, history events seen) of each `predict` round;
+    round k of an example with branches is branch k, which sees the trunk's first `sees` positions."""
+    answer = np.asarray(e.tokens.answer_mask, dtype=bool)
+    rounds = np.asarray(e.tokens.round_ids)
+    out = []
+    for r, task in enumerate(e.round_tasks):
+        positions = np.flatnonzero(answer & (rounds == r))
+        if task != PREDICT or not positions.size:
+            continue
+        seen = e.branches[r].sees - e.tokens.soft_start if e.branches else len(e.events)
+        out.append((int(positions[0]) - 1, int(seen)))
+    return out
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> Batch:
@@ -169,6 +180,12 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
             ev = torch.from_numpy(np.asarray(e.events, dtype=np.int64))
             events[i, : len(ev)] = ev
             events_mask[i, : len(ev)] = True
+    predictions = [_predictions(e) for e in examples]
+    starts = torch.full((b, max(1, max(len(p) for p in predictions))), -1, dtype=torch.long)
+    seen = torch.zeros_like(starts)
+    for i, p in enumerate(predictions):
+        for k, (pos, n_events) in enumerate(p):
+            starts[i, k], seen[i, k] = pos, n_events
     position_ids = attention_4d = None
     if any(e.branches for e in examples):
         position_ids, attention_4d = _branch_layout(examples, s)
@@ -181,7 +198,8 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
         events,
         events_mask,
         [tuple(e.round_tasks) for e in examples],
-        torch.tensor([_predict_start(e) for e in examples], dtype=torch.long),
+        starts,
+        seen,
         position_ids,
         attention_4d,
     )

@@ -125,7 +125,8 @@ def encoder_answers(encoder) -> Callable[[Any], Any]:
         training = encoder.training
         encoder.eval()  # no dropout: the same answer on every rank and every resume
         try:
-            behavior = int(teacher_distribution(encoder, events, mask, temperature=1.0)[0].argmax())
+            seen = mask.sum(dim=1, keepdim=True)
+            behavior = int(teacher_distribution(encoder, events, mask, seen, temperature=1.0)[0, 0].argmax())
         finally:
             encoder.train(training)
         return replace(sample, target=replace(sample.target, behavior=behavior))

@@ -16,8 +16,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from bua.models.encoder import last_valid
-
 
 @dataclass(frozen=True)
 class FirstTokens:
@@ -46,15 +44,18 @@ class FirstTokens:
 
 
 @torch.no_grad()
-def teacher_distribution(encoder, events: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
-    """[B, n_behaviors] the encoder's next-behavior distribution after each row's last real event."""
-    logits = last_valid(encoder(events, mask)["behavior"].float(), mask)
-    return torch.softmax(logits / temperature, dim=-1)
+def teacher_distribution(encoder, events: torch.Tensor, mask: torch.Tensor, seen: torch.Tensor,
+                         temperature: float) -> torch.Tensor:
+    """[B, P, n_behaviors] the encoder's next-behavior distribution after the first `seen[b, p]`
+    events of row b (the encoder is causal: one pass serves every prefix)."""
+    logits = encoder(events, mask)["behavior"].float()
+    rows = torch.arange(len(seen), device=seen.device).unsqueeze(1)
+    return torch.softmax(logits[rows, (seen - 1).clamp(min=0)] / temperature, dim=-1)
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher: torch.Tensor, first: FirstTokens) -> torch.Tensor:
-    """[B] KL(teacher pooled by first token || softmax(student_logits)); `student_logits` [B, G]
-    are the LLM's logits of `first.ids` at the first answer token."""
+    """[...] KL(teacher pooled by first token || softmax(student_logits)); `student_logits` [..., G]
+    are the LLM's logits of `first.ids` at the first answer token, `teacher` [..., n_candidates]."""
     target = teacher @ first.groups.to(teacher)
     log_q = F.log_softmax(student_logits.float(), dim=-1)
     return (target * (torch.log(target.clamp(min=1e-12)) - log_q)).sum(dim=-1)

@@ -35,7 +35,7 @@ class ForwardOutput(NamedTuple):
 
     nll: torch.Tensor  # [B, S-1]
     loss_rounds: torch.Tensor  # [B, S-1], aligned with nll (-1 outside answers)
-    first_token_logits: torch.Tensor | None = None  # [B, G] at batch.predict_start, when asked for
+    first_token_logits: torch.Tensor | None = None  # [B, P, G] at batch.predict_starts, when asked for
 
 
 def cpu_has_bf16() -> bool:
@@ -184,7 +184,7 @@ class BUAModel(nn.Module):
     def forward(self, batch: Batch, first_ids: torch.Tensor | None = None) -> ForwardOutput:
         """Per-token NLL of the answer tokens; logits are computed only where a label exists.
         With `first_ids` [G], also the logits of those tokens as the first answer token of each
-        dialogue's prediction round (`batch.predict_start`; rows without one are zeros)."""
+        `predict` round (`batch.predict_starts`; zeros where a row has fewer)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
             embeds = self.embed(batch.input_ids, batch.soft_positions, batch.events, batch.events_mask)
             base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
@@ -200,11 +200,11 @@ class BUAModel(nn.Module):
             logits = head(picked).float()
             first_logits = None
             if first_ids is not None:
-                starts = batch.predict_start.clamp(min=0)
-                rows = hidden[torch.arange(len(starts), device=hidden.device), starts]
+                starts = batch.predict_starts.clamp(min=0)
+                rows = hidden[torch.arange(len(starts), device=hidden.device).unsqueeze(1), starts]
                 bias = head.bias[first_ids] if head.bias is not None else None
                 first_logits = torch.nn.functional.linear(rows, head.weight[first_ids], bias).float()
-                first_logits = first_logits * (batch.predict_start >= 0).unsqueeze(-1)
+                first_logits = first_logits * (batch.predict_starts >= 0).unsqueeze(-1)
         nll_kept = torch.nn.functional.cross_entropy(logits, labels[keep], reduction="none")
         nll = torch.zeros(labels.shape, dtype=torch.float32, device=hidden.device)
         nll = nll.masked_scatter(keep, nll_kept)

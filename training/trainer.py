@@ -177,7 +177,7 @@ class StageTrainer:
         v = torch.zeros(self._stats_size(), dtype=torch.float64)
         v[0] = float(losses.detach().sum())
         if distill is not None:
-            has = batch.predict_start >= 0
+            has = (batch.predict_starts >= 0).any(dim=1)
             v[-2] = float(distill.detach()[has].sum())
             v[-1] = float(has.sum())
         v[1] = len(batch)
@@ -215,9 +215,10 @@ class StageTrainer:
         distill = None
         if self.first_tokens is not None:
             teacher = teacher_distribution(self.model.soft_tokenizer.encoder, batch.events, batch.events_mask,
-                                           self.cfg.distill_temperature)
-            distill = distillation_loss(out.first_token_logits, teacher, self.first_tokens)
-            distill = distill * (batch.predict_start >= 0)
+                                           batch.predict_events, self.cfg.distill_temperature)
+            valid = (batch.predict_starts >= 0).float()
+            per_prediction = distillation_loss(out.first_token_logits, teacher, self.first_tokens) * valid
+            distill = per_prediction.sum(dim=1) / valid.sum(dim=1).clamp(min=1)
         return rounds, self._dialogue_losses(rounds, weights, distill), distill
 
     def _dialogue_losses(self, rounds, weights: Optional[torch.Tensor], distill: Optional[torch.Tensor]):
