@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace an existing bundle (kept until the new one is complete)"
     )
     p.add_argument("--keep-f16", action="store_true", help="also keep the unquantized f16 GGUF in the bundle")
+    p.add_argument(
+        "--imatrix",
+        type=int,
+        default=0,
+        metavar="N",
+        help="calibrate the quantizer on N of the run's stage-2 dialogues (llama.cpp importance matrix; 0 = off)",
+    )
     p.add_argument("--threads", type=int, default=0, help="llama.cpp threads for quantization (0 = all cores)")
     p.add_argument(
         "--skip-parity",
@@ -59,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out,
             args.quant,
             stage=args.stage,
+            imatrix_dialogues=args.imatrix,
             force=args.force,
             keep_f16=args.keep_f16,
             check_parity=not args.skip_parity,

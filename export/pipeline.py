@@ -25,6 +25,8 @@ from bua.export.hf_config import read_hf_config
 from bua.export.manifest import SERIALIZATION, soft_token_spec, write_manifest
 from bua.export.merge import merge_adapter, validate_adapter
 from bua.export.onnx_export import ONNX_TOL, export_encoder_onnx, load_soft_tokenizer
+from bua.export.imatrix import ImportanceMatrix
+from bua.export.imatrix import from_run as imatrix_from_run
 from bua.export.quantize import QUANT_TYPES, QuantizeReport, quantize_gguf
 from bua.fsio import commit_dir, new_temp_dir, publish_mode
 from bua.runtime.bundle import MANIFEST, Bundle, BundleError
@@ -180,6 +182,7 @@ def export_bundle(
     n_threads: int = 0,
     source: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    imatrix: ImportanceMatrix | None = None,
 ) -> ExportSummary:
     """Builds BUNDLE (see `bua.runtime.bundle`) from a backbone, an optional LoRA adapter, the
     encoder and projector directories and the run's vocabulary / chat format / template.
@@ -187,13 +190,17 @@ def export_bundle(
     quant: one of `QUANT_TYPES`. keep_f16 keeps the unquantized GGUF as model-f16.gguf.
     check_parity=False skips the transformers comparisons (for models too large to load
     twice); the ONNX check always runs. n_threads: llama.cpp threads (0 = all cores for
-    quantization, 1 for the parity runs). Raises ExportError for every user-fixable problem.
+    quantization, 1 for the parity runs). imatrix: column importances for the quantizer
+    (`bua.export.imatrix`; only with a quantized type). Raises ExportError for every
+    user-fixable problem.
     """
     say = progress or stderr_progress()
     started = time.monotonic()
     quant = quant.lower()
     if quant not in QUANT_TYPES:
         raise ExportError(f"unknown quant type {quant!r}; valid: {', '.join(QUANT_TYPES)}")
+    if imatrix is not None and quant in ("f16", "f32"):
+        raise ExportError(f"an importance matrix only applies to quantized types, not {quant}")
     backbone_dir, out_dir = Path(backbone_dir), Path(out_dir).resolve()
     _check_target(out_dir, force)
 
@@ -227,8 +234,9 @@ def export_bundle(
         gguf_sizes = {reference_type: converted.size_bytes}
         report = None
         if quant != reference_type:
-            say(f"quantizing to {quant} with llama.cpp")
-            report = quantize_gguf(reference, tmp / model_file, quant, n_threads=n_threads)
+            say(f"quantizing to {quant} with llama.cpp" + (f" ({imatrix.summary()})" if imatrix else ""))
+            report = quantize_gguf(reference, tmp / model_file, quant, n_threads=n_threads,
+                                   imatrix=imatrix.values if imatrix else None)
             gguf_sizes[quant] = report.size_bytes
             if report.fallbacks:
                 warnings.append(
@@ -300,6 +308,8 @@ def export_bundle(
                     "type_counts": report.type_counts,
                     "fallbacks": [asdict(d) for d in report.fallbacks],
                     "mixture": [asdict(d) for d in report.deviations if d.reason == "mixture"],
+                    "imatrix": None if imatrix is None else {
+                        "dialogues": imatrix.dialogues, "tokens": imatrix.tokens, "tensors": len(imatrix.values)},
                 },
                 "source": {
                     **(source or {}),
@@ -334,9 +344,11 @@ def export_run(
     quant: str = "q4_k_m",
     *,
     stage: str | None = None,
+    imatrix_dialogues: int = 0,
     **kwargs: Any,
 ) -> ExportSummary:
-    """`export_bundle` for a curriculum run directory (read with `bua.training.checkpoint.load_run`)."""
+    """`export_bundle` for a curriculum run directory (read with `bua.training.checkpoint.load_run`);
+    imatrix_dialogues > 0 calibrates the quantizer on that many of the run's stage-2 dialogues."""
     from bua.training.checkpoint import RunDirError, load_run
 
     try:
@@ -344,6 +356,12 @@ def export_run(
     except (RunDirError, FileNotFoundError) as exc:
         raise ExportError(str(exc)) from exc
     source = {"run_dir": str(run.run_dir), "stage": run.final_stage, "backbone": run.backbone}
+    imatrix = None
+    if imatrix_dialogues > 0:
+        say = kwargs.get("progress") or stderr_progress()
+        say(f"calibrating the quantizer on {imatrix_dialogues} stage-2 dialogues of the run")
+        imatrix = imatrix_from_run(run.run_dir, imatrix_dialogues, stage=run.final_stage,
+                                   progress=kwargs.get("progress") is None)
     return export_bundle(
         run.backbone_dir,
         run.adapter_dir,
@@ -356,5 +374,6 @@ def export_run(
         quant,
         backbone_name=run.backbone,
         source=source,
+        imatrix=imatrix,
         **kwargs,
     )

@@ -17,8 +17,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import gguf
+import numpy as np
 
 from bua.export import QUANT_NAMES
 from bua.export.errors import ExportError
@@ -140,26 +142,55 @@ def quantize_gguf(
     out_path: str | os.PathLike[str],
     quant: str,
     n_threads: int = 0,
+    imatrix: Mapping[str, np.ndarray] | None = None,
 ) -> QuantizeReport:
     """Quantizes an f16/f32 GGUF to `quant` with llama.cpp (atomic write) and reports the result.
 
-    n_threads: 0 = llama.cpp's default (all cores).
+    n_threads: 0 = llama.cpp's default (all cores). imatrix: GGUF tensor name -> importance of
+    each column (`bua.export.imatrix`); tensors it does not name are quantized without one.
     """
     ftype, _ = _check_quant(quant)
     src, out = Path(src_path), Path(out_path)
     if not src.is_file():
         raise ExportError(f"GGUF to quantize not found: {src}")
+    import ctypes
+
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = n_threads
+    keep_alive = None
+    if imatrix:
+        keep_alive = _imatrix_entries(imatrix)
+        params.imatrix = ctypes.cast(keep_alive[0], ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     with atomic_output(out) as tmp, _captured_llama_log() as log:
         status = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if status != 0:
             tail = "\n".join(log.text.splitlines()[-15:])
             raise ExportError(f"llama.cpp failed to quantize {src} to {quant} (status {status}):\n{tail}")
+    del keep_alive  # llama.cpp copied the importance data while quantizing
     return inspect_quantization(out, quant, parse_fallbacks(log.text))
+
+
+def _imatrix_entries(imatrix: Mapping[str, np.ndarray]):
+    """(the name=NULL-terminated llama_model_imatrix_data array, the buffers it points into)."""
+    import ctypes
+
+    import llama_cpp
+
+    buffers = []
+    entries = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()
+    for i, (name, values) in enumerate(sorted(imatrix.items())):
+        data = np.ascontiguousarray(values, dtype=np.float32)
+        if data.ndim != 1 or not np.isfinite(data).all():
+            raise ExportError(f"importance matrix entry {name!r}: needs a finite 1-D vector, got shape {data.shape}")
+        key = name.encode()
+        buffers += [data, key]
+        entries[i].name = key
+        entries[i].data = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        entries[i].size = data.size
+    return entries, buffers
 
 
 class _Log:
