@@ -22,11 +22,11 @@ from typing import Any, Callable
 from bua.export.errors import ExportError
 from bua.export.gguf_convert import convert_hf_to_gguf
 from bua.export.hf_config import read_hf_config
+from bua.export.imatrix import ImportanceMatrix
+from bua.export.imatrix import from_run as imatrix_from_run
 from bua.export.manifest import SERIALIZATION, soft_token_spec, write_manifest
 from bua.export.merge import merge_adapter, validate_adapter
 from bua.export.onnx_export import ONNX_TOL, export_encoder_onnx, load_soft_tokenizer
-from bua.export.imatrix import ImportanceMatrix
-from bua.export.imatrix import from_run as imatrix_from_run
 from bua.export.quantize import QUANT_TYPES, QuantizeReport, quantize_gguf
 from bua.fsio import commit_dir, new_temp_dir, publish_mode
 from bua.runtime.bundle import MANIFEST, Bundle, BundleError

@@ -1,4 +1,4 @@
-"""What `bash scripts/demo.sh` trained and shipped, checked on its own q4_k_m bundle (issue 14):
+"""What `bash scripts/demo.sh` trained and shipped, checked on its own bundle (issue 14; the demo's quant, q8_0):
 
 - explanations a person would accept, on 20 test users: no round repeats a line, every user's
   rounds name a behavior and at least MIN_IN_HISTORY of the names occur in that user's history,

@@ -43,3 +43,18 @@ def test_runtime_top1_matches_pytorch(trained_run, torch_scores, tmp_path, quant
     assert (report.max_torch_margin_at_disagreement > 0) == (report.disagreements > 0)
     if quant == "f16":
         assert report.max_abs_logprob_diff < 0.05, report
+
+
+def test_imatrix_export_is_calibrated_on_the_runs_dialogues(trained_run, torch_scores, tmp_path):
+    import json
+
+    from bua.export.pipeline import export_run
+    from bua.training.runtime_parity import compare
+
+    bundle = tmp_path / "bundle-imatrix"
+    export_run(trained_run, bundle, "q4_k_m", n_threads=1, imatrix_dialogues=8, progress=lambda msg: None)
+    imatrix = json.loads((bundle / "manifest.json").read_text())["quantization"]["imatrix"]
+    assert imatrix["dialogues"] == 8 and imatrix["tokens"] > 8 and imatrix["tensors"] > 0
+    samples, lp = torch_scores
+    report = compare(samples, lp, bundle, n_threads=1)
+    assert report.top1_agreement >= 0.95, report
