@@ -25,7 +25,7 @@ def test_quick_demo_runs_the_whole_chain_and_reuses_finished_steps(tmp_path):
                    "unconstrained first attempts:", "total"):
         assert needle in first, needle
     runs = list(tmp_path.glob("tiny-cpu-*"))
-    assert len(runs) == 1 and (runs[0] / "bundle-q4_k_m" / "manifest.json").is_file()
+    assert len(runs) == 1 and (runs[0] / "bundle-q8_0" / "manifest.json").is_file()  # the default quant
 
     second = _demo(tmp_path)
     assert "curriculum reused" in second and "bundle reused" in second and "; reused)" in second
