@@ -80,7 +80,7 @@ def collect(lm, run: Callable[[], None], tied_output: bool) -> dict[str, tuple[n
     return {name: ((s / rows[name]).numpy().astype(np.float32), rows[name]) for name, s in sums.items() if rows[name]}
 
 
-def from_run(run_dir: str | Path, n_dialogues: int = 64, stage: str | None = None, threads: int | None = None,
+def from_run(run_dir: str | Path, n_dialogues: int = 64, stage: str | None = None,
              progress: bool = True) -> ImportanceMatrix:
     """The importance matrix of a curriculum run's model (`stage`, default the final one) on
     `n_dialogues` of its stage-2 training dialogues (evenly spaced over the stage's examples:
@@ -94,8 +94,6 @@ def from_run(run_dir: str | Path, n_dialogues: int = 64, stage: str | None = Non
 
     if n_dialogues < 1:
         raise ValueError(f"n_dialogues must be at least 1, got {n_dialogues}")
-    if threads:
-        torch.set_num_threads(threads)
     model, config, _ = load_trained(run_dir, stage, "cpu")
     examples = build_stage(prepare(config.data), "stage2", config.stage("stage2"), config.data, model).train
     picked = [examples[int(i)] for i in np.linspace(0, len(examples) - 1, min(n_dialogues, len(examples)))]

@@ -153,8 +153,6 @@ def quantize_gguf(
     src, out = Path(src_path), Path(out_path)
     if not src.is_file():
         raise ExportError(f"GGUF to quantize not found: {src}")
-    import ctypes
-
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
@@ -162,8 +160,7 @@ def quantize_gguf(
     params.nthread = n_threads
     keep_alive = None
     if imatrix:
-        keep_alive = _imatrix_entries(imatrix)
-        params.imatrix = ctypes.cast(keep_alive[0], ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+        params.imatrix, keep_alive = _imatrix_entries(imatrix)
     with atomic_output(out) as tmp, _captured_llama_log() as log:
         status = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if status != 0:
@@ -174,7 +171,7 @@ def quantize_gguf(
 
 
 def _imatrix_entries(imatrix: Mapping[str, np.ndarray]):
-    """(the name=NULL-terminated llama_model_imatrix_data array, the buffers it points into)."""
+    """(pointer to the name=NULL-terminated llama_model_imatrix_data array, what it points into)."""
     import ctypes
 
     import llama_cpp
@@ -190,7 +187,7 @@ def _imatrix_entries(imatrix: Mapping[str, np.ndarray]):
         entries[i].name = key
         entries[i].data = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         entries[i].size = data.size
-    return entries, buffers
+    return ctypes.cast(entries, ctypes.POINTER(llama_cpp.llama_model_imatrix_data)), (entries, buffers)
 
 
 class _Log:

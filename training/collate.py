@@ -141,8 +141,10 @@ def _predictions(e: Example) -> list[tuple[int, int]]:
     rounds = np.asarray(e.tokens.round_ids)
     out = []
     for r, task in enumerate(e.round_tasks):
+        if task != PREDICT:
+            continue
         positions = np.flatnonzero(answer & (rounds == r))
-        if task != PREDICT or not positions.size:
+        if not positions.size:
             continue
         seen = e.branches[r].sees - e.tokens.soft_start if e.branches else len(e.events)
         out.append((int(positions[0]) - 1, int(seen)))

@@ -5,9 +5,9 @@ every history; the observed next behavior is one noisy draw from it. `distill_we
 prediction (each branch of a `prefix_predictions` example is one, with its own history prefix),
 the KL divergence from that distribution to the LLM's distribution over the candidates' first
 answer tokens (candidates that share a first token pool their teacher mass), averaged over the
-dialogue's predictions. The first answer token is where candidate scoring (`InferenceSession.score`) makes its
-decision for most names, and its logits come out of the forward pass the dialogue loss already
-runs, so the term costs one small matmul per dialogue.
+dialogue's predictions. The first answer token is where candidate scoring
+(`InferenceSession.score`) makes its decision for most names, and its logits come out of the
+forward pass the dialogue loss already runs, so the term costs one small matmul per prediction.
 """
 from __future__ import annotations
 
