@@ -143,3 +143,22 @@ def test_build_problems_reports_amx_and_instruction_sets_the_cpu_lacks():
         pytest.skip("this CPU has every instruction set ggml can use")
     problems = native.build_problems(f"CPU : SSE3 = 1 | {lacking[0]} = 1 | REPACK = 1 |")
     assert problems and problems[0].startswith(lacking[0]), problems
+
+
+def test_dry_penalty_breaks_a_greedy_loop(smollm2):
+    def repeats(tokens, k=4):
+        grams = [tuple(tokens[i:i + k]) for i in range(len(tokens) - k + 1)]
+        return len(grams) - len(set(grams))
+
+    prompt = list(smollm2.tokenize("a b c a b c a b c a b c", add_special=True, parse_special=True))
+    runs = {}
+    for dry in (0.0, 0.8):
+        session = native.Session(smollm2, n_ctx=256, n_threads=2)
+        session.eval_tokens(prompt)
+        runs[dry] = session.generate(48, dry_multiplier=dry)["tokens"]
+    assert repeats(runs[0.0]) > 30  # greedy SmolLM2 repeats one letter
+    assert repeats(runs[0.8]) < repeats(runs[0.0]) // 2
+    session = native.Session(smollm2, n_ctx=256, n_threads=2)
+    session.eval_tokens(prompt)
+    with pytest.raises(native.LlamaError, match="dry_base"):
+        session.generate(4, dry_multiplier=0.8, dry_base=0.5)

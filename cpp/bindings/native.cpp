@@ -122,12 +122,16 @@ PYBIND11_MODULE(_native, m) {
         }, py::arg("embeddings"))
         .def("last_logits", [](const bua::Session& self) { return to_numpy(self.last_logits()); })
         .def("generate", [](bua::Session& self, int max_tokens, const std::vector<std::string>& stop, float temperature,
-                            float top_p, uint32_t seed, const std::string& grammar, bool keep) {
+                            float top_p, uint32_t seed, const std::string& grammar, bool keep,
+                            float dry_multiplier, float dry_base, int dry_allowed_length) {
             bua::SamplingParams sp;
             sp.temperature = temperature;
             sp.top_p = top_p;
             sp.seed = seed;
             sp.grammar = grammar;
+            sp.dry_multiplier = dry_multiplier;
+            sp.dry_base = dry_base;
+            sp.dry_allowed_length = dry_allowed_length;
             bua::Generation g;
             {
                 py::gil_scoped_release release;
@@ -139,7 +143,8 @@ PYBIND11_MODULE(_native, m) {
             d["stop_reason"] = g.stop_reason;
             return d;
         }, py::arg("max_tokens"), py::arg("stop") = std::vector<std::string>(), py::arg("temperature") = 0.0f,
-           py::arg("top_p") = 1.0f, py::arg("seed") = 0u, py::arg("grammar") = std::string(), py::arg("keep") = true)
+           py::arg("top_p") = 1.0f, py::arg("seed") = 0u, py::arg("grammar") = std::string(), py::arg("keep") = true,
+           py::arg("dry_multiplier") = 0.0f, py::arg("dry_base") = 1.75f, py::arg("dry_allowed_length") = 2)
         .def("score_continuations", [](bua::Session& self, const std::vector<std::vector<bua::Token>>& cands) {
             std::vector<double> s;
             {

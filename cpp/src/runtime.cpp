@@ -380,6 +380,15 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
         if (!g) throw Error(ErrorKind::invalid_argument, "invalid GBNF grammar (root '" + sampling.grammar_root + "')");
         llama_sampler_chain_add(chain.get(), g);
     }
+    if (sampling.dry_multiplier > 0.0f) {
+        if (sampling.dry_base < 1.0f || sampling.dry_allowed_length < 1)
+            throw Error(ErrorKind::invalid_argument, "DRY needs dry_base >= 1 and dry_allowed_length >= 1");
+        // llama.cpp's default breakers: a new line, a key's colon or a quote starts a fresh run
+        const char* breakers[] = {"\n", ":", "\"", "*"};
+        llama_sampler_chain_add(chain.get(), llama_sampler_init_dry(model_->vocab(), sampling.dry_multiplier,
+                                                                   sampling.dry_base, sampling.dry_allowed_length,
+                                                                   max_tokens, breakers, 4));
+    }
     if (sampling.temperature <= 0.0f) {
         llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
     } else {

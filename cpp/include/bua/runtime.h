@@ -123,6 +123,12 @@ struct SamplingParams {
     uint32_t seed = 0;
     std::string grammar;        // GBNF; empty = unconstrained
     std::string grammar_root = "root";
+    // DRY ("don't repeat yourself", llama_sampler_init_dry): a token that would extend a run of
+    // more than dry_allowed_length tokens already generated in this call is penalized by
+    // dry_multiplier * dry_base^(run - dry_allowed_length). 0 = off.
+    float dry_multiplier = 0.0f;
+    float dry_base = 1.75f;
+    int dry_allowed_length = 2;
 };
 
 struct Generation {

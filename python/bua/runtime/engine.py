@@ -21,8 +21,10 @@ class PromptEngine:
     token ids (system prompt and first user prefix, the same for every task); `candidates` the
     token ids of each behavior name plus the end of turn, in vocabulary order."""
 
-    def __init__(self, bundle: Bundle, native: Any, model: Any, n_threads: int, n_ctx: int) -> None:
+    def __init__(self, bundle: Bundle, native: Any, model: Any, n_threads: int, n_ctx: int,
+                 dry_multiplier: float = 0.0) -> None:
         self.bundle = bundle
+        self.dry_multiplier = dry_multiplier  # DRY penalty on the understanding rounds' answers
         self.template = bundle.dialogue_template
         self.chat = bundle.chat_format
         self.native = native
@@ -87,7 +89,8 @@ class PromptEngine:
         for k, task in enumerate(tasks):
             if k > 0:
                 self.eval_segments(round_prompt_segments(self.template, self.chat, task, False, k), soft)
-            out = self.session.generate(max_answer_tokens)
+            # every understanding answer the curriculum trains on is one paragraph: a blank line ends it
+            out = self.session.generate(max_answer_tokens, ["\n\n"], dry_multiplier=self.dry_multiplier)
             answers[task] = out["text"].strip()
             self.session.eval_tokens(self.suffix)
         return answers
