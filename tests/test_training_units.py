@@ -225,3 +225,21 @@ def test_collate_pads_marks_soft_slots_and_answer_rounds():
     )
     with pytest.raises(ValueError, match="0 soft positions but n_soft=2"):
         Example(broken, events[:2], ("predict",))
+
+
+def test_direct_first_order_trains_the_same_dialogues_predictions_first():
+    from types import SimpleNamespace
+
+    from bua.training.config import StageConfig
+    from bua.training.trainer import epoch_order
+
+    kinds = [("predict",), ("predict",) * 4, ("key_behaviors", "patterns", "summary", "predict"), ("generate",)]
+    examples = [SimpleNamespace(round_tasks=kinds[i % 4]) for i in range(40)]
+    shuffled = epoch_order(examples, StageConfig(global_batch_size=4, order="shuffled"), [1, 2, 0], steps=6)
+    ordered = epoch_order(examples, StageConfig(global_batch_size=4, order="direct_first"), [1, 2, 0], steps=6)
+    assert sorted(ordered) == list(range(40))
+    # the 24 dialogues the 6 steps reach are the shuffled order's, predictions first; the rest unchanged
+    assert set(ordered[:24]) == set(shuffled[:24]) and list(ordered[24:]) == list(shuffled[24:])
+    direct = [all(t == "predict" for t in examples[i].round_tasks) for i in ordered[:24]]
+    n_direct = sum(direct)
+    assert 0 < n_direct < 24 and all(direct[:n_direct]) and not any(direct[n_direct:])

@@ -144,6 +144,11 @@ class StageConfig:
     # each prediction round, added to the dialogue loss; 0 = off
     distill_weight: float = 0.0
     distill_temperature: float = 1.0  # softens (> 1) or sharpens (< 1) the encoder's distribution
+    # order of the dialogues an epoch trains on. "shuffled": random. "direct_first" (a bua
+    # extension): the same dialogues, those that only predict (direct, with their prefix branches)
+    # first and the rest (understanding rounds, generation) last, so that the long answers' steps
+    # come together at the end instead of diluted among the short ones
+    order: Literal["shuffled", "direct_first"] = "shuffled"
     continue_from: Optional[Literal["stage1", "stage2"]] = None  # None: the latest finished earlier stage
     loss: Literal["round_balanced", "token"] = "round_balanced"
     task_weighting: TaskWeightingConfig = field(default_factory=TaskWeightingConfig)

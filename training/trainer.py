@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bua.dialogue import ALL_TASKS
+from bua.dialogue import ALL_TASKS, PREDICT
 from bua.fsio import commit_dir, new_temp_dir
 from bua.training import distributed
 from bua.training.checkpoint import stage_dir
@@ -82,6 +82,19 @@ def plan_steps(cfg: StageConfig, n_train: int, world_size: int, stage: str) -> t
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps) if cfg.epochs > 0 else cfg.max_steps
     return accum, per_epoch, max(1, int(total))
+
+
+def epoch_order(examples: Sequence[Example], cfg: StageConfig, seed: Sequence[int], steps: int) -> np.ndarray:
+    """Example indices in the order an epoch of `steps` optimizer steps trains them (the rest
+    after): a permutation drawn from `seed`, with `cfg.order == "direct_first"` the examples those
+    steps reach reordered, those that only predict first (see StageConfig.order)."""
+    perm = np.random.default_rng(list(seed)).permutation(len(examples))
+    if cfg.order == "direct_first":
+        used = perm[:steps * cfg.global_batch_size]
+        direct = [all(t == PREDICT for t in examples[i].round_tasks) for i in used]
+        first = [i for i, d in zip(used, direct) if d] + [i for i, d in zip(used, direct) if not d]
+        perm = np.concatenate([np.asarray(first, dtype=perm.dtype), perm[len(used):]])
+    return perm
 
 
 class StageTrainer:
@@ -149,8 +162,8 @@ class StageTrainer:
     def _step_indices(self, step: int) -> list[list[int]]:
         """This rank's micro-batches (lists of example indices) for optimizer step `step`."""
         epoch, within = divmod(step, self.per_epoch)
-        rng = np.random.default_rng([self.seed, STAGE_INDEX[self.stage], epoch])
-        perm = rng.permutation(len(self.train))
+        perm = epoch_order(self.train, self.cfg, [self.seed, STAGE_INDEX[self.stage], epoch],
+                           min(self.per_epoch, self.total_steps - epoch * self.per_epoch))
         g = self.cfg.global_batch_size
         chunk = perm[within * g:(within + 1) * g]
         per_rank = g // self.ctx.world_size
