@@ -227,7 +227,7 @@ def test_collate_pads_marks_soft_slots_and_answer_rounds():
         Example(broken, events[:2], ("predict",))
 
 
-def test_direct_first_order_trains_the_same_dialogues_predictions_first():
+def test_direct_first_moves_prediction_dialogues_to_the_front_of_the_same_set():
     from types import SimpleNamespace
 
     from bua.training.config import StageConfig
@@ -235,11 +235,25 @@ def test_direct_first_order_trains_the_same_dialogues_predictions_first():
 
     kinds = [("predict",), ("predict",) * 4, ("key_behaviors", "patterns", "summary", "predict"), ("generate",)]
     examples = [SimpleNamespace(round_tasks=kinds[i % 4]) for i in range(40)]
-    shuffled = epoch_order(examples, StageConfig(global_batch_size=4, order="shuffled"), [1, 2, 0], steps=6)
-    ordered = epoch_order(examples, StageConfig(global_batch_size=4, order="direct_first"), [1, 2, 0], steps=6)
-    assert sorted(ordered) == list(range(40))
-    # the 24 dialogues the 6 steps reach are the shuffled order's, predictions first; the rest unchanged
-    assert set(ordered[:24]) == set(shuffled[:24]) and list(ordered[24:]) == list(shuffled[24:])
-    direct = [all(t == "predict" for t in examples[i].round_tasks) for i in ordered[:24]]
-    n_direct = sum(direct)
-    assert 0 < n_direct < 24 and all(direct[:n_direct]) and not any(direct[n_direct:])
+
+    def order(share):
+        return epoch_order(examples, StageConfig(global_batch_size=4, direct_first=share), [1, 2, 0], steps=6)
+
+    def is_direct(i):
+        return all(t == "predict" for t in examples[i].round_tasks)
+
+    shuffled = order(0.0)
+    assert list(shuffled) == list(np.random.default_rng([1, 2, 0]).permutation(40))
+    n_direct = sum(is_direct(i) for i in shuffled[:24])
+    for share, n_front in ((0.25, 6), (1.0, n_direct)):
+        ordered = order(share)
+        assert sorted(ordered) == list(range(40))
+        # the 24 dialogues the 6 steps reach are the shuffled order's; what follows is unchanged
+        assert set(ordered[:24]) == set(shuffled[:24]) and list(ordered[24:]) == list(shuffled[24:])
+        assert all(is_direct(i) for i in ordered[:n_front])
+        # the rest keeps the shuffled order
+        rest = [i for i in shuffled[:24] if i not in set(ordered[:n_front])]
+        assert list(ordered[n_front:24]) == rest
+    assert not any(is_direct(i) for i in order(1.0)[n_direct:24])
+    with pytest.raises(ConfigError, match="direct_first"):
+        config_from_dict({"stage2": {"direct_first": 1.5}})

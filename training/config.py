@@ -144,11 +144,11 @@ class StageConfig:
     # each prediction round, added to the dialogue loss; 0 = off
     distill_weight: float = 0.0
     distill_temperature: float = 1.0  # softens (> 1) or sharpens (< 1) the encoder's distribution
-    # order of the dialogues an epoch trains on. "shuffled": random. "direct_first" (a bua
-    # extension): the same dialogues, those that only predict (direct, with their prefix branches)
-    # first and the rest (understanding rounds, generation) last, so that the long answers' steps
-    # come together at the end instead of diluted among the short ones
-    order: Literal["shuffled", "direct_first"] = "shuffled"
+    # a bua extension: the share of the dialogues an epoch trains (its first steps) that are
+    # prediction-only ones (direct, with their prefix branches) moved to its start, as far as
+    # there are; the rest (understanding rounds, generation and the other direct dialogues)
+    # follow in the shuffled order. 0 = shuffled; 1 = every direct dialogue first
+    direct_first: float = 0.0
     continue_from: Optional[Literal["stage1", "stage2"]] = None  # None: the latest finished earlier stage
     loss: Literal["round_balanced", "token"] = "round_balanced"
     task_weighting: TaskWeightingConfig = field(default_factory=TaskWeightingConfig)
@@ -349,6 +349,8 @@ def _validate(config: TrainConfig, source: str) -> None:
                  "must be 'observed', or 'encoder' in stage2")
         if stage.distill_weight < 0 or (stage.distill_weight and name != "stage2"):
             fail(f"{name}.distill_weight", stage.distill_weight, "must be 0, or a positive weight in stage2")
+        if not 0.0 <= stage.direct_first <= 1.0:
+            fail(f"{name}.direct_first", stage.direct_first, "must lie in [0, 1]")
         if stage.distill_temperature <= 0:
             fail(f"{name}.distill_temperature", stage.distill_temperature, "must be positive")
         if stage.continue_from is not None and STAGES.index(stage.continue_from) >= STAGES.index(name):

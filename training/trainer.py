@@ -86,14 +86,17 @@ def plan_steps(cfg: StageConfig, n_train: int, world_size: int, stage: str) -> t
 
 def epoch_order(examples: Sequence[Example], cfg: StageConfig, seed: Sequence[int], steps: int) -> np.ndarray:
     """Example indices in the order an epoch of `steps` optimizer steps trains them (the rest
-    after): a permutation drawn from `seed`, with `cfg.order == "direct_first"` the examples those
-    steps reach reordered, those that only predict first (see StageConfig.order)."""
+    after): a permutation drawn from `seed`; with `cfg.direct_first` > 0, of the examples those
+    steps reach, that share of prediction-only ones moves to the front (StageConfig.direct_first)."""
     perm = np.random.default_rng(list(seed)).permutation(len(examples))
-    if cfg.order == "direct_first":
+    if cfg.direct_first > 0:
         used = perm[:steps * cfg.global_batch_size]
         direct = [all(t == PREDICT for t in examples[i].round_tasks) for i in used]
-        first = [i for i, d in zip(used, direct) if d] + [i for i, d in zip(used, direct) if not d]
-        perm = np.concatenate([np.asarray(first, dtype=perm.dtype), perm[len(used):]])
+        n_front = min(sum(direct), round(cfg.direct_first * len(used)))
+        front = [i for i, d in zip(used, direct) if d][:n_front]
+        chosen = set(front)
+        rest = [i for i in used if i not in chosen]
+        perm = np.concatenate([np.asarray(front + rest, dtype=perm.dtype), perm[len(used):]])
     return perm
 
 
