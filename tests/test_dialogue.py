@@ -15,6 +15,7 @@ from bua.dialogue import (
     STAGE1_TASKS,
     DialogueTemplate,
     Segment,
+    answer_prefix,
     answer_segment,
     answer_suffix,
     default_template,
@@ -212,6 +213,25 @@ def test_stage2_generation_dialogue(sim_bits):
     got = parse_events(d.answers[-1], ds.vocab, week=g.target_day[0].week)
     assert got == list(g.target_day)
     assert f"({DAY_NAMES[g.target_day[0].day]})" in d.text()
+    # the runtime writes the answer's opening itself: it must be how every trained answer starts
+    assert d.answers[-1].startswith(answer_prefix(GENERATE, g.history))
+
+
+def test_answer_prefix_names_the_next_day_only_for_generation():
+    history = [Event(0, 600, 0, 0), Event(6, 700, 1, 1)]  # ends on a Sunday
+    assert answer_prefix(GENERATE, history) == "Mon "
+    assert answer_prefix(PREDICT, history) == "" and answer_prefix("summary", history) == ""
+    with pytest.raises(ValueError, match="non-empty history"):
+        answer_prefix(GENERATE, [])
+
+
+def test_answer_prefix_tokens_continue_into_the_trained_answer(smol_tok):
+    # Prefilled on its own, the prefix must give the tokens the trained answer starts with,
+    # or the model continues from a token sequence it never saw.
+    day = "Mon 00:13 @home sleep tracking\nMon 09:33 @home alarm clock"
+    prefix = answer_prefix(GENERATE, [Event(6, 700, 1, 1)])
+    ids = lambda text: smol_tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert ids(prefix) + ids(day[len(prefix):]) == ids(day)
 
 
 def test_stage3_dialogue(sim_bits):

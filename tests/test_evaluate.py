@@ -30,6 +30,13 @@ def test_prediction_report_tables_and_json(tmp_path):
     md = rep.to_markdown()
     assert "| Method | Rec_w | Prec_w | Overall | Head | Medium | Tail |" in md
     assert "| good | 0.750 |" in md and "### long_tail test set (3 samples)" in md
+    # good misses sample 1 only; prior always says 0, hitting samples 0 and 1
+    d = np.array([0, -1, 1, 1])
+    assert rep.paired["natural"]["prior"] == pytest.approx([0.25, d.std(ddof=1) / 2])
+    assert "long_tail" not in rep.paired  # one model only
+    se = rep.metrics["natural"]["good"]["rec_w_se"]
+    assert f"Rec_w standard error: ±{se:.3f} (good). good minus each other method on the same " \
+           f"samples (paired SE): prior +0.250 ± {d.std(ddof=1) / 2:.3f}." in md
     rep.save(tmp_path)
     loaded = json.loads((tmp_path / "report.json").read_text())
     assert loaded["metrics"]["natural"]["prior"]["rec_w"] == pytest.approx(0.5)

@@ -17,9 +17,23 @@ from bua.metrics import (
     jsd,
     long_tail_indices,
     named_behaviors,
+    paired_rec_w_difference,
     prediction_metrics,
     tvd,
 )
+
+
+def test_paired_rec_w_difference_hand_computed():
+    y = np.array([0, 1, 2, 0, 1])
+    a = np.array([0, 1, 2, 1, 1])  # hits 1 1 1 0 1
+    b = np.eye(3)[[0, 0, 2, 1, 0]]  # scores; hits 1 0 1 0 0
+    diff, se = paired_rec_w_difference(y, a, b, 3)
+    d = np.array([0, 1, 0, 0, 1])
+    assert diff == pytest.approx(prediction_metrics(y, a, 3)["rec_w"] - prediction_metrics(y, b, 3)["rec_w"])
+    assert se == pytest.approx(d.std(ddof=1) / math.sqrt(5))
+    assert paired_rec_w_difference(y, a, a, 3) == (0.0, 0.0)  # same errors: no noise
+    with pytest.raises(ValueError, match="pred_b has 4 predictions for 5 samples"):
+        paired_rec_w_difference(y, a, a[:4], 3)
 
 
 def test_prediction_metrics_hand_computed():

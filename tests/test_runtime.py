@@ -3,6 +3,7 @@ grammar-constrained retries, KV reuse, thread safety, the C++-only path, and cle
 from __future__ import annotations
 
 import gc
+import re
 import shutil
 import subprocess
 import threading
@@ -13,7 +14,7 @@ import pytest
 
 from bua import OnDevicePredictor
 from bua.dialogue import PREDICT, render_dialogue, tokenize_segments
-from bua.events import Event
+from bua.events import DAY_ABBRS, Event
 from bua.runtime.bundle import Bundle, BundleError
 from bua.runtime.grammar import event_lines_grammar
 from bua.runtime.native_prompt import write_native_prompt
@@ -100,6 +101,9 @@ def test_generate_falls_back_to_the_grammar_and_parses(predictor, history):
     assert format_events(day.events, predictor.vocab).startswith(day.text.split("\n")[0])
     # the tiny random model's free attempt does not parse, so the grammar retry made this day
     assert day.constrained and day.free_text != day.text
+    # both attempts continue the answer's opening, the next day's abbreviation (the random model
+    # may end its turn right after it)
+    assert day.free_text.startswith(DAY_ABBRS[next_day]) and day.text.startswith(DAY_ABBRS[next_day] + " ")
 
 
 def test_generate_reports_unparseable_text(predictor, history):
@@ -112,8 +116,12 @@ def test_grammar_is_valid_gbnf_for_llama_cpp(predictor, history):
     grammar = event_lines_grammar(predictor.vocab, days=[2])
     s = predictor.engine.native.Session(predictor.model, n_ctx=256, n_threads=1)
     s.eval_tokens(predictor.engine.tokens("<|im_start|>assistant\n"))
-    text = s.generate(40, grammar=grammar)["text"]
+    text = s.generate(40, grammar=grammar, keep=False)["text"]
     assert text.startswith("Wed ")
+    # after_day: the text continues a line whose day is already written
+    s.eval_tokens(predictor.engine.tokens("Wed "))
+    rest = s.generate(40, grammar=event_lines_grammar(predictor.vocab, days=[2], after_day=True))["text"]
+    assert re.match(r"[0-2][0-9]:[0-5][0-9] @", rest), rest
     with pytest.raises(predictor.engine.native.LlamaError, match="invalid GBNF"):
         s.generate(4, grammar="root ::= (")
 

@@ -100,11 +100,16 @@ def test_evaluation_report_puts_bua_next_to_baselines(full_run):
         assert {"BUA", "most-frequent", "markov"} <= set(rows)
         assert set(rows["BUA"]) == {"rec_w", "rec_w_se", "prec_w", "overall", "head", "medium", "tail"}
         assert 0.0 <= rows["BUA"]["rec_w"] <= 1.0
+        paired = report["prediction_paired"][test_set]
+        assert "BUA" not in paired and {"most-frequent", "markov"} <= set(paired)
+        diff, se = paired["markov"]
+        assert diff == pytest.approx(rows["BUA"]["rec_w"] - rows["markov"]["rec_w"]) and se >= 0
     gen = report["generation"]
     assert set(gen) == {"BUA", "repeat previous day"}
     assert set(gen["BUA"]) == {"event", "timestamp", "location"}
     md = (full_run / "eval_report.md").read_text()
     assert "| BUA |" in md and "Next-day generation" in md
+    assert "BUA minus each other method on the same samples (paired SE): " in md
     summary = json.loads((full_run / "summary.json").read_text())
     assert summary["final_stage"] == "stage3" and "eval" in summary
 

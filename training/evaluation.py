@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bua.dialogue import GENERATE, PREDICT, STAGE2_EXPLAIN_TASKS, question_context, round_prompt_segments
+from bua.dialogue import GENERATE, PREDICT, STAGE2_EXPLAIN_TASKS, answer_prefix, question_context, round_prompt_segments
 from bua.events import events_to_array
 from bua.fsio import write_bytes, write_json
+from bua.models.baseline_eval import paired_sentence
 from bua.training.config import TrainConfig
 from bua.training.inference import InferenceSession
 
@@ -63,7 +64,9 @@ def generate_days(model, samples: Sequence, vocab, explain: bool, max_new_tokens
     out, kept, rejected = [], 0, 0
     for s in tqdm(samples, desc="BUA generate", disable=not progress, leave=False):
         session = _session_for(model, s.history, GENERATE, explain, max_new_tokens)
-        text = session.greedy(max_new_tokens)
+        prefix = answer_prefix(GENERATE, s.history)
+        session.feed_ids(session.tokenize(prefix))
+        text = prefix + session.greedy(max_new_tokens)
         events, errors = parse_events_report(text, vocab)
         kept += len(events)
         rejected += len(errors)
@@ -168,6 +171,7 @@ def evaluate_model(run_dir: str | Path, stage: Optional[str], config: TrainConfi
     out: dict[str, Any] = {
         "run_dir": str(run_dir), "stage": stage, "prediction_mode": config.eval.prediction_mode,
         "prediction": _clean(report.to_dict()["metrics"]), "prediction_samples": report.n_samples,
+        "prediction_paired": _clean(report.paired),
         "frequency_classes": report.frequency_classes, "baseline_details": _clean(details),
         "bua_prediction_seconds": round(bua_pred_s, 1)}
     n_gen = config.eval.generation_samples
@@ -249,6 +253,9 @@ def report_markdown(report: dict[str, Any]) -> str:
                 cells[0] += f" ± {m['rec_w_se']:.3f}"
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+        paired = paired_sentence(next(iter(models), ""), report.get("prediction_paired", {}).get(test_set, {}))
+        if paired:
+            lines += [paired, ""]
     if "generation" in report:
         lines += [
             f"### Next-day generation ({report['generation_samples']} samples; lines parsed "

@@ -14,7 +14,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from bua.chat import ChatFormat
-from bua.events import DAY_NAMES, Event
+from bua.events import DAY_ABBRS, DAY_NAMES, Event
 
 __all__ = [
     "ALL_TASKS",
@@ -30,6 +30,7 @@ __all__ = [
     "STAGE3_TASKS",
     "Segment",
     "TokenizedDialogue",
+    "answer_prefix",
     "answer_segment",
     "answer_suffix",
     "default_template",
@@ -184,10 +185,26 @@ def question_context(task: str, history: Sequence[Event]) -> dict[str, str]:
     """The context fields a task's default question needs that follow from the history
     alone (the runtime calls this too): ``generate`` -> ``{"day": <next day's name>}``."""
     if task == GENERATE:
-        if not history:
-            raise ValueError("generation needs a non-empty history to name the next day")
-        return {"day": DAY_NAMES[(history[-1].day + 1) % 7]}
+        return {"day": DAY_NAMES[_next_day(history)]}
     return {}
+
+
+def answer_prefix(task: str, history: Sequence[Event]) -> str:
+    """The start of `task`'s answer that the question already fixes, written into the dialogue
+    before the model continues it (runtime and evaluation alike): every line of a generated
+    day begins with the day the question names, so ``generate`` answers start with its
+    abbreviation and a space (``"Sun "``); other tasks have none. Training keeps these
+    characters in the answer: a generation answer is hundreds of tokens, so its opening
+    token carries too little of the round's loss to be learned (training/README.md)."""
+    if task == GENERATE:
+        return DAY_ABBRS[_next_day(history)] + " "
+    return ""
+
+
+def _next_day(history: Sequence[Event]) -> int:
+    if not history:
+        raise ValueError("generation needs a non-empty history to name the next day")
+    return (history[-1].day + 1) % 7
 
 
 # ---------------------------------------------------------------------- rendering

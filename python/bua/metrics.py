@@ -6,7 +6,10 @@ scikit-learn and scipy).
 Prediction (labels are behavior ids ``0..n_classes-1``):
 
 - ``rec_w``: recall weighted by true support (Eq. 7). This is exactly accuracy, i.e. HR@1;
-  ``rec_w_se`` is its standard error, sqrt(p (1 - p) / N).
+  ``rec_w_se`` is its standard error, sqrt(p (1 - p) / N). Two methods scored on the same
+  samples are compared by ``paired_rec_w_difference``: the mean of the per-sample difference
+  of their hits and its standard error, which is smaller than either SE when they err on the
+  same samples.
 - ``prec_w``: precision weighted by **true support** (TP + FN), as scikit-learn's
   ``precision_score(average="weighted")`` does; classes never predicted count as precision 0.
   Eq. 6 as printed weights precision by TP + FP (the predicted support); that weighting sums to
@@ -63,6 +66,7 @@ __all__ = [
     "jsd",
     "long_tail_indices",
     "named_behaviors",
+    "paired_rec_w_difference",
     "prediction_metrics",
     "tvd",
 ]
@@ -163,6 +167,30 @@ def prediction_metrics(
         sel = present & (np.asarray(freq_classes) == group)
         out[group] = float(recall[sel].mean()) if sel.any() else math.nan
     return out
+
+
+def paired_rec_w_difference(
+    y_true: Sequence[int] | np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int
+) -> tuple[float, float]:
+    """Rec_w of A minus Rec_w of B on the same samples, and the standard error of that
+    difference (per-sample hit differences, sample standard deviation / sqrt(N)).
+
+    Predictions are ids ``[N]`` or score matrices ``[N, n_classes]`` (argmax is taken).
+    """
+    y_true = _labels(y_true, n_classes, "y_true")
+    hits = []
+    for name, pred in (("pred_a", pred_a), ("pred_b", pred_b)):
+        pred = np.asarray(pred)
+        if pred.ndim == 2:
+            pred = pred.argmax(axis=1)
+        pred = _labels(pred, n_classes, name)
+        if pred.shape != y_true.shape:
+            raise ValueError(f"{name} has {pred.size} predictions for {y_true.size} samples")
+        hits.append((pred == y_true).astype(np.float64))
+    d = hits[0] - hits[1]
+    if d.size < 2:
+        raise ValueError("a paired difference needs at least two samples")
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
 
 
 def long_tail_indices(

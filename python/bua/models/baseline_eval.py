@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bua.metrics import PREDICTION_METRICS, long_tail_indices, prediction_metrics
+from bua.metrics import PREDICTION_METRICS, long_tail_indices, paired_rec_w_difference, prediction_metrics
 
 METRIC_TITLES = {"rec_w": "Rec_w", "prec_w": "Prec_w", "overall": "Overall", "head": "Head",
                  "medium": "Medium", "tail": "Tail"}
@@ -51,6 +51,8 @@ class PredictionReport:
     n_samples: dict[str, int]
     frequency_classes: dict[str, int] = field(default_factory=dict)  # class -> #behaviors
     meta: dict[str, Any] = field(default_factory=dict)
+    # test set -> model -> [Rec_w of the first row minus this model's, its paired SE]
+    paired: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +74,13 @@ class PredictionReport:
                          for k in PREDICTION_METRICS]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
+            if rows:
+                first = next(iter(rows))
+                se = rows[first].get("rec_w_se")
+                text = f"Rec_w standard error: ±{se:.3f} ({first})." if se is not None else ""
+                text += " " + paired_sentence(first, self.paired.get(test_set, {}))
+                if text.strip():
+                    lines += [text.strip(), ""]
         return "\n".join(lines)
 
     def save(self, out_dir: str | Path) -> tuple[Path, Path]:
@@ -85,6 +94,14 @@ class PredictionReport:
         return md, js
 
 
+def paired_sentence(first: str, pairs: Mapping[str, Sequence[float]]) -> str:
+    """``PredictionReport.paired`` of one test set as a sentence ("" when there is none)."""
+    if not pairs:
+        return ""
+    return (f"{first} minus each other method on the same samples (paired SE): "
+            + ", ".join(f"{m} {d:+.3f} ± {e:.3f}" for m, (d, e) in pairs.items()) + ".")
+
+
 def prediction_report(rows: Mapping[str, Any], targets: Mapping[str, np.ndarray] | np.ndarray,
                       n_classes: int, freq_classes: Sequence[str] | Mapping[int, str] | None = None,
                       *, title: str = "Next behavior prediction",
@@ -95,10 +112,13 @@ def prediction_report(rows: Mapping[str, Any], targets: Mapping[str, np.ndarray]
     ``"test"``). ``rows``: ``{model: {test_set: scores}}`` where scores are ``[N, n_classes]``
     scores or ``[N]`` predicted ids; with a single test set a row may be the scores alone.
     Models may leave out test sets. ``freq_classes`` as for ``bua.metrics.prediction_metrics``.
+    ``paired`` compares the first row with every other one on each test set (Rec_w difference
+    and its paired standard error), so "A beats B" can be told from noise.
     """
     if not isinstance(targets, Mapping):
         targets = {"test": np.asarray(targets)}
     metrics: dict[str, dict[str, dict[str, float]]] = {name: {} for name in targets}
+    scored: dict[str, dict[str, np.ndarray]] = {name: {} for name in targets}
     for model, value in rows.items():
         if not isinstance(value, Mapping):
             if len(targets) != 1:
@@ -114,13 +134,22 @@ def prediction_report(rows: Mapping[str, Any], targets: Mapping[str, np.ndarray]
                 raise ValueError(f"row {model!r}: {len(scores)} scores for the {len(y)} samples "
                                  f"of test set {test_set!r}")
             metrics[test_set][model] = prediction_metrics(y, scores, n_classes, freq_classes)
+            scored[test_set][model] = np.asarray(scores)
+    paired: dict[str, dict[str, list[float]]] = {}
+    for test_set, by_model in scored.items():
+        y = np.asarray(targets[test_set])
+        if len(by_model) < 2 or len(y) < 2:
+            continue
+        first, *others = by_model
+        paired[test_set] = {m: list(paired_rec_w_difference(y, by_model[first], by_model[m], n_classes))
+                            for m in others}
     counts: dict[str, int] = {}
     if freq_classes is not None:
         values = list(freq_classes.values()) if isinstance(freq_classes, Mapping) else list(freq_classes)
         counts = {g: values.count(g) for g in ("head", "medium", "tail")}
     return PredictionReport(title=title, metrics=metrics,
                             n_samples={k: len(v) for k, v in targets.items()},
-                            frequency_classes=counts, meta=dict(meta or {}))
+                            frequency_classes=counts, meta=dict(meta or {}), paired=paired)
 
 
 def _nan_to_none(x: Any) -> Any:

@@ -18,15 +18,19 @@ def _alternatives(options: Sequence[str]) -> str:
     return " | ".join(_literal(o) for o in sorted(set(options), key=len, reverse=True))
 
 
-def event_lines_grammar(vocab: Vocabulary, days: Sequence[int] | None = None) -> str:
+def event_lines_grammar(vocab: Vocabulary, days: Sequence[int] | None = None,
+                        after_day: bool = False) -> str:
     """Lines like ``Mon 08:10 @home check weather`` (bua.textformat), one or more.
 
-    `days` limits the day field (e.g. to the day a generation question names).
+    `days` limits the day field (e.g. to the day a generation question names); with
+    `after_day` the first line starts after its day and space (the text continues an
+    `bua.dialogue.answer_prefix`).
     """
     day_names = [DAY_ABBRS[d] for d in (range(7) if days is None else days)]
     return "\n".join([
-        'root ::= line ("\\n" line)*',
-        'line ::= day " " time " @" location " " behavior',
+        'root ::= ' + ('rest' if after_day else 'line') + ' ("\\n" line)*',
+        'line ::= day " " rest',
+        'rest ::= time " @" location " " behavior',
         f"day ::= {_alternatives(day_names)}",
         'time ::= ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9]',
         f"location ::= {_alternatives(vocab.locations)}",

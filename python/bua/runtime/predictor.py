@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bua.dialogue import GENERATE, PREDICT, question_context, round_prompt_segments
+from bua.dialogue import GENERATE, PREDICT, answer_prefix, question_context, round_prompt_segments
 from bua.events import DataError, Event, UserHistory, events_from_array, events_to_batch, validate_events
 from bua.runtime.bundle import Bundle
 from bua.runtime.engine import PromptEngine
@@ -251,10 +251,11 @@ class OnDevicePredictor:
                  max_retries: int = 1) -> GeneratedDay:
         """The next day's events, parsed in the bundle's serialization format.
 
-        The first attempt decodes freely and must parse strictly; if it does not, up to
-        `max_retries` retries decode under a GBNF grammar of the event-line format (restricted
-        to the next day), keeping the lines that parse. Raises GenerationError with the model's
-        text if no attempt yields an event.
+        The answer starts with the next day's abbreviation (`bua.dialogue.answer_prefix`), the
+        model writes the rest. The first attempt decodes freely and must parse strictly; if it
+        does not, up to `max_retries` retries decode under a GBNF grammar of the event-line
+        format (restricted to the next day), keeping the lines that parse. Raises
+        GenerationError with the model's text if no attempt yields an event.
         """
         if horizon != "1d":
             raise ValueError(f"unsupported horizon {horizon!r}: bundles are trained to generate "
@@ -262,16 +263,18 @@ class OnDevicePredictor:
         events = self._events(history)
         soft = self._soft_rows(events)
         context = question_context(GENERATE, events)
+        prefix = answer_prefix(GENERATE, events)
         next_day = (events[-1].day + 1) % 7
-        grammar = event_lines_grammar(self.vocab, days=[next_day])
+        grammar = event_lines_grammar(self.vocab, days=[next_day], after_day=True)
         with self._lock:
             explanation = self.engine.begin(GENERATE, soft, explain, context, self.max_answer_tokens)
+            self.engine.session.eval_tokens(self.engine.tokens(prefix))
             attempts: list[str] = []
             for attempt in range(1 + max_retries):
                 constrained = attempt > 0
                 out = self.engine.session.generate(self.max_generation_tokens,
                                              grammar=grammar if constrained else "", keep=False)
-                text = out["text"].strip()
+                text = (prefix + out["text"]).strip()
                 attempts.append(text)
                 if not constrained:
                     try:
