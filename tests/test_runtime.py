@@ -93,6 +93,28 @@ def test_explain_runs_the_understanding_rounds(predictor, history):
     assert result.prompt_tokens > predictor.predict(history, explain=False).prompt_tokens
 
 
+def test_understanding_rounds_decode_under_the_configured_dry_penalty(bundle_dir, history):
+    predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, max_answer_tokens=8,
+                                              dry_multiplier=2.0, dry_allowed_length=3)
+    calls = []
+
+    class Recording:  # the native session, with its generate calls recorded
+        def __init__(self, session):
+            self.session = session
+
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+
+        def generate(self, *args, **kwargs):
+            calls.append(kwargs)
+            return self.session.generate(*args, **kwargs)
+
+    predictor.engine.session = Recording(predictor.engine.session)
+    predictor.predict(history, explain=True)
+    assert len(calls) == 3
+    assert all(c["dry_multiplier"] == 2.0 and c["dry_allowed_length"] == 3 for c in calls), calls
+
+
 def test_generate_falls_back_to_the_grammar_and_parses(predictor, history):
     day = predictor.generate(history, explain=False)
     assert day.events, day.text
@@ -320,6 +342,10 @@ def test_arguments_are_checked_before_the_model_runs(predictor, history, bundle_
         OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, n_ctx=2**31)
     with pytest.raises(ValueError, match="n_threads must be a whole number"):
         OnDevicePredictor.from_bundle(bundle_dir, n_threads=-1)
+    with pytest.raises(ValueError, match="dry_allowed_length must be a whole number from 1"):
+        OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, dry_allowed_length=0)
+    with pytest.raises(ValueError, match=r"dry_multiplier must lie in \[0, 10\]"):
+        OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, dry_multiplier=-1.0)
     array = np.array([[e.day, e.minute, e.location, e.behavior, e.week] for e in history])
     assert predictor.predict(array, explain=False).top == predictor.predict(history, explain=False).top
 

@@ -22,9 +22,11 @@ class PromptEngine:
     token ids of each behavior name plus the end of turn, in vocabulary order."""
 
     def __init__(self, bundle: Bundle, native: Any, model: Any, n_threads: int, n_ctx: int,
-                 dry_multiplier: float = 0.0) -> None:
+                 dry_multiplier: float = 0.0, dry_allowed_length: int = 2) -> None:
         self.bundle = bundle
-        self.dry_multiplier = dry_multiplier  # DRY penalty on the understanding rounds' answers
+        # DRY penalty on the understanding rounds' answers (see OnDevicePredictor)
+        self.dry_multiplier = dry_multiplier
+        self.dry_allowed_length = dry_allowed_length
         self.template = bundle.dialogue_template
         self.chat = bundle.chat_format
         self.native = native
@@ -90,7 +92,8 @@ class PromptEngine:
             if k > 0:
                 self.eval_segments(round_prompt_segments(self.template, self.chat, task, False, k), soft)
             # every understanding answer the curriculum trains on is one paragraph: a blank line ends it
-            out = self.session.generate(max_answer_tokens, ["\n\n"], dry_multiplier=self.dry_multiplier)
+            out = self.session.generate(max_answer_tokens, ["\n\n"], dry_multiplier=self.dry_multiplier,
+                                        dry_allowed_length=self.dry_allowed_length)
             answers[task] = out["text"].strip()
             self.session.eval_tokens(self.suffix)
         return answers

@@ -97,13 +97,17 @@ class OnDevicePredictor:
     """Multi-round BUA prediction and generation from an exported bundle.
 
     Thread-safe: calls are serialized on the one llama.cpp context (a lock), so one predictor
-    shared by several threads gives the same results as sequential use. `dry_multiplier` is
-    llama.cpp's DRY penalty on verbatim repeats within an understanding round's greedy answer
-    (0 = plain greedy); the fast path's (`explain=False`) behavior scores never depend on it.
+    shared by several threads gives the same results as sequential use. `dry_multiplier` and
+    `dry_allowed_length` set llama.cpp's DRY penalty on verbatim repeats within an
+    understanding round's greedy answer: a token that would extend a repeat longer than
+    `dry_allowed_length` tokens loses `dry_multiplier * 1.75 ** (run - dry_allowed_length)`
+    logits (0 = plain greedy). The fast path's (`explain=False`) behavior scores never depend
+    on it.
     """
 
     def __init__(self, bundle: Bundle, n_threads: int | None = None, n_ctx: int = 4096,
-                 max_answer_tokens: int = 192, max_generation_tokens: int = 640, dry_multiplier: float = 0.8):
+                 max_answer_tokens: int = 192, max_generation_tokens: int = 640, dry_multiplier: float = 3.0,
+                 dry_allowed_length: int = 1):
         import onnxruntime as ort
 
         if n_threads is not None:
@@ -113,6 +117,7 @@ class OnDevicePredictor:
         _check_count("max_generation_tokens", max_generation_tokens, 1, MAX_CONTEXT)
         if not 0.0 <= dry_multiplier <= 10.0:
             raise ValueError(f"dry_multiplier must lie in [0, 10] (0 = off), got {dry_multiplier!r}")
+        _check_count("dry_allowed_length", dry_allowed_length, 1, MAX_CONTEXT)
         self.bundle = bundle
         self.vocab = bundle.vocab
         self.chat = bundle.chat_format
@@ -134,7 +139,8 @@ class OnDevicePredictor:
                              f"manifest's projector width is {bundle.n_embd}")
         # The dialogue's opening (system prompt, first user prefix) never changes: the engine
         # keeps it in the KV cache between calls and re-evaluates only what follows it.
-        self.engine = PromptEngine(bundle, native, self.model, self.n_threads, n_ctx, dry_multiplier)
+        self.engine = PromptEngine(bundle, native, self.model, self.n_threads, n_ctx, dry_multiplier,
+                                   dry_allowed_length)
         self._lock = threading.Lock()
         self._stream_rows = 0  # soft rows the engine's owning stream has after the head (see stream())
 
