@@ -13,8 +13,10 @@ Measured on a quiet 2-core AMD EPYC: 14 minutes the first time (5.5 of them buil
 ~/.cache/bua/arm64-*; the two bundles are cached in ~/.cache/bua/arm64-bundles), 8.5 minutes
 after that, nearly all of it emulation. Skipped when aarch64-linux-gnu-g++ or qemu-aarch64 is missing
 (Debian: apt-get install crossbuild-essential-arm64 qemu-user). Not in the default run
-(pyproject's addopts deselect the marker): `bash scripts/test.sh -m arm64 tests/test_arm64.py`.
-BUA_ARM64_QUANTS=f32,f16,q8_0,q4_k_m compares more bundles (f16 takes about 15 minutes in qemu).
+(pyproject's addopts deselect the marker); CI's second step: `bash scripts/test.sh -m arm64
+tests/test_arm64.py`. BUA_ARM64_QUANTS=f32,f16,q8_0,q4_k_m compares more bundles (f16 takes
+about 15 minutes in qemu); BUA_ARM64_BUNDLES=DIR[,DIR...] compares trained bundles too (a
+`bua demo` run's; about 5 minutes each).
 """
 from __future__ import annotations
 
@@ -43,6 +45,11 @@ UNQUANTIZED = ("f32", "f16")
 # starve each other (608 s with 2). llama.cpp's results do not depend on the thread count.
 THREADS = "1"
 QUANTS = os.environ.get("BUA_ARM64_QUANTS", "f32,q8_0").split(",")
+# Trained bundles to compare as well (e.g. a `bua demo` run's bundle-q8_0 and a q4_k_m export of
+# its checkpoint). Simulator-vocabulary bundles only (the histories are simulated).
+TRAINED = [Path(p) for p in os.environ.get("BUA_ARM64_BUNDLES", "").split(",") if p]
+TRAINED_USERS = 2   # simulated histories per trained bundle
+STREAM_STEPS = 3    # predictions per history: bua-predict --stream over its last 3 events
 
 _missing = [tool for tool in ("aarch64-linux-gnu-g++", "qemu-aarch64") if shutil.which(tool) is None]
 pytestmark = [
@@ -206,10 +213,14 @@ def _parse(out: str) -> dict[str, float]:
     return ranked
 
 
-def _x86(x86_predict: Path, bundle: Path, soft: Path) -> dict[str, float]:
-    out = subprocess.run([str(x86_predict), str(bundle), str(soft), "--top-k", "1000", "--threads", THREADS],
-                         capture_output=True, text=True, check=True, timeout=600).stdout
-    return _parse(out)
+def _parse_stream(out: str) -> list[dict[str, float]]:
+    """bua-predict --stream's output: one ranking per "prompt: ..." block."""
+    return [_parse(block) for block in ("\n" + out).split("\nprompt:")[1:]]
+
+
+def _x86(x86_predict: Path, bundle: Path, soft: Path, *extra: str) -> str:
+    return subprocess.run([str(x86_predict), str(bundle), str(soft), "--top-k", "1000", "--threads", THREADS,
+                           *extra], capture_output=True, text=True, check=True, timeout=600).stdout
 
 
 def _max_diff(a: dict[str, float], b: dict[str, float]) -> float:
@@ -229,7 +240,7 @@ def test_arm64_bua_predict_matches_x86(arm64_bin: Path, x86_predict: Path, histo
     n = predictor.vocab.n_behaviors
     del predictor
 
-    x86 = _x86(x86_predict, bundle, soft)
+    x86 = _parse(_x86(x86_predict, bundle, soft))
     assert len(x86) == n and list(x86)[:5] == expected, (x86, expected)  # the reference is Python's answer
 
     rc, out, err, seconds, rss = _qemu(arm64_bin / "bua-predict", str(bundle), str(soft), "--top-k", "1000",
@@ -253,12 +264,71 @@ def test_arm64_bua_predict_matches_x86(arm64_bin: Path, x86_predict: Path, histo
     for i in range(N_PERTURBED):
         noisy = tmp_path / f"noisy{i}.npy"
         np.save(noisy, (rows * (1 + PERTURBATION * rng.standard_normal(rows.shape))).astype(np.float32))
-        envelope = max(envelope, _max_diff(_x86(x86_predict, bundle, noisy), x86))
+        envelope = max(envelope, _max_diff(_parse(_x86(x86_predict, bundle, noisy)), x86))
     _report(f"{quant}: x86-64 moves by up to {envelope:.4f} when the soft rows move by {PERTURBATION:g} (relative)")
     if envelope > ENVELOPE_LIMIT:
         pytest.skip(f"{quant}: x86-64 itself moves by {envelope:.4f} under float-rounding noise on this input "
                     f"(> {ENVELOPE_LIMIT}), so no cross-ISA bound means anything here (arm64 differs by {diff:.4f})")
     assert diff <= 2 * envelope
+
+
+def _misordered(arm: dict[str, float], x86: dict[str, float], k: int = 5) -> list[tuple[str, str, float]]:
+    """Pairs of behaviors, one of them in either top-k, that the two rankings order differently,
+    each with the gap between the two in x86's probabilities."""
+    rank_arm = {b: i for i, b in enumerate(arm)}
+    rank_x86 = {b: i for i, b in enumerate(x86)}
+    near = set(list(arm)[:k]) | set(list(x86)[:k])
+    return [(a, b, abs(x86[a] - x86[b])) for a in sorted(near) for b in x86
+            if a != b and (rank_arm[a] < rank_arm[b]) != (rank_x86[a] < rank_x86[b])]
+
+
+@pytest.mark.parametrize("bundle", TRAINED or [None], ids=lambda b: b.name if b else "none")
+def test_arm64_matches_x86_on_trained_bundles(arm64_bin: Path, x86_predict: Path, bundle: Path | None,
+                                              tmp_path: Path):
+    """Any quantization, trained weights, after each of the last STREAM_STEPS events of
+    TRAINED_USERS histories (bua-predict --stream): every probability within twice x86's own
+    float-noise envelope on the same inputs, and the top-5 the same but for behaviors whose
+    x86 probabilities lie within that envelope of each other (their order is noise)."""
+    if bundle is None:
+        pytest.skip("no trained bundle given: BUA_ARM64_BUNDLES=DIR[,DIR...] (e.g. a bua demo run's bundle)")
+    from bua import OnDevicePredictor
+
+    predictor = OnDevicePredictor.from_bundle(bundle, n_threads=1)
+    length = min(40, predictor.bundle.max_history)
+    first = length - STREAM_STEPS + 1
+    rng = np.random.default_rng(0)
+    same_top5 = 0
+    for user in _history_source().users[:TRAINED_USERS]:
+        events = list(user.events[:length])
+        soft = tmp_path / f"soft-{user.user_id}.npy"
+        np.save(soft, predictor.soft_tokens(events))
+        stream = predictor.stream(events[:first - 1], top_k=5)
+        expected = [[s.behavior for s in stream.append(e).top] for e in events[first - 1:]]
+        x86 = _parse_stream(_x86(x86_predict, bundle, soft, "--stream", str(first)))
+        assert [list(r)[:5] for r in x86] == expected  # the reference is Python's stream
+
+        rc, out, err, seconds, rss = _qemu(arm64_bin / "bua-predict", str(bundle), str(soft), "--top-k", "1000",
+                                           "--threads", THREADS, "--stream", str(first))
+        assert rc == 0, out + err
+        arm = _parse_stream(out)
+        assert len(arm) == len(x86) == STREAM_STEPS, out
+        rows = np.load(soft)
+        envelope = 0.0
+        for i in range(N_PERTURBED // 2):
+            noisy = tmp_path / f"noisy{i}.npy"
+            np.save(noisy, (rows * (1 + PERTURBATION * rng.standard_normal(rows.shape))).astype(np.float32))
+            moved = _parse_stream(_x86(x86_predict, bundle, noisy, "--stream", str(first)))
+            envelope = max(envelope, max(_max_diff(a, b) for a, b in zip(moved, x86)))
+        diff = max(_max_diff(a, b) for a, b in zip(arm, x86))
+        swaps = [pair for a, b in zip(arm, x86) for pair in _misordered(a, b)]
+        same_top5 += sum(list(a)[:5] == list(b)[:5] for a, b in zip(arm, x86))
+        widest = max((gap for _, _, gap in swaps), default=0.0)
+        _report(f"{bundle.name}, user {user.user_id}: {STREAM_STEPS} streamed predictions, qemu {seconds:.0f} s, "
+                f"peak RSS {rss:.0f} MiB; max |p_arm64 - p_x86| = {diff:.4f}, x86 self-noise {envelope:.4f}; "
+                f"{len(swaps)} pair(s) near the top-5 ordered differently, x86 gap at most {widest:.4f}")
+        assert diff <= max(2 * envelope, STRICT_BOUND), (diff, envelope)
+        assert widest <= max(2 * envelope, STRICT_BOUND), (swaps, envelope)
+    _report(f"{bundle.name}: identical top-5 in {same_top5} of {TRAINED_USERS * STREAM_STEPS} predictions")
 
 
 def test_arm64_refuses_a_core_without_dotprod(arm64_bin: Path, history, tmp_path: Path):
