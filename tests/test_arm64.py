@@ -228,6 +228,20 @@ def _max_diff(a: dict[str, float], b: dict[str, float]) -> float:
     return max(abs(a[k] - b[k]) for k in a)
 
 
+def _x86_self_noise(x86_predict: Path, bundle: Path, soft: Path, reference: list[dict[str, float]],
+                    rng: np.random.Generator, draws: int, tmp_path: Path, *extra: str) -> float:
+    """How far the x86 build's probabilities move from `reference` (its rankings on `soft`) when
+    the soft rows are multiplied by 1 + PERTURBATION * N(0, 1): the largest change over `draws`."""
+    rows = np.load(soft)
+    envelope = 0.0
+    for i in range(draws):
+        noisy = tmp_path / f"noisy{i}.npy"
+        np.save(noisy, (rows * (1 + PERTURBATION * rng.standard_normal(rows.shape))).astype(np.float32))
+        moved = _parse_stream(_x86(x86_predict, bundle, noisy, *extra))
+        envelope = max(envelope, max(_max_diff(a, b) for a, b in zip(moved, reference)))
+    return envelope
+
+
 @pytest.mark.parametrize("quant", QUANTS)
 def test_arm64_bua_predict_matches_x86(arm64_bin: Path, x86_predict: Path, history, quant: str, tmp_path: Path):
     from bua import OnDevicePredictor
@@ -258,13 +272,7 @@ def test_arm64_bua_predict_matches_x86(arm64_bin: Path, x86_predict: Path, histo
         return
     # Quantized weights: llama.cpp rounds activations to 8 bits before each matmul, so float
     # noise in any kernel flips roundings. Measure how far x86 itself moves under such noise.
-    rng = np.random.default_rng(0)
-    rows = np.load(soft)
-    envelope = 0.0
-    for i in range(N_PERTURBED):
-        noisy = tmp_path / f"noisy{i}.npy"
-        np.save(noisy, (rows * (1 + PERTURBATION * rng.standard_normal(rows.shape))).astype(np.float32))
-        envelope = max(envelope, _max_diff(_parse(_x86(x86_predict, bundle, noisy)), x86))
+    envelope = _x86_self_noise(x86_predict, bundle, soft, [x86], np.random.default_rng(0), N_PERTURBED, tmp_path)
     _report(f"{quant}: x86-64 moves by up to {envelope:.4f} when the soft rows move by {PERTURBATION:g} (relative)")
     if envelope > ENVELOPE_LIMIT:
         pytest.skip(f"{quant}: x86-64 itself moves by {envelope:.4f} under float-rounding noise on this input "
@@ -312,13 +320,8 @@ def test_arm64_matches_x86_on_trained_bundles(arm64_bin: Path, x86_predict: Path
         assert rc == 0, out + err
         arm = _parse_stream(out)
         assert len(arm) == len(x86) == STREAM_STEPS, out
-        rows = np.load(soft)
-        envelope = 0.0
-        for i in range(N_PERTURBED // 2):
-            noisy = tmp_path / f"noisy{i}.npy"
-            np.save(noisy, (rows * (1 + PERTURBATION * rng.standard_normal(rows.shape))).astype(np.float32))
-            moved = _parse_stream(_x86(x86_predict, bundle, noisy, "--stream", str(first)))
-            envelope = max(envelope, max(_max_diff(a, b) for a, b in zip(moved, x86)))
+        envelope = _x86_self_noise(x86_predict, bundle, soft, x86, rng, N_PERTURBED // 2, tmp_path,
+                                   "--stream", str(first))
         diff = max(_max_diff(a, b) for a, b in zip(arm, x86))
         swaps = [pair for a, b in zip(arm, x86) for pair in _misordered(a, b)]
         same_top5 += sum(list(a)[:5] == list(b)[:5] for a, b in zip(arm, x86))
