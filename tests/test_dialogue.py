@@ -10,6 +10,7 @@ from bua.dialogue import (
     ALL_TASKS,
     GENERATE,
     PREDICT,
+    RECONSTRUCT,
     REFLECT,
     SOFT_TOKEN_ID,
     STAGE1_TASKS,
@@ -44,6 +45,15 @@ def test_template_covers_all_tasks_and_roundtrips():
         TPL.question(GENERATE)
     with pytest.raises(KeyError, match="no question for task 'nope'"):
         TPL.question("nope")
+
+
+def test_event_line_questions_hold_no_sample_the_model_could_copy():
+    # the demo model answered "Sun 07:22 @location watching video" when the question showed
+    # the format as 'Day HH:MM @location behavior' (training/README.md, eighth round)
+    for task in (RECONSTRUCT, GENERATE):
+        q = TPL.question(task, {"day": "Sunday"})
+        assert "@" not in q and "HH" not in q, q
+        assert all(w in q for w in ("day", "time", "place", "behavior")), q
 
 
 @pytest.mark.parametrize("kwargs, msg", [

@@ -155,7 +155,9 @@ class DialogueTemplate:
                    version=v)
 
 
-_EVENT_LINE = "'Day HH:MM @location behavior'"
+# The questions name the fields of an event line in words, never as a written sample: a
+# 135M model copies a sample's tokens into its answer ("@location"; training/README.md).
+_EVENT_FIELDS = "one per line with its day, time, place and behavior"
 
 
 def default_template() -> DialogueTemplate:
@@ -163,7 +165,7 @@ def default_template() -> DialogueTemplate:
         system=("You are a behavior understanding assistant. You read a user's encoded daily "
                 "behavior history and answer questions about the user."),
         questions={
-            RECONSTRUCT: f"List the user's most recent events, one per line as {_EVENT_LINE}.",
+            RECONSTRUCT: f"List the user's most recent events, {_EVENT_FIELDS}.",
             CURRENT_SCENE: "Summarize the user's scene over the past 2 hours.",
             FUTURE_SCENE: "Infer the user's likely scene in the next 2 hours.",
             HOME_WORK: "Identify the user's home and workplace.",
@@ -173,8 +175,7 @@ def default_template() -> DialogueTemplate:
             PATTERNS: "Describe the user's recurring behavior patterns in time and place.",
             SUMMARY: "Summarize the user's features: trait, habits, behavioral anchors.",
             PREDICT: "Predict the user's next behavior. Answer with the behavior name only.",
-            GENERATE: f"Generate the user's events for the next day ({{day}}), one per line "
-                      f"as {_EVENT_LINE}.",
+            GENERATE: f"Generate the user's events for the next day ({{day}}), {_EVENT_FIELDS}.",
             REFLECT: "Review this user feature summary, name its issues and write a corrected "
                      "summary.\nDraft: {draft}",
         },
