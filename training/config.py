@@ -40,9 +40,12 @@ class DataConfig:
 class WarmStartSettings:
     """Projector warm start (a bua extension, not in the paper; training/README.md has its
     ablation): before the LLM's first forward pass, fit the fresh projector so that each soft
-    token points like the LLM's own embedding of the behavior that follows its event."""
+    token points like the LLM's own embedding of a behavior name."""
 
     enabled: bool = False
+    # which behavior a soft token is pointed at: "own", its event's behavior (a history reads
+    # like the words of what the user did), or "next", the behavior that follows its event
+    target: Literal["own", "next"] = "next"
     steps: int = 400  # Adam steps over encoder states of the training users (no LLM forward)
     batch_size: int = 64  # windows per step
     lr: float = 3.0e-3

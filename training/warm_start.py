@@ -4,10 +4,11 @@ A fresh projector emits soft tokens that point nowhere the LLM knows (and, from 
 with about three times the norm of its token embeddings), so stages 1-2 spend their few CPU
 steps finding the LLM's embedding space before the LLM can learn to read anything. The warm
 start fits the projector first, without a single LLM forward pass: on the training users'
-encoder states, each soft token is trained to point at the LLM's own embedding of the behavior
-that follows its event (softmax over cosine similarities to the behavior names' mean token
-embeddings, cross-entropy with the next behavior) at the norm of an ordinary token embedding.
-A history then enters the LLM reading roughly like the words of what comes next, in seconds.
+encoder states, each soft token is trained to point at the LLM's own embedding of a behavior
+name (softmax over cosine similarities to the behavior names' mean token embeddings,
+cross-entropy with the target behavior) at the norm of an ordinary token embedding. The target
+(`WarmStartSettings.target`) is the event's own behavior, so that a history enters the LLM
+reading roughly like the words of what the user did, or the behavior that follows the event.
 """
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ class WarmStartReport:
     target_norm: float
     soft_norm_before: float
     soft_norm_after: float
-    val_acc_before: float  # next behavior = the nearest behavior name, held-out users
+    val_acc_before: float  # target behavior = the nearest behavior name, held-out users
     val_acc_after: float
     n_train_windows: int
+    target: str = "next"  # WarmStartSettings.target
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,7 +43,7 @@ class WarmStartReport:
     def summary(self) -> str:
         return (f"projector warm start: {self.steps} steps in {self.seconds:.0f}s, soft-token norm "
                 f"{self.soft_norm_before:.2f} -> {self.soft_norm_after:.2f} (token embeddings {self.target_norm:.2f}), "
-                f"nearest behavior name = next behavior {self.val_acc_before:.3f} -> {self.val_acc_after:.3f} "
+                f"nearest behavior name = {self.target} behavior {self.val_acc_before:.3f} -> {self.val_acc_after:.3f} "
                 f"on validation users")
 
 
@@ -57,8 +59,13 @@ def behavior_name_embeddings(embedding: torch.Tensor, tokenizer, names: Sequence
     return torch.stack(rows)
 
 
-def _next_behavior_targets(events: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(positions whose next event is real [B, L] bool, the next behavior there [B, L])."""
+def _behavior_targets(events: torch.Tensor, mask: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions that have a target [B, L] bool, the target behavior there [B, L]): every real
+    event's own behavior, or the next behavior where a next event is real."""
+    if target == "own":
+        return mask, events[..., 3]
+    if target != "next":
+        raise ValueError(f"warm start target must be 'own' or 'next', got {target!r}")
     valid = torch.zeros_like(mask)
     valid[:, :-1] = mask[:, :-1] & mask[:, 1:]
     target = torch.zeros_like(events[..., 3])
@@ -88,7 +95,7 @@ def warm_start_projector(soft: SoftTokenizer, embedding: torch.Tensor, tokenizer
         events, mask = pad_windows(windows, str(device))
         with torch.no_grad():
             feats = soft.features(events, mask)
-        valid, target = _next_behavior_targets(events, mask)
+        valid, target = _behavior_targets(events, mask, settings.target)
         return feats, mask, valid, target
 
     def evaluate(windows) -> tuple[float, float]:
@@ -117,6 +124,16 @@ def warm_start_projector(soft: SoftTokenizer, embedding: torch.Tensor, tokenizer
         loss.backward()
         optimizer.step()
     projector.eval()
+    # The cosine cross-entropy ignores scale, and against a target it can learn (an event's own
+    # behavior) it outweighs the norm term under Adam; rescaling the last layer sets the mean
+    # norm exactly and leaves every direction, hence the accuracy, as trained.
+    feats, mask, _, _ = features(train[:256])
+    with torch.no_grad():
+        tokens, _ = projector(feats, mask)
+        scale = target_norm / float(tokens[mask].float().norm(dim=-1).mean())
+        last = projector.mlp[-1]
+        last.weight.mul_(scale)
+        last.bias.mul_(scale)
     acc_after, norm_after = evaluate(val)
     return WarmStartReport(settings.steps, time.monotonic() - start, target_norm, norm_before, norm_after,
-                           acc_before, acc_after, len(train))
+                           acc_before, acc_after, len(train), settings.target)
