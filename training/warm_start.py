@@ -7,8 +7,8 @@ start fits the projector first, without a single LLM forward pass: on the traini
 encoder states, each soft token is trained to point at the LLM's own embedding of a behavior
 name (softmax over cosine similarities to the behavior names' mean token embeddings,
 cross-entropy with the target behavior) at the norm of an ordinary token embedding. The target
-(`WarmStartSettings.target`) is the event's own behavior, so that a history enters the LLM
-reading roughly like the words of what the user did, or the behavior that follows the event.
+(`WarmStartSettings.target`) is the event's own behavior (`own`: a history enters the LLM
+reading roughly like the words of what the user did) or the behavior that follows it (`next`).
 """
 from __future__ import annotations
 
@@ -59,13 +59,13 @@ def behavior_name_embeddings(embedding: torch.Tensor, tokenizer, names: Sequence
     return torch.stack(rows)
 
 
-def _behavior_targets(events: torch.Tensor, mask: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _behavior_targets(events: torch.Tensor, mask: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(positions that have a target [B, L] bool, the target behavior there [B, L]): every real
-    event's own behavior, or the next behavior where a next event is real."""
-    if target == "own":
+    event's own behavior (`kind` "own"), or the next behavior where a next event is real ("next")."""
+    if kind == "own":
         return mask, events[..., 3]
-    if target != "next":
-        raise ValueError(f"warm start target must be 'own' or 'next', got {target!r}")
+    if kind != "next":
+        raise ValueError(f"warm start target must be 'own' or 'next', got {kind!r}")
     valid = torch.zeros_like(mask)
     valid[:, :-1] = mask[:, :-1] & mask[:, 1:]
     target = torch.zeros_like(events[..., 3])
