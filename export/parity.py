@@ -18,7 +18,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-F16_REL_TOL = 1e-2
+# A wrong conversion moves logits by O(1) of their scale; f16 rounding by ~1e-3 on SmolLM2-135M
+# (0.0016 on the demo's bundle) and up to ~2e-2 on the 2-layer random test model, whose
+# logits are small (0.0185 once its training dialogues' question text changed).
+F16_REL_TOL = 3e-2
 
 # Texts shaped like what bua feeds the model: ChatML turns, behavior names, serialized event
 # lines, multi-line text, digits, punctuation, repeated whitespace.
