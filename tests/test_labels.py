@@ -1,6 +1,7 @@
 """bua.labels: answers computed from the data agree with the simulator's ground truth."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import urllib.request
@@ -191,6 +192,22 @@ def test_unknown_user_profiled_from_window(sim, labeler):
     assert labeler.stage1(stranger)["home_work"].startswith("Home: @")
     with pytest.raises(KeyError, match="not in the labeler's dataset"):
         labeler.profile("nobody")
+
+
+def test_window_profile_answers_from_the_history_alone(sim, labeler):
+    """user_profile="window" labels a known user exactly as a stranger with the same window,
+    and two windows of one user may differ; "log" gives one answer per user."""
+    window = Labeler(sim, config=LabelConfig(user_profile="window"))
+    u = sim.users[0]
+    samples = prediction_samples(u, stride=20)[:6]
+    for s in samples:
+        stranger = dataclasses.replace(s, user_id="stranger")
+        assert window.stage2(s)["summary"] == labeler.stage2(stranger)["summary"]
+        assert window.stage1(s)["home_work"] == labeler.stage1(stranger)["home_work"]
+    assert len({window.stage2(s)["summary"] for s in samples}) > 1
+    assert len({labeler.stage2(s)["summary"] for s in samples}) == 1
+    with pytest.raises(ValueError, match="user_profile"):
+        LabelConfig(user_profile="whole")
 
 
 def test_generation_samples_get_stage1_labels(sim, labeler):

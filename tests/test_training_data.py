@@ -1,4 +1,5 @@
-"""Curriculum data switches: stage2.prediction_answers (answers distilled from the encoder)."""
+"""Curriculum data switches: stage2.prediction_answers (answers distilled from the encoder) and
+data.user_profile (where training users' user-level answers come from)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -14,7 +15,7 @@ from bua.models.pretrain import pad_windows
 from bua.samples import prediction_samples
 from bua.simulate import simulate
 from bua.training.config import ConfigError, DataConfig, StageConfig, config_from_dict
-from bua.training.data import encoder_answers, stage_dialogues
+from bua.training.data import encoder_answers, prepare, stage_dialogues
 
 torch.set_num_threads(1)
 
@@ -35,6 +36,14 @@ def test_prediction_answers_is_a_stage2_switch():
         config_from_dict({"stage1": {"prediction_answers": "encoder"}})
     with pytest.raises(ConfigError, match="prediction_answers"):
         config_from_dict({"stage2": {"prediction_answers": "teacher"}})
+
+
+@pytest.mark.parametrize("source", ["log", "window"])
+def test_user_profile_reaches_the_labeler(source):
+    config = DataConfig(n_users=10, n_days=7, user_profile=source)
+    assert prepare(config).labeler.config.user_profile == source
+    with pytest.raises(ConfigError, match="user_profile"):
+        config_from_dict({"data": {"user_profile": "everything"}})
 
 
 def test_encoder_answers_are_the_encoders_argmax(dataset):

@@ -34,6 +34,10 @@ class DataConfig:
     history_len: int = 40  # events in a prediction history (the paper's L1)
     generation_history_len: int = 100  # events in a generation history (App. G.1)
     max_length: int = 1024  # tokens per dialogue after the soft slot is expanded; longer ones are dropped
+    # where training users' user-level answers (home / work, hobbies, summary) are profiled from:
+    # "log", their whole training log; "window", the dialogue's history, as for validation and
+    # test users (a bua extension; training/README.md has its ablation)
+    user_profile: Literal["log", "window"] = "log"
 
 
 @dataclass

@@ -81,7 +81,7 @@ def load_events(config: DataConfig) -> Dataset:
 
 
 def prepare(config: DataConfig) -> CurriculumData:
-    from bua.labels import Labeler
+    from bua.labels import LabelConfig, Labeler
     from bua.samples import split_users
 
     dataset = load_events(config)
@@ -90,7 +90,8 @@ def prepare(config: DataConfig) -> CurriculumData:
         if len(part) == 0:
             raise ValueError(f"data: the 8:1:1 user split left no {name} users out of {len(dataset)}; "
                              "raise data.n_users (at least 3)")
-    return CurriculumData(dataset, split.train, split.val, split.test, Labeler(split.train))
+    return CurriculumData(dataset, split.train, split.val, split.test,
+                          Labeler(split.train, config=LabelConfig(user_profile=config.user_profile)))
 
 
 @dataclass

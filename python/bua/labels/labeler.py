@@ -8,8 +8,10 @@
 
 User-level answers (home_work, hobbies, summary) come from the user's whole log in the
 labeler's dataset (its training history), computed once per user and cached; a user the
-labeler does not know is profiled from the sample's history window. Window-level answers
-(reconstruct, scenes, key behaviors, patterns) come from the sample alone.
+labeler does not know is profiled from the sample's history window. With
+``LabelConfig(user_profile="window")`` every user is profiled from the window, so an answer
+holds only what the model's input can tell. Window-level answers (reconstruct, scenes, key
+behaviors, patterns) come from the sample alone.
 """
 from __future__ import annotations
 
@@ -53,6 +55,15 @@ class LabelConfig:
     teacher_max_ratio: float = 2.0   # a rephrasing longer than this x the answer is refused
     # catch-all location names never taken for home / workplace (Foursquare's "other")
     generic_locations: tuple[str, ...] = ("other",)
+    # where a known user's profile (home / work, hobbies, summary, scene roles) comes from:
+    # "log", the user's whole log in the labeler's dataset; "window", the sample's history, as
+    # for users the labeler does not know
+    user_profile: str = "log"
+
+    def __post_init__(self):
+        if self.user_profile not in ("log", "window"):
+            raise ValueError(f"LabelConfig.user_profile must be 'log' or 'window', "
+                             f"not {self.user_profile!r}")
 
 
 class Labeler:
@@ -78,7 +89,10 @@ class Labeler:
 
     # ------------------------------------------------------------------ profiles
     def profile(self, user_id: str, history: Sequence | None = None) -> UserProfile:
-        """The user's profile from the labeler's dataset (cached), else from `history`."""
+        """The user's profile from the labeler's dataset (cached), else from `history`; with
+        ``user_profile="window"`` from `history` whenever it is given."""
+        if history and self.config.user_profile == "window":
+            return UserProfile.build(history, self.vocab, self.population, self._generic)
         p = self._profiles.get(user_id)
         if p is not None:
             return p
@@ -106,7 +120,7 @@ class Labeler:
                 a = tasks.hobbies_answer(p)
             else:
                 a = p.summary.render()
-            if sample.user_id in self._users:
+            if sample.user_id in self._users and self.config.user_profile == "log":
                 self._user_answers[key] = a
         return a
 
