@@ -41,6 +41,18 @@ def test_is_eq1_mlp():
     assert torch.allclose(tokens, p.mlp[2](torch.nn.functional.gelu(p.mlp[0](x))))
 
 
+@pytest.mark.parametrize("mode", ["per_event", "pooled"])
+def test_scale_output_scales_every_soft_token(mode):
+    torch.manual_seed(2)
+    p = Projector(ProjectorConfig(8, 16, mode=mode, n_pooled_tokens=2))
+    x, mask = torch.randn(2, 3, 8), torch.ones(2, 3, dtype=torch.bool)
+    before, _ = p(x, mask)
+    p.scale_output(2.5)
+    after, _ = p(x, mask)
+    assert torch.allclose(after, 2.5 * before, atol=1e-5)
+    assert all(t.grad is None for t in p.parameters())
+
+
 def test_per_event_mode(encoder):
     tok = _tokenizer(encoder, "per_event")
     events, mask = example_inputs(encoder, batch=2, length=6)

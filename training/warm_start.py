@@ -73,6 +73,11 @@ def _behavior_targets(events: torch.Tensor, mask: torch.Tensor, kind: str) -> tu
     return valid, target
 
 
+def _norms(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L2 norm of every valid soft token, in fp32."""
+    return tokens[mask].float().norm(dim=-1)
+
+
 def warm_start_projector(soft: SoftTokenizer, embedding: torch.Tensor, tokenizer, behavior_names: Sequence[str],
                          train_users: Sequence, val_users: Sequence, max_len: int,
                          settings: WarmStartSettings, seed: int) -> WarmStartReport:
@@ -105,7 +110,7 @@ def warm_start_projector(soft: SoftTokenizer, embedding: torch.Tensor, tokenizer
         with torch.no_grad():
             tokens, _ = soft.projector(feats, mask)
         acc = (tokens[valid].float() @ directions.t()).argmax(-1).eq(target[valid]).float().mean()
-        return float(acc), float(tokens[mask].float().norm(dim=-1).mean())
+        return float(acc), float(_norms(tokens, mask).mean())
 
     acc_before, norm_before = evaluate(val)
     projector = soft.projector
@@ -118,7 +123,7 @@ def warm_start_projector(soft: SoftTokenizer, embedding: torch.Tensor, tokenizer
         tokens, _ = projector(feats, mask)
         picked = tokens[valid].float()
         logits = F.normalize(picked, dim=-1) @ directions.t() / settings.temperature
-        norm_gap = tokens[mask].float().norm(dim=-1) / target_norm - 1.0
+        norm_gap = _norms(tokens, mask) / target_norm - 1.0
         loss = F.cross_entropy(logits, target[valid]) + settings.norm_weight * norm_gap.pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,10 +135,7 @@ def warm_start_projector(soft: SoftTokenizer, embedding: torch.Tensor, tokenizer
     feats, mask, _, _ = features(train[:256])
     with torch.no_grad():
         tokens, _ = projector(feats, mask)
-        scale = target_norm / float(tokens[mask].float().norm(dim=-1).mean())
-        last = projector.mlp[-1]
-        last.weight.mul_(scale)
-        last.bias.mul_(scale)
+    projector.scale_output(target_norm / float(_norms(tokens, mask).mean()))
     acc_after, norm_after = evaluate(val)
     return WarmStartReport(settings.steps, time.monotonic() - start, target_norm, norm_before, norm_after,
                            acc_before, acc_after, len(train), settings.target)

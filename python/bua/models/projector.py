@@ -89,6 +89,13 @@ class Projector(nn.Module):
         soft_mask = mask.any(dim=1, keepdim=True).expand(-1, self.config.n_pooled_tokens)
         return self.mlp(pooled), soft_mask
 
+    @torch.no_grad()
+    def scale_output(self, factor: float) -> None:
+        """Multiply every soft token by ``factor`` (scales the last layer's weight and bias)."""
+        last = self.mlp[-1]
+        last.weight.mul_(factor)
+        last.bias.mul_(factor)
+
     def save(self, directory: str | os.PathLike) -> None:
         """``directory/projector.safetensors`` + ``projector.json`` (atomic)."""
         save_module(self, self.config.to_dict(), directory, "projector")
