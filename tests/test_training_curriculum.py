@@ -97,7 +97,7 @@ def test_evaluation_report_puts_bua_next_to_baselines(full_run):
     report = json.loads((full_run / "eval_report.json").read_text())
     for test_set in ("natural", "long_tail"):
         rows = report["prediction"][test_set]
-        assert {"BUA", "most-frequent", "markov"} <= set(rows)
+        assert {"BUA", "soft-token probe (read-out ceiling)", "most-frequent", "markov"} <= set(rows)
         assert set(rows["BUA"]) == {"rec_w", "rec_w_se", "prec_w", "overall", "head", "medium", "tail"}
         assert 0.0 <= rows["BUA"]["rec_w"] <= 1.0
         paired = report["prediction_paired"][test_set]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -89,12 +89,15 @@ def last_soft_tokens(model, samples: Sequence, batch_size: int = 256) -> np.ndar
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def soft_token_probe(model, train: Sequence, test_sets: dict[str, Sequence], n_behaviors: int,
-                     seed: int, l2: float = 1e-3) -> dict[str, np.ndarray]:
+def soft_token_probe(features: Callable[[Sequence], np.ndarray], train: Sequence,
+                     test_sets: dict[str, Sequence], n_behaviors: int, seed: int,
+                     l2: float = 1e-3) -> dict[str, np.ndarray]:
     """The read-out ceiling: a multinomial logistic regression (L2 `l2`, full-batch L-BFGS)
     from the last soft token to the next behavior, fit on the baselines' training samples;
-    log-probabilities [N, n_behaviors] per test set."""
-    x = torch.from_numpy(last_soft_tokens(model, train)).double()
+    log-probabilities [N, n_behaviors] per test set. `features(samples)` gives the last soft
+    token of each sample's history, [N, hidden] (`last_soft_tokens` of a PyTorch model, or an
+    on-device predictor's rows)."""
+    x = torch.from_numpy(np.asarray(features(train), dtype=np.float64))
     y = torch.tensor([s.target.behavior for s in train])
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     x = (x - mean) / std
@@ -112,7 +115,7 @@ def soft_token_probe(model, train: Sequence, test_sets: dict[str, Sequence], n_b
     out = {}
     with torch.no_grad():
         for name, samples in test_sets.items():
-            feats = torch.from_numpy(last_soft_tokens(model, samples)).double() if samples else x[:0]
+            feats = torch.from_numpy(np.asarray(features(samples), dtype=np.float64)) if samples else x[:0]
             out[name] = torch.log_softmax(probe((feats - mean) / std), -1).numpy()
     return out
 
@@ -163,7 +166,8 @@ def evaluate_model(run_dir: str | Path, stage: Optional[str], config: TrainConfi
     rows["BUA"] = {k: predict_scores(model, v, names, explain, config.eval.max_new_tokens, progress, f"BUA {k}")
                    for k, v in edata.test_sets.items()}
     bua_pred_s = time.monotonic() - t
-    rows[PROBE_ROW] = soft_token_probe(model, edata.train, edata.test_sets, vocab.n_behaviors, config.seed)
+    rows[PROBE_ROW] = soft_token_probe(lambda samples: last_soft_tokens(model, samples), edata.train,
+                                       edata.test_sets, vocab.n_behaviors, config.seed)
     baseline_scores, details = run_baselines(edata, bconf) if bconf.models else ({}, {})
     rows.update(baseline_scores)
     report = prediction_report(rows, edata.targets(), vocab.n_behaviors, edata.freq_classes,

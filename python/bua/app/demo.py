@@ -27,7 +27,7 @@ import numpy as np
 DEFAULT_CONFIG = "smollm2-135m-cpu"
 QUICK_CONFIG = "tiny-cpu"
 SHOWN_HISTORY = 12
-EVAL_FORMAT = 2  # ondevice_eval.json's layout; a cached eval of another format is recomputed
+EVAL_FORMAT = 3  # ondevice_eval.json's layout; a cached eval of another format is recomputed
 
 
 def configs_dir() -> Path:
@@ -192,8 +192,8 @@ def explanation_line(report: dict[str, Any]) -> str:
 
 
 def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict[str, Any], str]:
-    """On-device BUA (fast path) next to SASRec and Markov; explanation and generation
-    metrics. Cached."""
+    """On-device BUA (fast path) next to the soft-token probe (a linear read-out of the bundle's
+    own soft tokens), SASRec and Markov; explanation and generation metrics. Cached."""
     from tqdm.auto import tqdm
 
     from bua.events import events_to_array
@@ -202,7 +202,7 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
     from bua.models.baseline_eval import prediction_report, run_baselines
     from bua.runtime.predictor import GenerationError
     from bua.textformat import parse_events_report
-    from bua.training.evaluation import repeat_previous_day
+    from bua.training.evaluation import PROBE_ROW, repeat_previous_day, soft_token_probe
 
     bundle_sha = predictor.bundle.files[predictor.bundle.roles["model"]].sha256
     if plan.eval_path.is_file():
@@ -218,6 +218,13 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
                            for s in tqdm(samples, desc=f"on-device BUA, {name} test set")])
         rows["BUA (on-device)"][name] = scores
     latency_ms = 1000 * (time.monotonic() - t0) / sum(len(v) for v in edata.test_sets.values())
+
+    def last_soft_tokens(samples) -> np.ndarray:
+        return np.stack([predictor.soft_tokens(s.history)[-1]
+                         for s in tqdm(samples, desc="soft-token probe features", leave=False)])
+
+    rows[PROBE_ROW] = soft_token_probe(last_soft_tokens, edata.train, edata.test_sets, vocab.n_behaviors,
+                                       config.seed)
     baseline_scores, _ = run_baselines(edata, econf)
     rows.update(baseline_scores)
     report = prediction_report(rows, edata.targets(), vocab.n_behaviors, edata.freq_classes,
