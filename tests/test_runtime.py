@@ -61,6 +61,29 @@ def test_predict_fast_path_returns_vocabulary_distribution(predictor, history):
     assert [s.behavior for s in full.top[:5]] == names
 
 
+def test_fast_path_scores_the_top_k_exactly_and_bounds_the_rest(predictor, history, bundle_dir):
+    """predict scores behaviors best first and stops when the rest cannot matter: the top k
+    equal full scoring's, and each probability is at most 1 + score_tolerance times its
+    softmax over every behavior."""
+    n = predictor.vocab.n_behaviors
+    exact = predictor.behavior_logprobs(history)
+    order = np.argsort(-exact, kind="stable")
+    p_all = np.exp(exact - exact.max())
+    p_all /= p_all.sum()
+    for k in (1, 3):
+        result = predictor.predict(history, top_k=k, explain=False)
+        assert [s.behavior_id for s in result.top] == list(order[:k])
+        assert [s.logprob for s in result.top] == pytest.approx(list(exact[order[:k]]), abs=1e-4)
+        for s in result.top:
+            want = p_all[s.behavior_id]
+            assert want - 1e-6 <= s.probability <= want * (1 + predictor.score_tolerance) + 1e-6
+        assert k <= result.scored_behaviors <= n
+    everything = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, score_tolerance=0.0)
+    result = everything.predict(history, top_k=3, explain=False)
+    assert result.scored_behaviors == n
+    assert [s.probability for s in result.top] == pytest.approx(list(p_all[order[:3]]), abs=1e-6)
+
+
 def test_prediction_is_deterministic_and_kv_reuse_is_exact(predictor, history, dataset):
     first = predictor.predict(history, explain=False)
     other = predictor.predict(list(dataset.users[1].events[:20]), explain=False)  # dirties the cache
@@ -346,6 +369,9 @@ def test_arguments_are_checked_before_the_model_runs(predictor, history, bundle_
         OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, dry_allowed_length=0)
     with pytest.raises(ValueError, match=r"dry_multiplier must lie in \[0, 10\]"):
         OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, dry_multiplier=-1.0)
+    for tolerance in (-0.1, 1.5, "0"):
+        with pytest.raises(ValueError, match=r"score_tolerance must lie in \[0, 1\]"):
+            OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, score_tolerance=tolerance)
     array = np.array([[e.day, e.minute, e.location, e.behavior, e.week] for e in history])
     assert predictor.predict(array, explain=False).top == predictor.predict(history, explain=False).top
 

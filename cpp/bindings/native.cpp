@@ -153,6 +153,29 @@ PYBIND11_MODULE(_native, m) {
             }
             return py::array_t<double>(static_cast<py::ssize_t>(s.size()), s.data());
         }, py::arg("candidates"))
+        .def("score_top_continuations", [](bua::Session& self, const std::vector<std::vector<bua::Token>>& cands,
+                                           int top_k, double mass_tolerance, int min_batch_positions) {
+            bua::ShortlistParams sp;
+            sp.top_k = top_k;
+            sp.mass_tolerance = mass_tolerance;
+            sp.min_batch_positions = min_batch_positions;
+            bua::ShortlistScores s;
+            {
+                py::gil_scoped_release release;
+                s = self.score_top_continuations(cands, sp);
+            }
+            py::dict d;
+            d["logprob"] = py::array_t<double>(static_cast<py::ssize_t>(s.logprob.size()), s.logprob.data());
+            py::array_t<bool> scored(static_cast<py::ssize_t>(s.scored.size()));
+            for (size_t i = 0; i < s.scored.size(); ++i) scored.mutable_at(i) = s.scored[i] != 0;
+            d["scored"] = scored;
+            d["positions"] = s.positions;
+            d["decodes"] = s.decodes;
+            return d;
+        }, py::arg("candidates"), py::arg("top_k") = 5, py::arg("mass_tolerance") = 1e-2,
+           py::arg("min_batch_positions") = bua::ShortlistParams().min_batch_positions,
+           "The best top_k candidates exactly, the rest exact or bounded above (bua::ShortlistParams): a dict "
+           "of logprob, scored (bool), positions and decodes.")
         .def_property_readonly("n_past", &bua::Session::n_past)
         .def_property_readonly("n_ctx", &bua::Session::n_ctx)
         .def_property_readonly("n_embd", &bua::Session::n_embd)

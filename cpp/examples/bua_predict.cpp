@@ -1,6 +1,7 @@
 // bua-predict: next-behavior prediction from C++ alone, the path a phone app takes.
 //
 //   bua-predict BUNDLE_DIR SOFT_TOKENS.npy [--top-k 5] [--threads 2] [--stream FIRST]
+//               [--mass-tolerance 1e-2]
 //
 // BUNDLE_DIR is a bundle written by `bua-export`; its native/predict.prompt (format below)
 // names the GGUF and holds the prediction prompt split at the soft-token slot and the candidate
@@ -12,6 +13,9 @@
 // and each step evaluates only the new row and the question (the KV cache keeps the rest).
 // When an app's window reaches the bundle's max_history it drops a block of old events,
 // reruns the encoder and starts again from the opening (docs/ON_DEVICE.md).
+//
+// Candidates are scored best first until the rest can neither enter the top k nor hold more
+// than --mass-tolerance of the scored mass (bua::ShortlistParams; 0 scores every candidate).
 //
 // native/predict.prompt ("bua-native-prompt 1"), line oriented, byte lengths make it exact:
 //   bua-native-prompt 1
@@ -25,7 +29,6 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
-#include <numeric>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -136,15 +139,18 @@ std::vector<float> read_npy_f32(const std::string& path, int& rows, int& cols) {
     return data;
 }
 
-// Softmax over the candidates' summed log-probabilities; prints the top k.
-void print_top(const PromptFile& prompt, const std::vector<double>& logp, int top_k, int n_past, int n_soft) {
-    const double m = *std::max_element(logp.begin(), logp.end());
-    double z = 0;
-    for (double v : logp) z += std::exp(v - m);
-    std::vector<size_t> order(logp.size());
-    std::iota(order.begin(), order.end(), 0);
+// Softmax over the scored candidates' summed log-probabilities; prints the top k.
+void print_top(const PromptFile& prompt, const bua::ShortlistScores& scores, int top_k, int n_past, int n_soft) {
+    std::vector<size_t> order;
+    for (size_t i = 0; i < scores.scored.size(); ++i)
+        if (scores.scored[i]) order.push_back(i);
+    const std::vector<double>& logp = scores.logprob;
     std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return logp[a] > logp[b]; });
-    std::printf("prompt: %d positions (%d soft tokens)\n", n_past, n_soft);
+    const double m = logp[order.front()];
+    double z = 0;
+    for (size_t i : order) z += std::exp(logp[i] - m);
+    std::printf("prompt: %d positions (%d soft tokens); %zu of %zu candidates scored, %d candidate positions\n",
+                n_past, n_soft, order.size(), scores.scored.size(), scores.positions);
     for (int r = 0; r < top_k && r < static_cast<int>(order.size()); ++r) {
         const size_t i = order[r];
         std::printf("%d. %-28s p=%.4f\n", r + 1, prompt.candidates[i].label.c_str(), std::exp(logp[i] - m) / z);
@@ -155,17 +161,19 @@ void print_top(const PromptFile& prompt, const std::vector<double>& logp, int to
 
 int main(int argc, char** argv) {
     if (argc < 3) {
-        std::fprintf(stderr, "usage: %s BUNDLE_DIR SOFT_TOKENS.npy [--top-k K] [--threads N] [--stream FIRST]\n",
-                     argv[0]);
+        std::fprintf(stderr, "usage: %s BUNDLE_DIR SOFT_TOKENS.npy [--top-k K] [--threads N] [--stream FIRST] "
+                     "[--mass-tolerance X]\n", argv[0]);
         return 2;
     }
     const std::string bundle = argv[1];
     const std::string npy = argv[2];
     int top_k = 5, threads = 2, stream_first = 0;
+    double mass_tolerance = bua::ShortlistParams().mass_tolerance;
     for (int i = 3; i + 1 < argc; i += 2) {
         if (std::strcmp(argv[i], "--top-k") == 0) top_k = std::atoi(argv[i + 1]);
         else if (std::strcmp(argv[i], "--threads") == 0) threads = std::atoi(argv[i + 1]);
         else if (std::strcmp(argv[i], "--stream") == 0) stream_first = std::atoi(argv[i + 1]);
+        else if (std::strcmp(argv[i], "--mass-tolerance") == 0) mass_tolerance = std::atof(argv[i + 1]);
         else {
             std::fprintf(stderr, "unknown option %s\n", argv[i]);
             return 2;
@@ -201,7 +209,10 @@ int main(int argc, char** argv) {
             session.eval_embeddings(soft.data() + static_cast<size_t>(cached_rows) * cols, n - cached_rows, cols);
             cached_rows = n;
             for (const auto& tokens : after_slot) session.eval_tokens(tokens);
-            print_top(prompt, session.score_continuations(conts), top_k, session.n_past(), n);
+            bua::ShortlistParams shortlist;
+            shortlist.top_k = std::max(1, top_k);
+            shortlist.mass_tolerance = mass_tolerance;
+            print_top(prompt, session.score_top_continuations(conts, shortlist), top_k, session.n_past(), n);
         }
     } catch (const bua::Error& e) {
         std::fprintf(stderr, "error (%s): %s\n", bua::error_kind_name(e.kind()), e.what());

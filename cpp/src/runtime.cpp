@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -79,12 +80,12 @@ void log_softmax_inplace(std::vector<double>& x) {
     for (double& v : x) v -= lse;
 }
 
-double token_logprob(const float* logits, int n_vocab, Token token) {
+double log_sum_exp(const float* logits, int n_vocab) {
     double m = logits[0];
     for (int i = 1; i < n_vocab; ++i) m = std::max(m, static_cast<double>(logits[i]));
     double s = 0.0;
     for (int i = 0; i < n_vocab; ++i) s += std::exp(static_cast<double>(logits[i]) - m);
-    return static_cast<double>(logits[token]) - (m + std::log(s));
+    return m + std::log(s);
 }
 
 }  // namespace
@@ -433,35 +434,42 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
     return out;
 }
 
-std::vector<double> Session::score_continuations(const std::vector<std::vector<Token>>& candidates) {
-    if (!have_logits_) throw Error(ErrorKind::invalid_state, "score_continuations: evaluate a prompt first");
+std::vector<double> Session::first_token_logprobs(const std::vector<std::vector<Token>>& candidates,
+                                                  const char* who) const {
+    if (!have_logits_) throw Error(ErrorKind::invalid_state, std::string(who) + ": evaluate a prompt first");
     const int n_vocab = model_->n_vocab();
     std::vector<double> first(logits_.begin(), logits_.end());
     log_softmax_inplace(first);
-
     std::vector<double> scores(candidates.size(), 0.0);
     for (size_t c = 0; c < candidates.size(); ++c) {
         const auto& cand = candidates[c];
-        if (cand.empty()) throw Error(ErrorKind::invalid_argument, "score_continuations: candidate " + std::to_string(c) + " has no tokens");
+        if (cand.empty()) throw Error(ErrorKind::invalid_argument, std::string(who) + ": candidate " + std::to_string(c) + " has no tokens");
         for (Token t : cand)
-            if (t < 0 || t >= n_vocab) throw Error(ErrorKind::invalid_argument, "score_continuations: token id " + std::to_string(t) + " outside the vocabulary");
+            if (t < 0 || t >= n_vocab) throw Error(ErrorKind::invalid_argument, std::string(who) + ": token id " + std::to_string(t) + " outside the vocabulary");
+        if (static_cast<int>(cand.size()) - 1 > params_.n_batch)
+            throw Error(ErrorKind::invalid_argument, std::string(who) + ": candidate " + std::to_string(c) + " is longer than n_batch");
         scores[c] = first[cand[0]];
     }
+    return scores;
+}
 
+int Session::score_rest(const std::vector<std::vector<Token>>& candidates, const std::vector<size_t>& which,
+                        std::vector<double>& scores, int* decodes, const PositionVisitor& visit) {
     // Every token but a candidate's last must be evaluated to score the token after it. Pack
     // candidates into batches: each on its own copy of sequence 0, at most n_batch tokens and
     // n_seq_max - 1 copies per llama_decode.
+    const int n_vocab = model_->n_vocab();
     llama_memory_t mem = llama_get_memory(ctx_);
     const int max_copies = std::max(1, params_.n_seq_max - 1);
+    int positions = 0;
     size_t next = 0;
-    while (next < candidates.size()) {
+    while (next < which.size()) {
         std::vector<size_t> group;
         int group_tokens = 0;
-        while (next < candidates.size() && static_cast<int>(group.size()) < max_copies) {
-            const int need = static_cast<int>(candidates[next].size()) - 1;
-            if (need > params_.n_batch) throw Error(ErrorKind::invalid_argument, "score_continuations: candidate " + std::to_string(next) + " is longer than n_batch");
+        while (next < which.size() && static_cast<int>(group.size()) < max_copies) {
+            const int need = static_cast<int>(candidates[which[next]].size()) - 1;
             if (!group.empty() && group_tokens + need > params_.n_batch) break;
-            group.push_back(next++);
+            group.push_back(which[next++]);
             group_tokens += need;
         }
         if (group_tokens == 0) continue;  // single-token candidates only: scored from the prompt's logits
@@ -483,18 +491,145 @@ std::vector<double> Session::score_continuations(const std::vector<std::vector<T
             }
         }
         const int status = llama_decode(ctx_, batch);
+        if (decodes) ++*decodes;
         if (status == 0) {
             int i = 0;
             for (size_t g = 0; g < group.size(); ++g) {
                 const auto& cand = candidates[group[g]];
-                for (size_t k = 0; k + 1 < cand.size(); ++k, ++i)
-                    scores[group[g]] += token_logprob(llama_get_logits_ith(ctx_, i), n_vocab, cand[k + 1]);
+                for (size_t k = 0; k + 1 < cand.size(); ++k, ++i) {
+                    const float* logits = llama_get_logits_ith(ctx_, i);
+                    const double lse = log_sum_exp(logits, n_vocab);
+                    scores[group[g]] += static_cast<double>(logits[cand[k + 1]]) - lse;
+                    if (visit) visit(group[g], k, logits, lse);
+                }
             }
         }
         for (size_t g = 0; g < group.size(); ++g) llama_memory_seq_rm(mem, static_cast<llama_seq_id>(g + 1), -1, -1);
         if (status != 0) throw Error(ErrorKind::llama, "llama_decode failed while scoring candidates: " + explain_decode_status(status), status);
+        positions += group_tokens;
     }
+    return positions;
+}
+
+std::vector<double> Session::score_continuations(const std::vector<std::vector<Token>>& candidates) {
+    std::vector<double> scores = first_token_logprobs(candidates, "score_continuations");
+    std::vector<size_t> all(candidates.size());
+    for (size_t c = 0; c < all.size(); ++c) all[c] = c;
+    score_rest(candidates, all, scores, nullptr);
     return scores;
+}
+
+ShortlistScores Session::score_top_continuations(const std::vector<std::vector<Token>>& candidates,
+                                                 const ShortlistParams& params) {
+    if (params.top_k < 1 || params.min_batch_positions < 1)
+        throw Error(ErrorKind::invalid_argument, "score_top_continuations: top_k and min_batch_positions must be at least 1");
+    if (!(params.mass_tolerance >= 0.0))
+        throw Error(ErrorKind::invalid_argument, "score_top_continuations: mass_tolerance must be >= 0");
+    const std::vector<double> first = first_token_logprobs(candidates, "score_top_continuations");
+    const size_t n = candidates.size();
+    ShortlistScores out;
+    out.logprob = first;
+    out.scored.assign(n, 0);
+    const size_t k = std::min<size_t>(static_cast<size_t>(params.top_k), n);
+
+    // known[c]: how many of c's tokens out.logprob[c] covers, the log-probability of that
+    // prefix; c is exact once it covers all. Evaluating one candidate's tokens also gives the
+    // next-token distribution after each of its prefixes, which extends every candidate
+    // sharing that prefix by one token.
+    std::vector<size_t> known(n, 1);
+    auto extend_sharers = [&](size_t c, size_t pos, const float* logits, double lse) {
+        const auto& path = candidates[c];
+        for (size_t u = 0; u < n; ++u) {
+            if (u == c || known[u] != pos + 1 || candidates[u].size() <= pos + 1) continue;
+            if (!std::equal(path.begin(), path.begin() + pos + 1, candidates[u].begin())) continue;
+            out.logprob[u] += static_cast<double>(logits[candidates[u][pos + 1]]) - lse;
+            known[u] = pos + 2;
+        }
+    };
+    // Candidates with the same first token share its probability: group them by it.
+    std::vector<size_t> group_of(n);
+    std::vector<double> group_mass;  // P(first token)
+    {
+        std::vector<std::pair<Token, size_t>> firsts;
+        for (size_t c = 0; c < n; ++c) {
+            auto it = std::find_if(firsts.begin(), firsts.end(), [&](const auto& f) { return f.first == candidates[c][0]; });
+            if (it == firsts.end()) {
+                firsts.emplace_back(candidates[c][0], group_mass.size());
+                group_mass.push_back(std::exp(first[c]));
+                group_of[c] = group_mass.size() - 1;
+            } else {
+                group_of[c] = it->second;
+            }
+        }
+    }
+
+    double answer_mass = 0.0;
+    for (double m : group_mass) answer_mass += m;
+    if (params.mass_tolerance == 0.0 || answer_mass < params.min_answer_mass) {  // every candidate, exactly
+        std::vector<size_t> all(n);
+        for (size_t c = 0; c < n; ++c) all[c] = c;
+        out.positions = score_rest(candidates, all, out.logprob, &out.decodes);
+        out.scored.assign(n, 1);
+        return out;
+    }
+
+    while (true) {
+        for (size_t c = 0; c < n; ++c) out.scored[c] = known[c] == candidates[c].size();
+        // What the unscored candidates can still hold: each at most its known prefix's
+        // probability, each first-token group at most that token's mass less its scored members'.
+        std::vector<double> left = group_mass, open_sum(group_mass.size(), 0.0);
+        double scored_mass = 0.0;
+        std::vector<double> top;  // exact log-probs
+        std::vector<size_t> open;
+        for (size_t c = 0; c < n; ++c) {
+            if (out.scored[c]) {
+                const double p = std::exp(out.logprob[c]);
+                left[group_of[c]] = std::max(0.0, left[group_of[c]] - p);
+                scored_mass += p;
+                top.push_back(out.logprob[c]);
+            } else {
+                open.push_back(c);
+            }
+        }
+        if (open.empty()) break;
+        std::vector<double> bound(n, 0.0);  // log of an upper bound on P(c), for the open c
+        for (size_t c : open) {
+            bound[c] = std::min(out.logprob[c], std::log(left[group_of[c]]));
+            open_sum[group_of[c]] += std::exp(bound[c]);
+        }
+        double open_mass = 0.0;
+        for (size_t g = 0; g < group_mass.size(); ++g) open_mass += std::min(left[g], open_sum[g]);
+        std::sort(open.begin(), open.end(), [&](size_t a, size_t b) { return bound[a] > bound[b]; });
+        if (top.size() >= k) {
+            std::nth_element(top.begin(), top.begin() + (k - 1), top.end(), std::greater<double>());
+            const bool top_settled = top[k - 1] >= bound[open.front()];
+            if (top_settled && open_mass <= params.mass_tolerance * scored_mass) break;
+        }
+        // Score the best-bounded candidates that would settle both conditions if each scored its bound.
+        std::vector<size_t> chosen;
+        double hoped = scored_mass, rest = open_mass;
+        int chosen_positions = 0;
+        bool settled = false;
+        for (size_t c : open) {
+            if (settled && chosen_positions >= params.min_batch_positions) break;
+            chosen.push_back(c);
+            chosen_positions += static_cast<int>(candidates[c].size()) - 1;
+            const double p = std::exp(bound[c]);
+            hoped += p;
+            rest = std::max(0.0, rest - p);
+            settled = settled || (top.size() + chosen.size() >= k && rest <= params.mass_tolerance * hoped);
+        }
+        // Most of what is open anyway: one batch for all of it is cheaper than another round.
+        int open_positions = 0;
+        for (size_t c : open) open_positions += static_cast<int>(candidates[c].size()) - 1;
+        if (2 * chosen_positions >= open_positions) chosen = open;
+        for (size_t c : chosen) {
+            out.logprob[c] = first[c];
+            known[c] = candidates[c].size();
+        }
+        out.positions += score_rest(candidates, chosen, out.logprob, &out.decodes, extend_sharers);
+    }
+    return out;
 }
 
 }  // namespace bua

@@ -1,6 +1,7 @@
 // C++ tests of the bua runtime, runnable under AddressSanitizer/LeakSanitizer.
 //   bua-runtime-tests MODEL.gguf     (or BUA_TEST_GGUF=MODEL.gguf bua-runtime-tests)
 // Exit status 0 when every check passes.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -107,6 +108,66 @@ int main(int argc, char** argv) {
     check(same, "shared-prefix candidate scores match sequential evaluation");
     check(max_abs_diff(scorer.last_logits(), logits_ids) == 0.0, "prompt logits survive scoring");
 
+    // Shortlist scoring: the top k exact and in order, the rest bounded above, their mass small.
+    std::vector<std::vector<bua::Token>> names;
+    for (const char* name : {"check weather", "check email", "subway", "bus", "watching video", "watching TV",
+                             "cooking", "coffee", "reading news", "running", "shopping", "sleep"})
+        names.push_back(model->tokenize(std::string(name) + "<|im_end|>", false, true));
+    const auto exact = scorer.score_continuations(names);
+    bua::ShortlistParams all_params;
+    all_params.mass_tolerance = 0.0;
+    const auto all = scorer.score_top_continuations(names, all_params);
+    bool all_same = std::count(all.scored.begin(), all.scored.end(), 1) == static_cast<long>(names.size());
+    for (size_t c = 0; c < names.size(); ++c) all_same = all_same && std::fabs(all.logprob[c] - exact[c]) < 1e-9;
+    check(all_same, "mass_tolerance 0 scores every candidate exactly");
+    for (int k : {1, 3}) {
+        bua::ShortlistParams sp;
+        sp.top_k = k;
+        sp.mass_tolerance = 1e-2;
+        sp.min_batch_positions = k == 1 ? 1 : 16;  // one candidate per batch: the most rounds
+        const auto short_scores = scorer.score_top_continuations(names, sp);
+        std::vector<size_t> want(names.size()), got;
+        for (size_t c = 0; c < names.size(); ++c) want[c] = c;
+        std::sort(want.begin(), want.end(), [&](size_t a, size_t b) { return exact[a] > exact[b]; });
+        double scored_mass = 0, unscored_mass = 0;
+        bool sound = true;
+        for (size_t c = 0; c < names.size(); ++c) {
+            if (short_scores.scored[c]) {
+                got.push_back(c);
+                scored_mass += std::exp(exact[c]);
+                sound = sound && std::fabs(short_scores.logprob[c] - exact[c]) < 1e-3;
+            } else {
+                unscored_mass += std::exp(exact[c]);
+                sound = sound && short_scores.logprob[c] >= exact[c] - 1e-3;  // an upper bound
+            }
+        }
+        std::sort(got.begin(), got.end(), [&](size_t a, size_t b) { return exact[a] > exact[b]; });
+        const bool top_ok = got.size() >= static_cast<size_t>(k) && std::equal(want.begin(), want.begin() + k, got.begin());
+        check(top_ok && sound, "shortlist top-" + std::to_string(k) + ": exact, in order; the rest bounded above");
+        check(unscored_mass <= 1e-2 * scored_mass + 1e-9,
+              "shortlist top-" + std::to_string(k) + ": unscored mass within the tolerance (" +
+                  std::to_string(got.size()) + " of " + std::to_string(names.size()) + " scored, " +
+                  std::to_string(short_scores.positions) + " positions vs " + std::to_string(all.positions) + ")");
+        check(scorer.n_past() == before, "shortlist scoring leaves the dialogue unchanged");
+    }
+
+    // A model that is sure of the continuation: the shortlist scores a few candidates, not all.
+    bua::Session counting(model, params);
+    counting.eval_tokens(model->tokenize("Counting: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, ", false, false));
+    std::vector<std::vector<bua::Token>> numbers;
+    for (const char* next : {"13,", "2,", "5,", "7,", "9,", "8,", "4,", "6,", "3,", "0,"})
+        numbers.push_back(model->tokenize(next, false, false));
+    bua::ShortlistParams one_at_a_time;
+    one_at_a_time.top_k = 1;
+    one_at_a_time.min_batch_positions = 1;
+    const auto sure = counting.score_top_continuations(numbers, one_at_a_time);
+    const auto every = counting.score_continuations(numbers);
+    const long n_scored = std::count(sure.scored.begin(), sure.scored.end(), 1);
+    check(sure.scored[0] == 1 && std::fabs(sure.logprob[0] - every[0]) < 1e-3 &&
+              n_scored < static_cast<long>(numbers.size()),
+          "a sure model's shortlist scores " + std::to_string(n_scored) + " of " + std::to_string(numbers.size()) +
+              " candidates, the answer exactly");
+
     // KV reuse and truncation.
     bua::Session dialog(model, params);
     dialog.eval_tokens(ids);
@@ -135,6 +196,10 @@ int main(int argc, char** argv) {
           "a missing GGUF throws an io error");
     check(throws_bua_error([&] { bua::Session s(model, params); s.generate(4, {}); }, &kind) && kind == K::invalid_state,
           "generate without a prompt throws an invalid_state error");
+    bua::ShortlistParams no_k;
+    no_k.top_k = 0;
+    check(throws_bua_error([&] { scorer.score_top_continuations(names, no_k); }, &kind) && kind == K::invalid_argument,
+          "a shortlist of top_k 0 throws an invalid_argument error");
 
     std::printf("%d failure(s)\n", failures);
     return failures == 0 ? 0 : 1;

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -131,6 +132,31 @@ struct SamplingParams {
     int dry_allowed_length = 2;
 };
 
+// What Session::score_top_continuations must get exactly right. A continuation is at most as
+// likely as any prefix of it: at first its first token, from the prompt's logits; evaluating
+// one candidate's tokens gives every candidate that shares a prefix with it the next token's
+// probability too. The candidates that share a first token share that token's mass.
+// Candidates are scored best bound first until the rest can neither enter the top k nor hold
+// more than mass_tolerance of the scored mass.
+struct ShortlistParams {
+    int top_k = 5;                 // this many best candidates are scored exactly, in order
+    double mass_tolerance = 1e-2;  // bound on the unscored mass, as a share of the scored mass (0 = score all)
+    // A scoring batch goes on with the next best candidates until it holds this many tokens:
+    // one more llama_decode costs about as much as that many positions (fixed overhead).
+    int min_batch_positions = 16;
+    // When the candidates' first tokens hold less than this share of the next-token
+    // probability, the model does not answer with a candidate (e.g. an untrained adapter): the
+    // bounds would be loose, and every candidate is scored in one batch instead.
+    double min_answer_mass = 0.5;
+};
+
+struct ShortlistScores {
+    std::vector<double> logprob;   // exact where scored, else an upper bound
+    std::vector<uint8_t> scored;   // 1 where logprob is exact
+    int positions = 0;             // candidate tokens evaluated, in all decodes
+    int decodes = 0;               // llama_decode calls
+};
+
 struct Generation {
     std::vector<Token> tokens;  // the generated tokens, stop token excluded
     std::string text;           // their text, with a matched stop string removed
@@ -164,6 +190,11 @@ public:
     // dialogue so far. The prompt's KV cache is shared by all candidates (sequence copies):
     // the prompt is not re-evaluated. The dialogue itself is left unchanged.
     std::vector<double> score_continuations(const std::vector<std::vector<Token>>& candidates);
+    // The same scores for the candidates that can matter (ShortlistParams): the best top_k
+    // exactly and in order, the rest either exact or bounded from above, so that a softmax over
+    // the scored ones overstates each probability by at most a factor 1 + mass_tolerance.
+    ShortlistScores score_top_continuations(const std::vector<std::vector<Token>>& candidates,
+                                            const ShortlistParams& params = ShortlistParams());
 
     int n_past() const { return n_past_; }
     int n_ctx() const;
@@ -175,6 +206,15 @@ public:
 private:
     Generation generate_kept(int max_tokens, const std::vector<std::string>& stop, const SamplingParams& sampling);
     void decode_chunked(int n, const Token* tokens, const float* rows);
+    // Log-probability of each candidate's first token (checks the candidates).
+    std::vector<double> first_token_logprobs(const std::vector<std::vector<Token>>& candidates, const char* who) const;
+    // Called for every evaluated candidate token: candidate c's token `pos` was evaluated, and
+    // `logits` (log-normalizer `lse`) give the distribution of the token after it.
+    using PositionVisitor = std::function<void(size_t c, size_t pos, const float* logits, double lse)>;
+    // Adds the log-probability of every token after the first of candidates[which[..]] to
+    // scores; returns the tokens evaluated and counts llama_decode calls in *decodes.
+    int score_rest(const std::vector<std::vector<Token>>& candidates, const std::vector<size_t>& which,
+                   std::vector<double>& scores, int* decodes, const PositionVisitor& visit = nullptr);
     void require_room(int n_new, const char* what) const;
 
     std::shared_ptr<const Model> model_;

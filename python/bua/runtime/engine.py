@@ -8,12 +8,30 @@ Not thread-safe: the predictor serializes calls with its lock.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from bua.dialogue import PREDICT, STAGE2_EXPLAIN_TASKS, Segment, answer_suffix, round_prompt_segments
 from bua.runtime.bundle import Bundle
+
+
+@dataclass(frozen=True)
+class Shortlist:
+    """Candidate scores of `PromptEngine.shortlist_candidates`."""
+
+    logprob: np.ndarray   # [n_behaviors]: exact where `scored`, else an upper bound
+    scored: np.ndarray    # bool [n_behaviors]
+    positions: int        # candidate tokens llama.cpp evaluated
+    decodes: int          # llama_decode calls they took
+
+    def probabilities(self) -> np.ndarray:
+        """Softmax over the scored behaviors (0 for the others): each is at most
+        1 + mass_tolerance times its softmax over all behaviors."""
+        logp = np.where(self.scored, self.logprob, -np.inf)
+        p = np.exp(logp - logp.max())
+        return p / p.sum()
 
 
 class PromptEngine:
@@ -115,6 +133,14 @@ class PromptEngine:
     def score_candidates(self) -> np.ndarray:
         """log P(name + end of turn | the evaluated prompt) for every behavior id."""
         return np.asarray(self.session.score_continuations(self.candidates), dtype=np.float64)
+
+    def shortlist_candidates(self, top_k: int, mass_tolerance: float) -> Shortlist:
+        """The best `top_k` behaviors' log-probs exactly, the others exactly or bounded from
+        above so that their mass is at most `mass_tolerance` of the scored mass
+        (`bua::Session::score_top_continuations`)."""
+        out = self.session.score_top_continuations(self.candidates, top_k=top_k, mass_tolerance=mass_tolerance)
+        return Shortlist(np.asarray(out["logprob"], dtype=np.float64), np.asarray(out["scored"], dtype=bool),
+                         int(out["positions"]), int(out["decodes"]))
 
     @property
     def n_past(self) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 from bua.dialogue import GENERATE, PREDICT, answer_prefix, question_context, round_prompt_segments
 from bua.events import DataError, Event, UserHistory, events_from_array, events_to_batch, validate_events
 from bua.runtime.bundle import Bundle
-from bua.runtime.engine import PromptEngine
+from bua.runtime.engine import PromptEngine, Shortlist
 from bua.runtime.grammar import event_lines_grammar
 from bua.runtime.native import check_llama_build, load_native
 from bua.textformat import parse_events, parse_events_report
@@ -43,7 +43,9 @@ class GenerationError(RuntimeError):
 class BehaviorScore:
     behavior: str
     behavior_id: int
-    probability: float   # softmax over all behaviors' summed log-probabilities
+    # softmax of the summed log-probabilities over the behaviors scored exactly; at most a factor
+    # 1 + score_tolerance above the softmax over all behaviors (OnDevicePredictor)
+    probability: float
     logprob: float       # log P(name + end of turn | prompt) under the LLM
 
 
@@ -53,6 +55,7 @@ class Prediction:
     explanation: dict[str, str] = field(default_factory=dict)  # task -> the round's answer
     prompt_tokens: int = 0            # positions evaluated before the final answer
     soft_tokens: int = 0
+    scored_behaviors: int = 0         # behaviors scored exactly; the others could not reach the top k
 
     @property
     def behavior(self) -> str:
@@ -103,11 +106,18 @@ class OnDevicePredictor:
     `dry_allowed_length` tokens loses `dry_multiplier * 1.75 ** (run - dry_allowed_length)`
     logits (0 = plain greedy). The fast path's (`explain=False`) behavior scores never depend
     on it.
+
+    `score_tolerance` sets how much of the behaviors' probability mass `predict` and streams may
+    leave unscored: behaviors are scored best first (a name is at most as likely as its first
+    token) until the others can neither enter the top k nor hold more than this share of the
+    scored mass. The top k are always exact and in order; each reported probability is at most
+    a factor 1 + score_tolerance too high; 0 scores every behavior. `behavior_logprobs` always
+    scores every behavior.
     """
 
     def __init__(self, bundle: Bundle, n_threads: int | None = None, n_ctx: int = 4096,
                  max_answer_tokens: int = 192, max_generation_tokens: int = 640, dry_multiplier: float = 3.0,
-                 dry_allowed_length: int = 1):
+                 dry_allowed_length: int = 1, score_tolerance: float = 1e-2):
         import onnxruntime as ort
 
         if n_threads is not None:
@@ -118,6 +128,9 @@ class OnDevicePredictor:
         if not 0.0 <= dry_multiplier <= 10.0:
             raise ValueError(f"dry_multiplier must lie in [0, 10] (0 = off), got {dry_multiplier!r}")
         _check_count("dry_allowed_length", dry_allowed_length, 1, MAX_CONTEXT)
+        if not (isinstance(score_tolerance, numbers.Real) and 0.0 <= score_tolerance <= 1.0):
+            raise ValueError(f"score_tolerance must lie in [0, 1] (0 = score every behavior), got {score_tolerance!r}")
+        self.score_tolerance = float(score_tolerance)
         self.bundle = bundle
         self.vocab = bundle.vocab
         self.chat = bundle.chat_format
@@ -207,8 +220,8 @@ class OnDevicePredictor:
         with self._lock:
             explanation = self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens)
             n_prompt = self.engine.n_past
-            logp = self.engine.score_candidates()
-        return self._prediction(logp, top_k, explanation, n_prompt, len(soft))
+            scores = self.engine.shortlist_candidates(top_k, self.score_tolerance)
+        return self._prediction(scores, top_k, explanation, n_prompt, len(soft))
 
     def stream(self, history=(), top_k: int = 5, window: int | None = None, drop_block: int | None = None,
                explain_every: int = 0) -> "PredictionStream":
@@ -235,16 +248,16 @@ class OnDevicePredictor:
             engine.claim(stream)
             self._stream_rows = len(soft)
             n_prompt = engine.n_past
-            logp = engine.score_candidates()
-        return self._prediction(logp, top_k, {}, n_prompt, len(soft)), n_prompt - kept
+            scores = engine.shortlist_candidates(top_k, self.score_tolerance)
+        return self._prediction(scores, top_k, {}, n_prompt, len(soft)), n_prompt - kept
 
-    def _prediction(self, logp: np.ndarray, top_k: int, explanation: dict[str, str], n_prompt: int,
+    def _prediction(self, scores: Shortlist, top_k: int, explanation: dict[str, str], n_prompt: int,
                     n_soft: int) -> Prediction:
-        probs = np.exp(logp - logp.max())
-        probs /= probs.sum()
+        probs = scores.probabilities()
+        logp = np.where(scores.scored, scores.logprob, -np.inf)
         order = np.argsort(-logp, kind="stable")[:top_k]
         top = [BehaviorScore(self.vocab.behaviors[i], int(i), float(probs[i]), float(logp[i])) for i in order]
-        return Prediction(top, explanation, n_prompt, n_soft)
+        return Prediction(top, explanation, n_prompt, n_soft, int(scores.scored.sum()))
 
     def behavior_logprobs(self, history, explain: bool = False) -> np.ndarray:
         """log P(behavior name | dialogue) for every behavior id (for evaluation)."""
