@@ -6,7 +6,9 @@
 
 Options: --bench-smoke (or BUA_BENCH_SMOKE=1), --bench-threads N (or BUA_BENCH_THREADS;
 default min(2, free cores)), --bench-cache DIR (or BUA_BENCH_CACHE; default
-<bua cache>/bench), --bench-budget SECONDS (timing per side in a full run). Files named
+<bua cache>/bench), --bench-budget SECONDS (timing per side in a full run),
+--bench-trained-bundle DIR (or BUA_BENCH_TRAINED_BUNDLE: a trained SmolLM2 bundle such as
+`bua demo`'s, which comparison 8 measures next to the untrained ones). Files named
 bench_*.py are collected here (the default `pytest` run, testpaths = tests, never sees them).
 """
 
@@ -46,6 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--bench-budget", default=None, help="seconds of timing per side in a full run (default 12; at least 3 rounds)"
     )
+    group.addoption("--bench-trained-bundle", default=None,
+                    help="a trained SmolLM2 bundle (e.g. runs/demo/<run>/bundle-q8_0) for comparison 8")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -81,6 +85,7 @@ def bench(pytestconfig: pytest.Config) -> Settings:
         pytestconfig.getoption("--bench-threads"),
         pytestconfig.getoption("--bench-cache"),
         pytestconfig.getoption("--bench-budget"),
+        pytestconfig.getoption("--bench-trained-bundle"),
     )
 
 
@@ -106,6 +111,8 @@ class Models:
             return artifacts.smollm2(self.s)
         if model == artifacts.QWEN05_KEY:
             return artifacts.qwen05(self.s)
+        if model == artifacts.TRAINED_KEY:
+            return artifacts.trained(self.s)
         raise KeyError(f"no bundle for model {model!r}")
 
     def bundle(self, model: str, quant: str = "q4_k_m") -> Path:
@@ -113,14 +120,21 @@ class Models:
             return artifacts.smollm2_bundle(self.s, quant)
         if model == artifacts.QWEN05_KEY:
             return artifacts.qwen05_bundle(self.s, quant)
+        if model == artifacts.TRAINED_KEY:
+            artifacts.trained(self.s)  # says how to pass one when missing
+            return self.s.trained_bundle  # as exported, whatever `quant`
         raise KeyError(f"no bundle for model {model!r}")
 
-    def predictor(self, model: str, quant: str = "q4_k_m"):
-        key = (model, quant)
+    def predictor(self, model: str, quant: str = "q4_k_m", score_tolerance: float | None = None):
+        """A predictor on the model's bundle (one per model, quant and scoring tolerance;
+        None = OnDevicePredictor's default)."""
+        key = (model, quant, score_tolerance)
         if key not in self._predictors:
             from bua import OnDevicePredictor
 
-            self._predictors[key] = OnDevicePredictor.from_bundle(self.bundle(model, quant), n_threads=self.s.threads)
+            extra = {} if score_tolerance is None else {"score_tolerance": score_tolerance}
+            self._predictors[key] = OnDevicePredictor.from_bundle(self.bundle(model, quant), n_threads=self.s.threads,
+                                                                  **extra)
         return self._predictors[key]
 
 

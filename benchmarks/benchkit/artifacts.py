@@ -29,6 +29,7 @@ ARTIFACT_VERSION = 1
 SMOLLM2_KEY = "smollm2-135m"
 QWEN05_KEY = "qwen2.5-0.5b-shape"
 QWEN15_KEY = "qwen2.5-1.5b-shape"
+TRAINED_KEY = "smollm2-135m-trained"
 
 
 def say(message: str) -> None:
@@ -53,7 +54,7 @@ def _build_dir(final: Path, build: Callable[[Path], None]) -> Path:
 class ModelInfo:
     key: str
     label: str           # shown in the report
-    backbone_dir: Path   # HF checkpoint (kept for the PyTorch side)
+    backbone_dir: Path | None   # HF checkpoint (kept for the PyTorch side); None for a given bundle
     random_weights: bool
 
 
@@ -138,6 +139,14 @@ def smollm2(s: Settings) -> ModelInfo:
         return ModelInfo(SMOLLM2_KEY, "tiny-llama (smoke stand-in for SmolLM2-135M)",
                          resolve_backbone("tiny-llama"), True)
     return ModelInfo(SMOLLM2_KEY, "SmolLM2-135M-Instruct", resolve_backbone("smollm2-135m-instruct"), False)
+
+
+def trained(s: Settings) -> ModelInfo:
+    """The trained bundle the run was given (`Settings.trained_bundle`), used as exported."""
+    if s.trained_bundle is None:
+        raise LookupError("no trained bundle given: pass --bench-trained-bundle DIR (e.g. runs/demo/<run>/bundle-q8_0)")
+    return ModelInfo(TRAINED_KEY, f"SmolLM2-135M trained ({s.trained_bundle.parent.name}/{s.trained_bundle.name})",
+                     None, False)
 
 
 def smollm2_bundle(s: Settings, quant: str = "q4_k_m") -> Path:

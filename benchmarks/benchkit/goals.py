@@ -80,6 +80,12 @@ COMPARISONS: dict[str, Comparison] = {c.id: c for c in (
               "stream_growing", 3.0),
         Ratio("amortized speed-up over a log 4x the window (fresh / stream)", "time", "fresh_log",
               "stream_log", 2.0),
+        Ratio("per-event speed-up while the window grows, vs scoring every behavior (fresh exact / stream)",
+              "time", "fresh_exact_growing", "stream_growing"),
+        Ratio("amortized speed-up over the log, vs scoring every behavior (fresh exact / stream)", "time",
+              "fresh_exact_log", "stream_log"),
+        Ratio("shortlist speed-up of a fresh predict, growing window (fresh exact / fresh)", "time",
+              "fresh_exact_growing", "fresh_growing"),
     )),
 )}
 

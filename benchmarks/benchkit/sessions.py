@@ -55,8 +55,15 @@ class TextPromptPredictor:
         self.last_prompt_tokens = self.session.n_past
 
     def logprobs(self, events) -> np.ndarray:
+        """The candidates' log-probs as the predictor's fast path scores them (top 5 exact, -inf
+        for the behaviors its shortlist left out)."""
         self.eval_prompt(*self.prompt_tokens(events))
-        return np.asarray(self.session.score_continuations(self.p.engine.candidates), dtype=np.float64)
+        out = self._score()
+        return np.where(out["scored"], out["logprob"], -np.inf)
+
+    def _score(self) -> dict:
+        return self.session.score_top_continuations(self.p.engine.candidates, top_k=5,
+                                                    mass_tolerance=self.p.score_tolerance)
 
     def top(self, events, k: int = 5) -> list[str]:
         return softmax_top(self.logprobs(events), self.p.vocab.behaviors, k)
@@ -70,7 +77,7 @@ class TextPromptPredictor:
             t1 = time.perf_counter()
             self.eval_prompt(head, rest)
             t2 = time.perf_counter()
-            self.session.score_continuations(self.p.engine.candidates)
+            self._score()
             t3 = time.perf_counter()
             for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
                 parts[key].append(1e3 * dt)
@@ -79,12 +86,13 @@ class TextPromptPredictor:
 
 def fastpath_breakdown(predictor, events, repeats: int) -> dict[str, float]:
     """Where one fast-path prediction spends its time (median ms over `repeats`): the ONNX
-    encoder, the llama.cpp prompt, candidate scoring; and the positions evaluated."""
+    encoder, the llama.cpp prompt, candidate scoring (top 5, the predictor's shortlist); and
+    the positions evaluated."""
     from bua.dialogue import PREDICT
 
     engine = predictor.engine
     parts: dict[str, list[float]] = {"onnx_ms": [], "prompt_ms": [], "scoring_ms": []}
-    n_prompt = 0
+    n_prompt = n_candidates = 0
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         soft = predictor.soft_tokens(events)
@@ -92,14 +100,14 @@ def fastpath_breakdown(predictor, events, repeats: int) -> dict[str, float]:
         engine.start(PREDICT, soft)
         n_prompt = engine.n_past
         t2 = time.perf_counter()
-        engine.score_candidates()
+        n_candidates = engine.shortlist_candidates(5, predictor.score_tolerance).positions
         t3 = time.perf_counter()
         for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
             parts[key].append(1e3 * dt)
     out = {k: float(np.median(v)) for k, v in parts.items()}
     out["prompt_positions"] = n_prompt
     out["head_positions_cached"] = len(engine.head)
-    out["candidate_positions"] = sum(len(c) - 1 for c in engine.candidates)
+    out["candidate_positions"] = n_candidates
     return out
 
 

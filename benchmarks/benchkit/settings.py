@@ -13,6 +13,7 @@ from pathlib import Path
 ENV_SMOKE = "BUA_BENCH_SMOKE"
 ENV_THREADS = "BUA_BENCH_THREADS"
 ENV_CACHE = "BUA_BENCH_CACHE"
+ENV_TRAINED = "BUA_BENCH_TRAINED_BUNDLE"
 
 
 def usable_cores() -> int:
@@ -81,6 +82,7 @@ class Settings:
     rss_predictions: int             # predictions run by each peak-RSS probe
     quants: tuple[str, ...] = ("f16", "q8_0", "q5_k_m", "q4_k_m")
     load_at_start: tuple[float, float, float] = field(default_factory=lambda: os.getloadavg())
+    trained_bundle: Path | None = None  # a trained SmolLM2 bundle (e.g. the demo's), measured where a suite asks for it
 
     def rounds_for(self, one_call_s: float) -> int:
         """Rounds that fit the per-side budget given one call's duration (at least
@@ -94,17 +96,21 @@ class Settings:
 
 
 def make_settings(smoke: bool, threads: int | str | None = None, cache: str | os.PathLike | None = None,
-                  budget_s: float | str | None = None) -> Settings:
+                  budget_s: float | str | None = None, trained_bundle: str | os.PathLike | None = None) -> Settings:
     """Settings of a run; budget_s overrides the full run's timing budget per side."""
     n = resolve_threads(threads)
+    trained = trained_bundle or os.environ.get(ENV_TRAINED) or None
+    if trained is not None and not (Path(trained) / "manifest.json").is_file():
+        raise ValueError(f"trained bundle {trained}: no manifest.json there (pass a directory bua-export wrote)")
+    trained = Path(trained) if trained else None
     root = Path(cache) / ("smoke" if smoke else "full") if cache else default_cache(smoke)
     if smoke:
         return Settings(smoke=True, threads=n, cache=root, seconds_per_side=0.0, min_rounds=1,
                         max_rounds=1, n_histories=2, n_agreement=3, decode_tokens=4,
-                        bandwidth_mib=32, rss_predictions=1)
+                        bandwidth_mib=32, rss_predictions=1, trained_bundle=trained)
     budget = 12.0 if budget_s in (None, "") else float(budget_s)
     if budget <= 0:
         raise ValueError(f"the timing budget per side must be positive, got {budget}")
     return Settings(smoke=False, threads=n, cache=root, seconds_per_side=budget, min_rounds=3,
                     max_rounds=25, n_histories=8, n_agreement=24, decode_tokens=48,
-                    bandwidth_mib=1024, rss_predictions=3)
+                    bandwidth_mib=1024, rss_predictions=3, trained_bundle=trained)
