@@ -30,6 +30,8 @@ def _predictor(models, bench, model: str, score_tolerance: float | None = None):
     if model == artifacts.TRAINED_KEY and bench.trained_bundle is None:
         pytest.skip("no trained bundle given (--bench-trained-bundle)")
     return models.predictor(model, "q4_k_m", score_tolerance=score_tolerance)
+
+
 # name -> (events already there, events in the log, window, drop_block)
 WORKLOADS = {"growing": (8, 40, 40, 10), "log": (20, 80, 20, 5)}
 
@@ -49,9 +51,7 @@ def test_stream_append(benchmark, bench, recorder, models, model, workload):
     start, n, window, drop_block = WORKLOADS[workload]
     p = _predictor(models, bench, model)
     log = stream_log(n)
-    top1 = []
-
-    scored = []
+    top1, scored = [], []
 
     def one_pass() -> None:
         stream = p.stream(log[:start], top_k=5, window=window, drop_block=drop_block)
