@@ -121,8 +121,7 @@ class Models:
         if model == artifacts.QWEN05_KEY:
             return artifacts.qwen05_bundle(self.s, quant)
         if model == artifacts.TRAINED_KEY:
-            artifacts.trained(self.s)  # says how to pass one when missing
-            return self.s.trained_bundle  # as exported, whatever `quant`
+            return artifacts.trained_bundle(self.s)  # as exported, whatever `quant`
         raise KeyError(f"no bundle for model {model!r}")
 
     def predictor(self, model: str, quant: str = "q4_k_m", score_tolerance: float | None = None):

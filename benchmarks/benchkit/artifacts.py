@@ -141,12 +141,16 @@ def smollm2(s: Settings) -> ModelInfo:
     return ModelInfo(SMOLLM2_KEY, "SmolLM2-135M-Instruct", resolve_backbone("smollm2-135m-instruct"), False)
 
 
-def trained(s: Settings) -> ModelInfo:
+def trained_bundle(s: Settings) -> Path:
     """The trained bundle the run was given (`Settings.trained_bundle`), used as exported."""
     if s.trained_bundle is None:
         raise LookupError("no trained bundle given: pass --bench-trained-bundle DIR (e.g. runs/demo/<run>/bundle-q8_0)")
-    return ModelInfo(TRAINED_KEY, f"SmolLM2-135M trained ({s.trained_bundle.parent.name}/{s.trained_bundle.name})",
-                     None, False)
+    return s.trained_bundle
+
+
+def trained(s: Settings) -> ModelInfo:
+    bundle = trained_bundle(s)
+    return ModelInfo(TRAINED_KEY, f"SmolLM2-135M trained ({bundle.parent.name}/{bundle.name})", None, False)
 
 
 def smollm2_bundle(s: Settings, quant: str = "q4_k_m") -> Path:

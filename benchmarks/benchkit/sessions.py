@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from benchkit.workloads import Round, text_prompt_parts
+from bua.runtime.engine import Shortlist
 
 
 def new_session(predictor, n_ctx: int = 4096):
@@ -58,12 +59,11 @@ class TextPromptPredictor:
         """The candidates' log-probs as the predictor's fast path scores them (top 5 exact, -inf
         for the behaviors its shortlist left out)."""
         self.eval_prompt(*self.prompt_tokens(events))
-        out = self._score()
-        return np.where(out["scored"], out["logprob"], -np.inf)
+        return self._score().exact_logprob()
 
-    def _score(self) -> dict:
-        return self.session.score_top_continuations(self.p.engine.candidates, top_k=5,
-                                                    mass_tolerance=self.p.score_tolerance)
+    def _score(self) -> Shortlist:
+        return Shortlist.from_native(self.session.score_top_continuations(
+            self.p.engine.candidates, top_k=5, mass_tolerance=self.p.score_tolerance))
 
     def top(self, events, k: int = 5) -> list[str]:
         return softmax_top(self.logprobs(events), self.p.vocab.behaviors, k)

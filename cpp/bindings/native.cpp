@@ -172,7 +172,8 @@ PYBIND11_MODULE(_native, m) {
             d["positions"] = s.positions;
             d["decodes"] = s.decodes;
             return d;
-        }, py::arg("candidates"), py::arg("top_k") = 5, py::arg("mass_tolerance") = 1e-2,
+        }, py::arg("candidates"), py::arg("top_k") = bua::ShortlistParams().top_k,
+           py::arg("mass_tolerance") = bua::ShortlistParams().mass_tolerance,
            py::arg("min_batch_positions") = bua::ShortlistParams().min_batch_positions,
            "The best top_k candidates exactly, the rest exact or bounded above (bua::ShortlistParams): a dict "
            "of logprob, scored (bool), positions and decodes.")

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <numeric>
 #include <thread>
 
 #include "ggml.h"
@@ -72,20 +73,18 @@ struct OwnedBatch {
     OwnedBatch& operator=(const OwnedBatch&) = delete;
 };
 
-void log_softmax_inplace(std::vector<double>& x) {
-    const double m = *std::max_element(x.begin(), x.end());
-    double s = 0.0;
-    for (double v : x) s += std::exp(v - m);
-    const double lse = m + std::log(s);
-    for (double& v : x) v -= lse;
-}
-
 double log_sum_exp(const float* logits, int n_vocab) {
     double m = logits[0];
     for (int i = 1; i < n_vocab; ++i) m = std::max(m, static_cast<double>(logits[i]));
     double s = 0.0;
     for (int i = 0; i < n_vocab; ++i) s += std::exp(static_cast<double>(logits[i]) - m);
     return m + std::log(s);
+}
+
+std::vector<size_t> every_index(size_t n) {
+    std::vector<size_t> all(n);
+    std::iota(all.begin(), all.end(), size_t{0});
+    return all;
 }
 
 }  // namespace
@@ -438,8 +437,7 @@ std::vector<double> Session::first_token_logprobs(const std::vector<std::vector<
                                                   const char* who) const {
     if (!have_logits_) throw Error(ErrorKind::invalid_state, std::string(who) + ": evaluate a prompt first");
     const int n_vocab = model_->n_vocab();
-    std::vector<double> first(logits_.begin(), logits_.end());
-    log_softmax_inplace(first);
+    const double lse = log_sum_exp(logits_.data(), n_vocab);
     std::vector<double> scores(candidates.size(), 0.0);
     for (size_t c = 0; c < candidates.size(); ++c) {
         const auto& cand = candidates[c];
@@ -448,7 +446,7 @@ std::vector<double> Session::first_token_logprobs(const std::vector<std::vector<
             if (t < 0 || t >= n_vocab) throw Error(ErrorKind::invalid_argument, std::string(who) + ": token id " + std::to_string(t) + " outside the vocabulary");
         if (static_cast<int>(cand.size()) - 1 > params_.n_batch)
             throw Error(ErrorKind::invalid_argument, std::string(who) + ": candidate " + std::to_string(c) + " is longer than n_batch");
-        scores[c] = first[cand[0]];
+        scores[c] = static_cast<double>(logits_[cand[0]]) - lse;
     }
     return scores;
 }
@@ -513,9 +511,7 @@ int Session::score_rest(const std::vector<std::vector<Token>>& candidates, const
 
 std::vector<double> Session::score_continuations(const std::vector<std::vector<Token>>& candidates) {
     std::vector<double> scores = first_token_logprobs(candidates, "score_continuations");
-    std::vector<size_t> all(candidates.size());
-    for (size_t c = 0; c < all.size(); ++c) all[c] = c;
-    score_rest(candidates, all, scores, nullptr);
+    score_rest(candidates, every_index(candidates.size()), scores, nullptr);
     return scores;
 }
 
@@ -566,9 +562,7 @@ ShortlistScores Session::score_top_continuations(const std::vector<std::vector<T
     double answer_mass = 0.0;
     for (double m : group_mass) answer_mass += m;
     if (params.mass_tolerance == 0.0 || answer_mass < params.min_answer_mass) {  // every candidate, exactly
-        std::vector<size_t> all(n);
-        for (size_t c = 0; c < n; ++c) all[c] = c;
-        out.positions = score_rest(candidates, all, out.logprob, &out.decodes);
+        out.positions = score_rest(candidates, every_index(n), out.logprob, &out.decodes);
         out.scored.assign(n, 1);
         return out;
     }

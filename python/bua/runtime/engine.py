@@ -26,10 +26,20 @@ class Shortlist:
     positions: int        # candidate tokens llama.cpp evaluated
     decodes: int          # llama_decode calls they took
 
+    @classmethod
+    def from_native(cls, out: dict) -> Shortlist:
+        """From `bua._native.Session.score_top_continuations`'s dict."""
+        return cls(np.asarray(out["logprob"], dtype=np.float64), np.asarray(out["scored"], dtype=bool),
+                   int(out["positions"]), int(out["decodes"]))
+
+    def exact_logprob(self) -> np.ndarray:
+        """The scored behaviors' log-probs, -inf for the others."""
+        return np.where(self.scored, self.logprob, -np.inf)
+
     def probabilities(self) -> np.ndarray:
         """Softmax over the scored behaviors (0 for the others): each is at most
         1 + mass_tolerance times its softmax over all behaviors."""
-        logp = np.where(self.scored, self.logprob, -np.inf)
+        logp = self.exact_logprob()
         p = np.exp(logp - logp.max())
         return p / p.sum()
 
@@ -138,9 +148,8 @@ class PromptEngine:
         """The best `top_k` behaviors' log-probs exactly, the others exactly or bounded from
         above so that their mass is at most `mass_tolerance` of the scored mass
         (`bua::Session::score_top_continuations`)."""
-        out = self.session.score_top_continuations(self.candidates, top_k=top_k, mass_tolerance=mass_tolerance)
-        return Shortlist(np.asarray(out["logprob"], dtype=np.float64), np.asarray(out["scored"], dtype=bool),
-                         int(out["positions"]), int(out["decodes"]))
+        return Shortlist.from_native(self.session.score_top_continuations(self.candidates, top_k=top_k,
+                                                                          mass_tolerance=mass_tolerance))
 
     @property
     def n_past(self) -> int:

@@ -254,7 +254,7 @@ class OnDevicePredictor:
     def _prediction(self, scores: Shortlist, top_k: int, explanation: dict[str, str], n_prompt: int,
                     n_soft: int) -> Prediction:
         probs = scores.probabilities()
-        logp = np.where(scores.scored, scores.logprob, -np.inf)
+        logp = scores.exact_logprob()
         order = np.argsort(-logp, kind="stable")[:top_k]
         top = [BehaviorScore(self.vocab.behaviors[i], int(i), float(probs[i]), float(logp[i])) for i in order]
         return Prediction(top, explanation, n_prompt, n_soft, int(scores.scored.sum()))
