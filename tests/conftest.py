@@ -24,10 +24,7 @@ def tiny_dataset():
     return simulate(n_users=4, n_days=7, seed=3)
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory, tiny_dataset):
-    """A bundle from a random tiny Llama, a tiny encoder and a per-event projector (no training:
-    the runtime's mechanics do not depend on the weights)."""
+def _tiny_bundle(root, dataset, question_first: bool):
     from bua.backbones import resolve_backbone
     from bua.chat import ChatFormat
     from bua.dialogue import default_template
@@ -35,14 +32,26 @@ def tiny_bundle(tmp_path_factory, tiny_dataset):
     from bua.models.encoder import BehaviorEncoder, EncoderConfig
     from bua.models.projector import Projector, ProjectorConfig
 
-    root = tmp_path_factory.mktemp("runtime")
-    vocab = tiny_dataset.vocab
+    vocab = dataset.vocab
     backbone = resolve_backbone("tiny-llama")
     encoder = BehaviorEncoder(EncoderConfig.tiny(vocab.n_behaviors, vocab.n_locations))
     encoder.save(root / "encoder")
     Projector(ProjectorConfig(in_dim=encoder.config.d_model, out_dim=64)).save(root / "projector")
     out = root / "bundle"
     export_bundle(backbone, None, root / "encoder", root / "projector", vocab,
-                  ChatFormat.from_tokenizer(backbone), default_template(), out, "q8_0",
+                  ChatFormat.from_tokenizer(backbone), default_template(question_first), out, "q8_0",
                   n_threads=1, progress=lambda msg: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_dataset):
+    """A bundle from a random tiny Llama, a tiny encoder and a per-event projector (no training:
+    the runtime's mechanics do not depend on the weights)."""
+    return _tiny_bundle(tmp_path_factory.mktemp("runtime"), tiny_dataset, question_first=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_question_first(tmp_path_factory, tiny_dataset):
+    """The same with the question before the history (`data.question_first`)."""
+    return _tiny_bundle(tmp_path_factory.mktemp("runtime_qf"), tiny_dataset, question_first=True)

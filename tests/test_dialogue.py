@@ -14,6 +14,7 @@ from bua.dialogue import (
     REFLECT,
     SOFT_TOKEN_ID,
     STAGE1_TASKS,
+    QUESTION_FIELD,
     DialogueTemplate,
     Segment,
     answer_prefix,
@@ -58,6 +59,8 @@ def test_event_line_questions_hold_no_sample_the_model_could_copy():
 
 @pytest.mark.parametrize("kwargs, msg", [
     (dict(preamble="no marker\n"), "exactly once"),
+    (dict(preamble="{question} <behavior_history> {question}"), "at most once"),
+    (dict(preamble="{question} <behavior_history>", version=1), "needs dialogue template version 2"),
     (dict(questions={"predict": "x <behavior_history>"}), "contains the marker"),
     (dict(system="<behavior_history>"), "system prompt"),
     (dict(marker=""), "may not be empty"),
@@ -85,6 +88,31 @@ def test_canonical_rendering_structure():
     # the text equals the chat format's rendering with the marker in the first user turn
     turns = [(TPL.user_text(t, i == 0), a) for i, (t, a) in enumerate(zip(TASKS, ANSWERS))]
     assert dialogue_text(segs) == CHAT.render(TPL.system, turns)
+
+
+def test_question_first_template_puts_the_question_before_the_history():
+    qf = default_template(question_first=True)
+    assert qf.question_first and not TPL.question_first
+    assert DialogueTemplate.from_dict(json.loads(json.dumps(qf.to_dict()))) == qf
+    # the text after the soft slot is the same for every task: a streamed event re-evaluates it only
+    afters = set()
+    for task in (PREDICT, "key_behaviors", GENERATE):
+        ctx = {"day": "Sunday"} if task == GENERATE else None
+        head, soft, after = round_prompt_segments(qf, CHAT, task, True, 0, ctx)
+        assert soft.kind == "soft" and head.text.endswith(qf.question(task, ctx) + "\nBehavior history: ")
+        afters.add(after.text)
+    assert afters == {"\n" + CHAT.user_suffix + CHAT.assistant_prefix}
+    segs = render_dialogue(qf, CHAT, TASKS, ANSWERS)
+    turns = [(qf.user_text(t, i == 0), a) for i, (t, a) in enumerate(zip(TASKS, ANSWERS))]
+    assert dialogue_text(segs) == CHAT.render(qf.system, turns)
+    assert turns[0][0] == TPL.questions["key_behaviors"] + "\n" + TPL.preamble
+    assert QUESTION_FIELD not in dialogue_text(segs)
+    # later rounds are as in the history-first layout
+    assert segs[3:] == render_dialogue(TPL, CHAT, TASKS, ANSWERS)[3:]
+    # a version-1 template (bundles written before the field existed) still reads
+    assert DialogueTemplate.from_dict({**TPL.to_dict(), "version": 1}).preamble == TPL.preamble
+    with pytest.raises(ValueError, match="unsupported dialogue template version 3"):
+        DialogueTemplate.from_dict({**TPL.to_dict(), "version": 3})
 
 
 def test_prompt_stops_after_assistant_prefix():

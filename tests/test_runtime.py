@@ -409,6 +409,32 @@ def test_stream_equals_fresh_predict_across_window_drops_and_users(predictor, bu
     assert len(a.events) <= limit
 
 
+def test_question_first_stream_re_evaluates_only_the_new_row_and_the_turn_end(tiny_bundle_question_first, dataset):
+    """With the question before the history, an append evaluates the new soft row and the few
+    tokens that close the user turn; predictions equal a fresh predict's, also after calls
+    whose first round is another task (their opening shares only a prefix with the cached one)."""
+    from bua.dialogue import PREDICT, round_prompt_segments
+
+    p = OnDevicePredictor.from_bundle(tiny_bundle_question_first, n_threads=1)
+    reference = OnDevicePredictor.from_bundle(tiny_bundle_question_first, n_threads=1)
+    assert p.template.question_first
+    after = round_prompt_segments(p.template, p.chat, PREDICT, True)[2].text
+    n_after = len(p.engine.tokens(after))
+    log = list(dataset.users[2].events)[:12]
+    s = p.stream(log[:3], top_k=3)
+    for i, event in enumerate(log[3:], start=4):
+        got = s.append(event)
+        want = reference.predict(s.events, top_k=3, explain=False)
+        assert [b.behavior for b in got.top] == [b.behavior for b in want.top], i
+        assert np.allclose([b.probability for b in got.top], [b.probability for b in want.top], rtol=1e-2, atol=1e-4)
+        if i > 4 and i != 8:
+            assert s.evaluated == 1 + n_after, i
+        if i == 7:  # another task's opening replaces the prediction's: the next append starts over
+            explained = p.predict(s.events, top_k=3, explain=True)
+            assert set(explained.explanation) == {"key_behaviors", "patterns", "summary"}
+    assert p.predict(log, explain=False).top == reference.predict(log, explain=False).top
+
+
 def test_stream_window_drops_whole_blocks_of_the_oldest_events():
     from bua.runtime.predictor import stream_window
 

@@ -38,6 +38,10 @@ class DataConfig:
     # "log", their whole training log; "window", the dialogue's history, as for validation and
     # test users (a bua extension; training/README.md has its ablation)
     user_profile: Literal["log", "window"] = "log"
+    # a bua extension: the first round's question before the behavior history instead of after
+    # it, so the text after the soft slot is the same for every task and a streamed event costs
+    # its soft row plus that short text (bua.dialogue.default_template; training/README.md)
+    question_first: bool = False
 
 
 @dataclass

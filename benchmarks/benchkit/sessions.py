@@ -106,7 +106,7 @@ def fastpath_breakdown(predictor, events, repeats: int) -> dict[str, float]:
             parts[key].append(1e3 * dt)
     out = {k: float(np.median(v)) for k, v in parts.items()}
     out["prompt_positions"] = n_prompt
-    out["head_positions_cached"] = len(engine.head)
+    out["head_positions_cached"] = len(engine.opening)
     out["candidate_positions"] = n_candidates
     return out
 

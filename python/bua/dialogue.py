@@ -19,6 +19,7 @@ from bua.events import DAY_ABBRS, DAY_NAMES, Event
 __all__ = [
     "ALL_TASKS",
     "DEFAULT_MARKER",
+    "QUESTION_FIELD",
     "DialogueTemplate",
     "FINAL_TASKS",
     "GENERATE",
@@ -61,7 +62,8 @@ STAGE3_TASKS = (REFLECT,)
 ALL_TASKS = STAGE1_TASKS + STAGE2_EXPLAIN_TASKS + FINAL_TASKS + STAGE3_TASKS
 
 DEFAULT_MARKER = "<behavior_history>"
-TEMPLATE_VERSION = 1
+QUESTION_FIELD = "{question}"  # where a question-first preamble puts the first round's question
+TEMPLATE_VERSION = 2  # written by this bua; version 1 (no QUESTION_FIELD) is still read
 SOFT_TOKEN_ID = -1  # placeholder id of soft-token positions in `tokenize_segments`
 
 _FIELD = re.compile(r"\{([a-z_]+)\}")
@@ -88,7 +90,8 @@ class DialogueTemplate:
     """System prompt, soft-token marker and the user text of every task.
 
     `preamble` opens the first user turn and contains `marker` exactly once; a task's
-    `questions[task]` follows it in the first round and stands alone in later rounds.
+    `questions[task]` follows it in the first round, or takes the place of `QUESTION_FIELD` in
+    it (question first), and stands alone in later rounds.
     """
 
     system: str
@@ -103,6 +106,11 @@ class DialogueTemplate:
         if self.preamble.count(self.marker) != 1:
             raise ValueError(f"the preamble must contain the marker {self.marker!r} exactly "
                              f"once: {self.preamble!r}")
+        if self.preamble.count(QUESTION_FIELD) > 1:
+            raise ValueError(f"the preamble may hold {QUESTION_FIELD} at most once: {self.preamble!r}")
+        if self.question_first and self.version < 2:
+            raise ValueError(f"a preamble with {QUESTION_FIELD} needs dialogue template version 2, "
+                             f"got version {self.version}")
         if self.marker in self.system:
             raise ValueError("the system prompt may not contain the marker")
         for task, q in self.questions.items():
@@ -112,6 +120,20 @@ class DialogueTemplate:
                 raise ValueError(f"question of task {task!r} contains the marker; it belongs "
                                  f"in the preamble only")
         object.__setattr__(self, "questions", dict(self.questions))
+
+    @property
+    def question_first(self) -> bool:
+        """True when the first round's question precedes the soft slot: the text after the slot
+        is then the same for every task (a stream re-evaluates only it per event)."""
+        return QUESTION_FIELD in self.preamble
+
+    def first_turn(self, task: str, context: dict[str, str] | None = None) -> tuple[str, str]:
+        """The first round's user text before and after the soft-token marker."""
+        q = self.question(task, context)
+        before, after = self.preamble.split(self.marker)
+        if self.question_first:
+            return before.replace(QUESTION_FIELD, q), after.replace(QUESTION_FIELD, q)
+        return before, after + q
 
     def fields(self, task: str) -> list[str]:
         """The ``{name}`` fields the task's question needs from its context."""
@@ -136,8 +158,9 @@ class DialogueTemplate:
         return _FIELD.sub(fill, q)
 
     def user_text(self, task: str, first: bool, context: dict[str, str] | None = None) -> str:
-        q = self.question(task, context)
-        return self.preamble + q if first else q
+        if not first:
+            return self.question(task, context)
+        return self.marker.join(self.first_turn(task, context))
 
     def to_dict(self) -> dict:
         return {"version": self.version, "system": self.system, "marker": self.marker,
@@ -146,8 +169,8 @@ class DialogueTemplate:
     @classmethod
     def from_dict(cls, d: dict) -> "DialogueTemplate":
         v = d.get("version", TEMPLATE_VERSION)
-        if v != TEMPLATE_VERSION:
-            raise ValueError(f"unsupported dialogue template version {v} (this bua reads "
+        if v not in (1, TEMPLATE_VERSION):
+            raise ValueError(f"unsupported dialogue template version {v} (this bua reads 1 and "
                              f"{TEMPLATE_VERSION})")
         return cls(system=d["system"], questions=dict(d["questions"]),
                    marker=d.get("marker", DEFAULT_MARKER),
@@ -160,8 +183,12 @@ class DialogueTemplate:
 _EVENT_FIELDS = "one per line with its day, time, place and behavior"
 
 
-def default_template() -> DialogueTemplate:
+def default_template(question_first: bool = False) -> DialogueTemplate:
+    """bua's template; `question_first` puts the first round's question before the history
+    (a bua extension, `data.question_first`)."""
+    preamble = "Behavior history: " + DEFAULT_MARKER + "\n"
     return DialogueTemplate(
+        preamble=QUESTION_FIELD + "\n" + preamble if question_first else preamble,
         system=("You are a behavior understanding assistant. You read a user's encoded daily "
                 "behavior history and answer questions about the user."),
         questions={
@@ -228,15 +255,14 @@ def round_prompt_segments(template: DialogueTemplate, chat: ChatFormat, task: st
     one KV sequence; concatenated, the pieces equal `render_dialogue`.
     """
     r = (0 if first else -1) if round is None else round
-    q = template.question(task, context)
-    tail = q + chat.user_suffix + chat.assistant_prefix
     if not first:
+        tail = template.question(task, context) + chat.user_suffix + chat.assistant_prefix
         return [Segment("text", chat.user_prefix + tail, False, r, task)]
-    before, after = template.preamble.split(template.marker)
+    before, after = template.first_turn(task, context)
     head = chat.bos + chat.system_prefix + template.system + chat.system_suffix \
         + chat.user_prefix + before
     return [Segment("text", head, False, r, task), Segment("soft", "", False, r, task),
-            Segment("text", after + tail, False, r, task)]
+            Segment("text", after + chat.user_suffix + chat.assistant_prefix, False, r, task)]
 
 
 def render_dialogue(template: DialogueTemplate, chat: ChatFormat, tasks: Sequence[str],

@@ -45,9 +45,11 @@ class Shortlist:
 
 
 class PromptEngine:
-    """`session` is the native `bua._native.Session` it evaluates on; `head` the opening's
-    token ids (system prompt and first user prefix, the same for every task); `candidates` the
-    token ids of each behavior name plus the end of turn, in vocabulary order."""
+    """`session` is the native `bua._native.Session` it evaluates on; `opening` the token ids
+    the KV cache holds before the soft slot (system prompt and the first user text up to the
+    marker: the same for every task unless the template puts the question first), None before
+    the first call; `candidates` the token ids of each behavior name plus the end of turn, in
+    vocabulary order."""
 
     def __init__(self, bundle: Bundle, native: Any, model: Any, n_threads: int, n_ctx: int,
                  dry_multiplier: float = 0.0, dry_allowed_length: int = 2) -> None:
@@ -64,9 +66,8 @@ class PromptEngine:
         self._tok_cache: dict[str, list[int]] = {}
         self.candidates = [self.tokens(name + self.chat.end_of_turn) for name in bundle.vocab.behaviors]
         self.suffix = self.tokens(answer_suffix(self.chat))
-        self.head = self.tokens(round_prompt_segments(self.template, self.chat, PREDICT, True)[0].text)
-        self._head_in_cache = False
-        # Whoever evaluated what follows the head in the KV cache (see `claim`); None after `start`.
+        self.opening: list[int] | None = None
+        # Whoever evaluated what follows the opening in the KV cache (see `claim`); None after `start`.
         self.owner: object | None = None
 
     def new_session(self, n_ctx: int) -> Any:
@@ -89,28 +90,33 @@ class PromptEngine:
             else:
                 self.session.eval_tokens(self.tokens(seg.text))
 
-    def keep_head(self) -> None:
-        """Leaves exactly the opening in the KV cache, evaluating it only the first time."""
-        if self._head_in_cache:
-            self.session.truncate(len(self.head))
+    def keep_opening(self, opening: list[int]) -> int:
+        """Leaves exactly `opening` in the KV cache, evaluating only what differs from the
+        opening it held (their common token prefix stays); returns the positions kept."""
+        cached = self.opening or []
+        n = 0
+        while n < min(len(cached), len(opening)) and cached[n] == opening[n]:
+            n += 1
+        if n:
+            self.session.truncate(n)
         else:
             self.session.reset()
-            self.session.eval_tokens(self.head)
-            self._head_in_cache = True
+        if n < len(opening):
+            self.session.eval_tokens(opening[n:])
+        self.opening = list(opening)
+        return n
 
-    @property
-    def head_in_cache(self) -> bool:
-        return self._head_in_cache
-
-    def start(self, first_task: str, soft: np.ndarray, context: dict[str, str] | None = None) -> None:
-        """Positions the session right after the first round's prompt."""
+    def start(self, first_task: str, soft: np.ndarray, context: dict[str, str] | None = None) -> int:
+        """Positions the session right after the first round's prompt; returns the positions
+        the KV cache kept from before (the opening's part it already held)."""
         segs = round_prompt_segments(self.template, self.chat, first_task, True, 0, context)
         self.owner = None
-        self.keep_head()
+        kept = self.keep_opening(self.tokens(segs[0].text))
         self.eval_segments(segs[1:], soft)
+        return kept
 
     def claim(self, owner: object) -> None:
-        """Records that `owner` (e.g. a stream) evaluated what now follows the head."""
+        """Records that `owner` (e.g. a stream) evaluated what now follows the opening."""
         self.owner = owner
 
     def explain_rounds(self, soft: np.ndarray, tasks: Sequence[str], max_answer_tokens: int) -> dict[str, str]:

@@ -155,7 +155,7 @@ class OnDevicePredictor:
         self.engine = PromptEngine(bundle, native, self.model, self.n_threads, n_ctx, dry_multiplier,
                                    dry_allowed_length)
         self._lock = threading.Lock()
-        self._stream_rows = 0  # soft rows the engine's owning stream has after the head (see stream())
+        self._stream_rows = 0  # soft rows the engine's owning stream has after the opening (see stream())
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike, n_threads: int | None = None, *,
@@ -236,15 +236,15 @@ class OnDevicePredictor:
         holds them; also returns how many positions it evaluated."""
         engine = self.engine
         with self._lock:
-            reuse = engine.owner is stream and engine.head_in_cache and 0 < keep_rows <= self._stream_rows
+            # a stream's owner mark means the cache holds the prediction round's opening
+            reuse = engine.owner is stream and 0 < keep_rows <= self._stream_rows
             if reuse:
-                kept = len(engine.head) + keep_rows
+                kept = len(engine.opening) + keep_rows
                 engine.session.truncate(kept)
                 engine.session.eval_embeddings(np.ascontiguousarray(soft[keep_rows:]))
                 engine.eval_segments(round_prompt_segments(self.template, self.chat, PREDICT, True)[2:], soft)
             else:
-                kept = len(engine.head) if engine.head_in_cache else 0
-                engine.start(PREDICT, soft)
+                kept = engine.start(PREDICT, soft)
             engine.claim(stream)
             self._stream_rows = len(soft)
             n_prompt = engine.n_past
