@@ -10,7 +10,8 @@
 //
 // --stream FIRST predicts after each of rows FIRST..n as if the events arrived one by one:
 // the encoder is causal, so the rows of a longer history start with those of a shorter one,
-// and each step evaluates only the new row and the question (the KV cache keeps the rest).
+// and each step evaluates only the new row and the text after the slot, as one batch of rows
+// (the KV cache keeps the rest).
 // When an app's window reaches the bundle's max_history it drops a block of old events,
 // reruns the encoder and starts again from the opening (docs/ON_DEVICE.md).
 //
@@ -189,6 +190,9 @@ int main(int argc, char** argv) {
         params.n_ctx = prompt.n_ctx;
         params.n_threads = threads;
         if (stream_first < 0 || stream_first > rows) fail("--stream must lie in 1.." + std::to_string(rows));
+        if (cols != model->n_embd())
+            fail(npy + ": rows of width " + std::to_string(cols) + ", the model's embeddings have " +
+                 std::to_string(model->n_embd()));
         bua::Session session(model, params);
         std::vector<std::vector<bua::Token>> conts;
         for (const Candidate& c : prompt.candidates) conts.push_back(model->tokenize(c.continuation, false, true));
@@ -200,15 +204,23 @@ int main(int argc, char** argv) {
             ++slot;
         }
         const int opening = session.n_past();
-        std::vector<std::vector<bua::Token>> after_slot;
-        for (size_t s = slot + 1; s < prompt.segments.size(); ++s)
-            after_slot.push_back(model->tokenize(prompt.segments[s].text, false, true));
+        // The text after the slot joins the new soft rows as its token-embedding rows: one
+        // llama_decode per prediction instead of two (each has a fixed cost of weight reads).
+        std::vector<bua::Token> after_slot;
+        for (size_t s = slot + 1; s < prompt.segments.size(); ++s) {
+            const auto tokens = model->tokenize(prompt.segments[s].text, false, true);
+            after_slot.insert(after_slot.end(), tokens.begin(), tokens.end());
+        }
+        const std::vector<float> after_rows = model->token_embeddings(after_slot);
+        std::vector<float> batch;
         int cached_rows = 0;
         for (int n = stream_first > 0 ? stream_first : rows; n <= rows; ++n) {
             session.truncate(opening + cached_rows);  // keep the opening and the rows so far
-            session.eval_embeddings(soft.data() + static_cast<size_t>(cached_rows) * cols, n - cached_rows, cols);
+            batch.assign(soft.begin() + static_cast<std::ptrdiff_t>(cached_rows) * cols,
+                         soft.begin() + static_cast<std::ptrdiff_t>(n) * cols);
+            batch.insert(batch.end(), after_rows.begin(), after_rows.end());
+            session.eval_embeddings(batch.data(), static_cast<int>(batch.size() / cols), cols);
             cached_rows = n;
-            for (const auto& tokens : after_slot) session.eval_tokens(tokens);
             bua::ShortlistParams shortlist;
             shortlist.top_k = std::max(1, top_k);
             shortlist.mass_tolerance = mass_tolerance;

@@ -241,8 +241,8 @@ class OnDevicePredictor:
             if reuse:
                 kept = len(engine.opening) + keep_rows
                 engine.session.truncate(kept)
-                engine.session.eval_embeddings(np.ascontiguousarray(soft[keep_rows:]))
-                engine.eval_segments(round_prompt_segments(self.template, self.chat, PREDICT, True)[2:], soft)
+                engine.eval_segments(round_prompt_segments(self.template, self.chat, PREDICT, True)[1:],
+                                     soft[keep_rows:])
             else:
                 kept = engine.start(PREDICT, soft)
             engine.claim(stream)
