@@ -76,7 +76,8 @@ def build_model(config: TrainConfig, encoder, backbone_dir: Path, device: torch.
                                           n_pooled_tokens=config.encoder.n_pooled_tokens))
     soft = SoftTokenizer(encoder, projector)
     m = config.model
-    return BUAModel.from_backbone(backbone_dir, soft, m.lora, template or default_template(config.data.question_first), dtype=m.dtype,
+    template = template or default_template(config.data.question_first)
+    return BUAModel.from_backbone(backbone_dir, soft, m.lora, template, dtype=m.dtype,
                                   device=device, gradient_checkpointing=m.gradient_checkpointing, chat=chat,
                                   adapter_dir=adapter_dir, autocast=m.autocast)
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bua.dialogue import PREDICT, STAGE2_EXPLAIN_TASKS, Segment, answer_suffix, round_prompt_segments
+from bua.dialogue import STAGE2_EXPLAIN_TASKS, Segment, answer_suffix, round_prompt_segments
 from bua.runtime.bundle import Bundle
 
 
