@@ -376,6 +376,18 @@ def test_arguments_are_checked_before_the_model_runs(predictor, history, bundle_
     assert predictor.predict(array, explain=False).top == predictor.predict(history, explain=False).top
 
 
+def _assert_same_top(got, want, step, rtol=1e-2, atol=1e-4):
+    """The same top k up to float noise (llama.cpp computed the cached rows in other batches):
+    equal probabilities rank by rank, and a behavior ranks differently only in a near tie, i.e.
+    with the probability the fresh prediction gives it (or, leaving the top k, the k-th's)."""
+    got_p = np.array([s.probability for s in got.top])
+    want_p = {s.behavior: s.probability for s in want.top}
+    assert np.allclose(got_p, [s.probability for s in want.top], rtol=rtol, atol=atol), step
+    for s in got.top:
+        ref = want_p.get(s.behavior, want.top[-1].probability)
+        assert np.isclose(s.probability, ref, rtol=rtol, atol=atol), (step, s.behavior, s.probability, ref)
+
+
 def test_stream_equals_fresh_predict_across_window_drops_and_users(predictor, bundle_dir, dataset):
     """stream.append evaluates only the new soft row and the question, yet predicts exactly what
     a fresh predict of the same window does: over a log longer than the window (block drops)
@@ -391,9 +403,7 @@ def test_stream_equals_fresh_predict_across_window_drops_and_users(predictor, bu
     for i, event in enumerate(log_a[3:], start=4):
         got = a.append(event)
         want = reference.predict(a.events, top_k=5, explain=False)
-        assert [s.behavior for s in got.top] == [s.behavior for s in want.top], i
-        # float noise only: llama.cpp computed the cached rows in other batches
-        assert np.allclose([s.probability for s in got.top], [s.probability for s in want.top], rtol=1e-2, atol=1e-4), i
+        _assert_same_top(got, want, i)
         assert got.prompt_tokens == want.prompt_tokens and got.soft_tokens == len(a.events)
         if i <= limit:
             assert a.events == log_a[:i]
@@ -425,8 +435,7 @@ def test_question_first_stream_re_evaluates_only_the_new_row_and_the_turn_end(ti
     for i, event in enumerate(log[3:], start=4):
         got = s.append(event)
         want = reference.predict(s.events, top_k=3, explain=False)
-        assert [b.behavior for b in got.top] == [b.behavior for b in want.top], i
-        assert np.allclose([b.probability for b in got.top], [b.probability for b in want.top], rtol=1e-2, atol=1e-4)
+        _assert_same_top(got, want, i)
         if i > 4 and i != 8:
             assert s.evaluated == 1 + n_after, i
         if i == 7:  # another task's opening replaces the prediction's: the next append starts over
