@@ -218,3 +218,43 @@ def test_shared_prefix_needs_prefix_histories():
          for h in (history, other[:2])]
     with pytest.raises(ValueError, match="prefixes of the first one's"):
         shared_prefix_example(SharedPrefix(d), model.tokenizer, model.n_soft_tokens, {})
+
+
+
+def test_generation_opening_round_moves_the_first_line_to_its_own_round(model):
+    """stage2.generation_opening_round: the generate answer's first line (with its newline)
+    becomes an appended round of the same task; ids, mask and the other rounds stay; under the
+    round-balanced loss that line then weighs as much as each other round."""
+    from bua.training.data import opening_line_round, single_token_id
+    from bua.training.losses import dialogue_losses, round_losses
+
+    newline = single_token_id(model.tokenizer, "\n")
+    day = "Sun 07:00 @home gaming\nSun 08:10 @work music\nSun 09:30 @work subway"
+    segs = render_dialogue(model.template, model.chat, ["patterns", "generate"], ["Sequences: none repeats.", day],
+                           [None, {"day": "Sunday"}])
+    plain = Example(tokenize_segments(segs, model.tokenizer, n_soft=model.n_soft_tokens(len(HIST))), HIST,
+                    ("patterns", "generate"))
+    split = opening_line_round(plain, newline)
+    assert split.round_tasks == ("patterns", "generate", "generate")
+    t, p = split.tokens, plain.tokens
+    assert np.array_equal(t.input_ids, p.input_ids) and np.array_equal(t.answer_mask, p.answer_mask)
+
+    def answer_text(example, rnd):
+        tok = example.tokens
+        return model.tokenizer.decode(tok.input_ids[tok.answer_mask & (tok.round_ids == rnd)])
+
+    assert answer_text(split, 2) == "Sun 07:00 @home gaming\n"
+    assert answer_text(split, 2) + answer_text(split, 1) == answer_text(plain, 1)
+    assert answer_text(split, 0) == answer_text(plain, 0)
+    assert [s[:2] for s in t.spans] == [(0, "patterns"), (2, "generate"), (1, "generate")]
+
+    batch = collate([split], model.pad_id)
+    with torch.no_grad():
+        nll = model(batch).nll
+    rounds = round_losses(nll, batch.loss_rounds[:, 1:], 3)
+    opening = len(model.tokenizer("Sun 07:00 @home gaming\n", add_special_tokens=False)["input_ids"])
+    assert rounds.counts[0, 2] == opening and rounds.present[0].all()
+    assert dialogue_losses(rounds, "round_balanced").item() == pytest.approx(rounds.means[0].mean().item(), rel=1e-6)
+
+    predict_only = _example(model, ["predict"], ["gaming"])
+    assert opening_line_round(predict_only, newline) is predict_only

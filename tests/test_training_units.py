@@ -257,3 +257,9 @@ def test_direct_first_moves_prediction_dialogues_to_the_front_of_the_same_set():
     assert not any(is_direct(i) for i in order(1.0)[n_direct:24])
     with pytest.raises(ConfigError, match="direct_first"):
         config_from_dict({"stage2": {"direct_first": 1.5}})
+
+
+def test_generation_opening_round_is_a_stage2_switch():
+    assert config_from_dict({"stage2": {"generation_opening_round": True}}).stage2.generation_opening_round
+    with pytest.raises(ConfigError, match="stage1.generation_opening_round"):
+        config_from_dict({"stage1": {"generation_opening_round": True}})

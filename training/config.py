@@ -160,6 +160,11 @@ class StageConfig:
     # there are; the rest (understanding rounds, generation and the other direct dialogues)
     # follow in the shuffled order. 0 = shuffled; 1 = every direct dialogue first
     direct_first: float = 0.0
+    # stage 2, a bua extension: the first line of each training generation answer (up to its
+    # newline) is a round of its own under the round-balanced loss, so the line that sets the
+    # day's format and first event weighs as much as a prediction round instead of about 1/300
+    # of the generation round (training/README.md, "Thirteenth round"); validation is unchanged
+    generation_opening_round: bool = False
     continue_from: Optional[Literal["stage1", "stage2"]] = None  # None: the latest finished earlier stage
     loss: Literal["round_balanced", "token"] = "round_balanced"
     task_weighting: TaskWeightingConfig = field(default_factory=TaskWeightingConfig)
@@ -362,6 +367,8 @@ def _validate(config: TrainConfig, source: str) -> None:
             fail(f"{name}.distill_weight", stage.distill_weight, "must be 0, or a positive weight in stage2")
         if not 0.0 <= stage.direct_first <= 1.0:
             fail(f"{name}.direct_first", stage.direct_first, "must lie in [0, 1]")
+        if stage.generation_opening_round and name != "stage2":
+            fail(f"{name}.generation_opening_round", stage.generation_opening_round, "applies to stage2 only")
         if stage.distill_temperature <= 0:
             fail(f"{name}.distill_temperature", stage.distill_temperature, "must be positive")
         if stage.continue_from is not None and STAGES.index(stage.continue_from) >= STAGES.index(name):

@@ -208,9 +208,11 @@ def _stage2_kinds(n: int, cfg: StageConfig, rng: np.random.Generator) -> list[tu
 
 
 def to_examples(dialogues: Sequence[Dialogue | SharedPrefix], tokenizer, n_soft,
-                max_length: int) -> tuple[list[Example], int]:
-    """Tokenizes dialogues (each segment on its own); drops those longer than `max_length`."""
+                max_length: int, opening_round: bool = False) -> tuple[list[Example], int]:
+    """Tokenizes dialogues (each segment on its own); drops those longer than `max_length`;
+    `opening_round` gives each generation answer's first line a round of its own."""
     cache: dict[str, list[int]] = {}
+    newline = single_token_id(tokenizer, "\n") if opening_round else -1
     out, dropped = [], 0
     for d in dialogues:
         if isinstance(d, SharedPrefix):
@@ -218,11 +220,45 @@ def to_examples(dialogues: Sequence[Dialogue | SharedPrefix], tokenizer, n_soft,
         else:
             tokens = tokenize_segments(d.segments, tokenizer, n_soft=n_soft(len(d.history)), cache=cache)
             example = Example(tokens, events_to_array(d.history), tuple(d.tasks), d.user_id)
+            if opening_round:
+                example = opening_line_round(example, newline)
         if len(example) > max_length:
             dropped += 1
             continue
         out.append(example)
     return out, dropped
+
+
+def single_token_id(tokenizer, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"the tokenizer writes {text!r} as {len(ids)} tokens {ids}; one was expected")
+    return int(ids[0])
+
+
+def opening_line_round(example: Example, newline_id: int) -> Example:
+    """`example` with the first line of its `generate` answer (up to and including the first
+    `newline_id`) moved to a round of its own, appended after the others. Under the
+    round-balanced loss that line, which sets the day's line format and first event (the later
+    lines copy it), then weighs as much as a round instead of 1/T of one. Other examples, and
+    answers of one line, come back unchanged."""
+    t = example.tokens
+    rounds = np.asarray(t.round_ids).copy()
+    new_round = len(example.round_tasks)
+    spans = []
+    for r, task, a, b in t.spans:
+        if task == GENERATE:
+            breaks = np.flatnonzero(np.asarray(t.input_ids[a:b]) == newline_id)
+            if breaks.size:
+                cut = a + int(breaks[0]) + 1
+                rounds[a:cut] = new_round
+                spans += [(new_round, task, a, cut), (r, task, cut, b)]
+                continue
+        spans.append((r, task, a, b))
+    if len(spans) == len(t.spans):
+        return example
+    tokens = TokenizedDialogue(t.input_ids, t.answer_mask, rounds, t.soft_start, t.n_soft, tuple(spans))
+    return Example(tokens, example.events, example.round_tasks + (GENERATE,), example.user_id, example.branches)
 
 
 def shared_prefix_example(group: SharedPrefix, tokenizer, n_soft, cache: dict[str, list[int]]) -> Example:
@@ -273,7 +309,8 @@ def build_stage(data: CurriculumData, stage: str, cfg: StageConfig, dconfig: Dat
         for d in (item.dialogues if isinstance(item, SharedPrefix) else [item]):
             key = d.tasks[-1] if stage != "stage2" else ("explain_" if len(d.tasks) > 1 else "direct_") + d.tasks[-1]
             counts[key] = counts.get(key, 0) + 1
-    train, dropped_t = to_examples(made["train"], model.tokenizer, model.n_soft_tokens, dconfig.max_length)
+    train, dropped_t = to_examples(made["train"], model.tokenizer, model.n_soft_tokens, dconfig.max_length,
+                                   cfg.generation_opening_round)
     val, dropped_v = to_examples(made["val"], model.tokenizer, model.n_soft_tokens, dconfig.max_length)
     if not train:
         raise ValueError(f"{stage}: no training dialogues left (built {len(made['train'])}, {dropped_t} longer than "
