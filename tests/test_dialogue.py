@@ -61,6 +61,7 @@ def test_event_line_questions_hold_no_sample_the_model_could_copy():
     (dict(preamble="no marker\n"), "exactly once"),
     (dict(preamble="{question} <behavior_history> {question}"), "at most once"),
     (dict(preamble="{question} <behavior_history>", version=1), "needs dialogue template version 2"),
+    (dict(preamble="<behavior_history>\n{question}"), "must precede the marker"),
     (dict(questions={"predict": "x <behavior_history>"}), "contains the marker"),
     (dict(system="<behavior_history>"), "system prompt"),
     (dict(marker=""), "may not be empty"),

@@ -157,6 +157,25 @@ def test_generate_reports_unparseable_text(predictor, history):
     assert len(caught.value.attempts) == 1 and repr(caught.value.attempts[0][:300]) in str(caught.value)
 
 
+def test_generate_samples_reproducibly_from_its_seed(predictor, history):
+    """temperature > 0 samples the day: one seed gives one text, another seed another; each
+    attempt gets its own seed, so a grammar retry is not the free attempt's draw again."""
+    kwargs = dict(explain=False, max_retries=0, temperature=1.0, top_p=0.95)
+
+    def free_text(seed):
+        try:
+            return predictor.generate(history, seed=seed, **kwargs).free_text
+        except GenerationError as e:
+            return e.attempts[0]
+
+    assert free_text(7) == free_text(7)
+    assert len({free_text(seed) for seed in range(4)}) > 1
+    for bad in (dict(temperature=-0.1), dict(temperature=6.0), dict(top_p=0.0), dict(top_p=1.5),
+                dict(seed=-1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            predictor.generate(history, explain=False, **bad)
+
+
 def test_grammar_is_valid_gbnf_for_llama_cpp(predictor, history):
     grammar = event_lines_grammar(predictor.vocab, days=[2])
     s = predictor.engine.native.Session(predictor.model, n_ctx=256, n_threads=1)

@@ -60,6 +60,12 @@ def test_generate_and_explain(tiny_bundle, logs):
         assert json.loads(day.stdout)["events"]
     else:
         assert "did not parse" in day.stderr and "Traceback" not in day.stderr
+    sampled = [bua("generate", "--bundle", tiny_bundle, "--history", logs["text"], "--threads", 1, "--temperature",
+                   1.0, "--top-p", 0.9, "--seed", 3) for _ in range(2)]
+    first, again = sampled
+    assert first.returncode in (0, 1) and (first.stdout, first.stderr) == (again.stdout, again.stderr)
+    bad = bua("generate", "--bundle", tiny_bundle, "--history", logs["text"], "--top-p", 2)
+    assert bad.returncode != 0 and "top_p must lie in (0, 1]" in bad.stderr and "Traceback" not in bad.stderr
     explained = bua("predict", "--bundle", tiny_bundle, "--history", logs["text"], "--explain", "--threads", 1)
     assert explained.returncode == 0 and "[key_behaviors]" in explained.stdout
 

@@ -108,6 +108,9 @@ class DialogueTemplate:
                              f"once: {self.preamble!r}")
         if self.preamble.count(QUESTION_FIELD) > 1:
             raise ValueError(f"the preamble may hold {QUESTION_FIELD} at most once: {self.preamble!r}")
+        if QUESTION_FIELD in self.preamble.split(self.marker)[1]:
+            raise ValueError(f"{QUESTION_FIELD} must precede the marker in the preamble (a question after "
+                             f"the history belongs after the preamble): {self.preamble!r}")
         if self.question_first and self.version < 2:
             raise ValueError(f"a preamble with {QUESTION_FIELD} needs dialogue template version 2, "
                              f"got version {self.version}")
@@ -132,7 +135,7 @@ class DialogueTemplate:
         q = self.question(task, context)
         before, after = self.preamble.split(self.marker)
         if self.question_first:
-            return before.replace(QUESTION_FIELD, q), after.replace(QUESTION_FIELD, q)
+            return before.replace(QUESTION_FIELD, q), after
         return before, after + q
 
     def fields(self, task: str) -> list[str]:

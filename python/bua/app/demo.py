@@ -27,7 +27,7 @@ import numpy as np
 DEFAULT_CONFIG = "smollm2-135m-cpu"
 QUICK_CONFIG = "tiny-cpu"
 SHOWN_HISTORY = 12
-EVAL_FORMAT = 3  # ondevice_eval.json's layout; a cached eval of another format is recomputed
+EVAL_FORMAT = 4  # ondevice_eval.json's layout; a cached eval of another format is recomputed
 
 
 def configs_dir() -> Path:
@@ -200,7 +200,7 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
     from bua.fsio import write_bytes
     from bua.metrics import generation_metrics
     from bua.models.baseline_eval import prediction_report, run_baselines
-    from bua.runtime.predictor import GenerationError
+    from bua.runtime.predictor import GENERATION_TEMPERATURE, GENERATION_TOP_P, GenerationError
     from bua.textformat import parse_events_report
     from bua.training.evaluation import PROBE_ROW, repeat_previous_day, soft_token_probe
 
@@ -253,6 +253,7 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
     result = {"format": EVAL_FORMAT, "bundle_sha256": bundle_sha, "prediction_markdown": report.to_markdown(),
               "prediction": report.to_dict(), "latency_ms_per_prediction": round(latency_ms, 1),
               "explanation": explanation, "generation": generation, "generation_samples": len(pool),
+              "generation_decoding": {"temperature": GENERATION_TEMPERATURE, "top_p": GENERATION_TOP_P, "seed": 0},
               "generation_failures": failures,
               # the unconstrained first attempts, line by line, before any grammar-constrained retry
               "generation_free_lines": sum(len(p) + len(e) for p, e in free_lines),

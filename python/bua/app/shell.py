@@ -91,7 +91,8 @@ def run_generate(args: argparse.Namespace) -> int:
     predictor = _predictor(args)
     user, events = read_history(args.history, predictor.vocab, args.column, args.user, predictor.bundle.max_history)
     t = time.monotonic()
-    day = predictor.generate(events, explain=args.explain)
+    sampling = {k: getattr(args, k) for k in ("temperature", "top_p") if getattr(args, k) is not None}
+    day = predictor.generate(events, explain=args.explain, seed=args.seed, **sampling)
     seconds = round(time.monotonic() - t, 3)
     text = format_events(day.events, predictor.vocab)
     if args.json:
@@ -178,6 +179,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_predict)
     p = sub.add_parser("generate", help="the next day's events of a history, from a bundle")
     _common(p)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature of the day, 0 = greedy (default: OnDevicePredictor.generate's)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling share (default: generate's)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed: one seed, one day (default 0)")
     p.set_defaults(func=run_generate)
     p = sub.add_parser("info", help="what a bundle is, whether it verifies, the llama.cpp it runs on")
     p.add_argument("--bundle", required=True)

@@ -64,7 +64,7 @@ class PromptEngine:
         self.n_threads = n_threads
         self.session = self.new_session(n_ctx)
         self._tok_cache: dict[str, list[int]] = {}
-        self._row_cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._row_cache: dict[str, np.ndarray] = {}
         self.candidates = [self.tokens(name + self.chat.end_of_turn) for name in bundle.vocab.behaviors]
         self.suffix = self.tokens(answer_suffix(self.chat))
         self.opening: list[int] | None = None
@@ -87,27 +87,25 @@ class PromptEngine:
         """Evaluates segments in order: a soft segment as `soft`'s rows, text as its tokens. The
         text right after the soft slot goes into the same llama_decode as the rows, as its
         token-embedding rows: one decode's fixed cost less per prompt."""
-        k = 0
-        while k < len(segments):
-            seg = segments[k]
+        pending = None  # soft rows waiting for the text that follows them
+        for seg in segments:
             if seg.kind == "soft":
-                after = segments[k + 1] if k + 1 < len(segments) and segments[k + 1].kind == "text" else None
-                self.eval_rows(soft, self.tokens(after.text) if after is not None else [])
-                k += 2 if after is not None else 1
+                pending = np.asarray(soft, dtype=np.float32)
+            elif pending is not None:
+                self.session.eval_embeddings(np.concatenate([pending, self.text_rows(seg.text)]))
+                pending = None
             else:
                 self.session.eval_tokens(self.tokens(seg.text))
-                k += 1
+        if pending is not None:
+            self.session.eval_embeddings(np.ascontiguousarray(pending))
 
-    def eval_rows(self, rows: np.ndarray, then_tokens: Sequence[int] = ()) -> None:
-        """Evaluates embedding `rows`, then `then_tokens` as their embedding rows, in one batch."""
-        if len(then_tokens):
-            key = tuple(then_tokens)
-            extra = self._row_cache.get(key)
-            if extra is None:
-                extra = self._row_cache[key] = np.asarray(self.model.token_embeddings(list(then_tokens)),
-                                                          dtype=np.float32)
-            rows = np.concatenate([np.asarray(rows, dtype=np.float32).reshape(-1, extra.shape[1]), extra])
-        self.session.eval_embeddings(np.ascontiguousarray(rows, dtype=np.float32))
+    def text_rows(self, text: str) -> np.ndarray:
+        """`text`'s token-embedding rows (float32 [n_tokens, n_embd]), cached by text."""
+        rows = self._row_cache.get(text)
+        if rows is None:
+            rows = self._row_cache[text] = np.asarray(self.model.token_embeddings(self.tokens(text)),
+                                                      dtype=np.float32)
+        return rows
 
     def keep_opening(self, opening: list[int]) -> int:
         """Leaves exactly `opening` in the KV cache, evaluating only what differs from the

@@ -29,6 +29,9 @@ from bua.runtime.native import check_llama_build, load_native
 from bua.textformat import parse_events, parse_events_report
 
 HISTORY_SOURCE = "history"
+# `generate`'s default decoding of a day (training/README.md, "Thirteenth round")
+GENERATION_TEMPERATURE = 0.7
+GENERATION_TOP_P = 0.95
 
 
 class GenerationError(RuntimeError):
@@ -267,18 +270,26 @@ class OnDevicePredictor:
             return self.engine.score_candidates()
 
     def generate(self, history, horizon: str = "1d", explain: bool = True,
-                 max_retries: int = 1) -> GeneratedDay:
+                 max_retries: int = 1, temperature: float = GENERATION_TEMPERATURE,
+                 top_p: float = GENERATION_TOP_P, seed: int = 0) -> GeneratedDay:
         """The next day's events, parsed in the bundle's serialization format.
 
         The answer starts with the next day's abbreviation (`bua.dialogue.answer_prefix`), the
-        model writes the rest. The first attempt decodes freely and must parse strictly; if it
-        does not, up to `max_retries` retries decode under a GBNF grammar of the event-line
-        format (restricted to the next day), keeping the lines that parse. Raises
-        GenerationError with the model's text if no attempt yields an event.
+        model writes the rest, sampled at `temperature` within nucleus `top_p` from `seed` (the
+        same call gives the same day; temperature 0 decodes greedily, which writes the single
+        most likely line over and over). The first attempt decodes freely and must parse
+        strictly; if it does not, up to `max_retries` retries decode under a GBNF grammar of
+        the event-line format (restricted to the next day), keeping the lines that parse.
+        Raises GenerationError with the model's text if no attempt yields an event.
         """
         if horizon != "1d":
             raise ValueError(f"unsupported horizon {horizon!r}: bundles are trained to generate "
                              "the next day ('1d')")
+        if not (isinstance(temperature, numbers.Real) and 0.0 <= temperature <= 5.0):
+            raise ValueError(f"temperature must lie in [0, 5] (0 = greedy), got {temperature!r}")
+        if not (isinstance(top_p, numbers.Real) and 0.0 < top_p <= 1.0):
+            raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
+        _check_count("seed", seed, 0, 2**32 - 1)
         events = self._events(history)
         soft = self._soft_rows(events)
         context = question_context(GENERATE, events)
@@ -291,8 +302,9 @@ class OnDevicePredictor:
             attempts: list[str] = []
             for attempt in range(1 + max_retries):
                 constrained = attempt > 0
-                out = self.engine.session.generate(self.max_generation_tokens,
-                                             grammar=grammar if constrained else "", keep=False)
+                out = self.engine.session.generate(self.max_generation_tokens, temperature=temperature,
+                                                   top_p=top_p, seed=seed + attempt,
+                                                   grammar=grammar if constrained else "", keep=False)
                 text = (prefix + out["text"]).strip()
                 attempts.append(text)
                 if not constrained:
