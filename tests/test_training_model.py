@@ -220,7 +220,6 @@ def test_shared_prefix_needs_prefix_histories():
         shared_prefix_example(SharedPrefix(d), model.tokenizer, model.n_soft_tokens, {})
 
 
-
 def test_generation_opening_round_moves_the_first_line_to_its_own_round(model):
     """stage2.generation_opening_round: the generate answer's first line (with its newline)
     becomes an appended round of the same task; ids, mask and the other rounds stay; under the

@@ -240,8 +240,9 @@ def opening_line_round(example: Example, newline_id: int) -> Example:
     """`example` with the first line of its `generate` answer (up to and including the first
     `newline_id`) moved to a round of its own, appended after the others. Under the
     round-balanced loss that line, which sets the day's line format and first event (the later
-    lines copy it), then weighs as much as a round instead of 1/T of one. Other examples, and
-    answers of one line, come back unchanged."""
+    lines copy it), then weighs as much as a round instead of 1/T of one. A one-line answer
+    moves whole (its newline is the chat suffix's), leaving its old round empty: the same loss.
+    Examples without a `generate` answer come back unchanged."""
     t = example.tokens
     rounds = np.asarray(t.round_ids).copy()
     new_round = len(example.round_tasks)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from bua.dialogue import Segment
+from bua.training.data import single_token_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from bua.training.model import BUAModel
@@ -38,13 +39,7 @@ class InferenceSession:
         self.cache = DynamicCache()
         self.n_past = 0
         self.last_logits: torch.Tensor | None = None  # [V] float32 after the last fed position
-        self._eot = self._single_token(model.chat.end_of_turn)
-
-    def _single_token(self, text: str) -> int:
-        ids = self.tokenize(text)
-        if len(ids) != 1:
-            raise ValueError(f"end of turn {text!r} is not one token: {ids}")
-        return ids[0]
+        self._eot = single_token_id(model.tokenizer, model.chat.end_of_turn)
 
     def tokenize(self, text: str) -> list[int]:
         return list(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
