@@ -61,10 +61,29 @@ def test_predict_fast_path_returns_vocabulary_distribution(predictor, history):
     assert [s.behavior for s in full.top[:5]] == names
 
 
-def test_fast_path_scores_the_top_k_exactly_and_bounds_the_rest(predictor, history, bundle_dir):
-    """predict scores behaviors best first and stops when the rest cannot matter: the top k
-    equal full scoring's, and each probability is at most 1 + score_tolerance times its
+def test_constrained_scoring_is_a_distribution_over_the_behaviors(predictor, history, bundle_dir):
+    """The default scoring: every behavior scored exactly, probabilities that sum to 1, in the
+    order of `behavior_logprobs`; a name's constrained probability is at least its share of the
+    unconstrained mass (renormalizing only removes the mass of non-names)."""
+    assert predictor.scoring == "constrained"
+    n = predictor.vocab.n_behaviors
+    logp = predictor.behavior_logprobs(history)
+    assert np.exp(logp).sum() == pytest.approx(1.0, abs=1e-9)
+    result = predictor.predict(history, top_k=n, explain=False)
+    assert result.scored_behaviors == n
+    assert [s.behavior_id for s in result.top] == list(np.argsort(-logp, kind="stable"))
+    assert [s.probability for s in result.top] == pytest.approx(list(np.exp(np.sort(logp)[::-1])), abs=1e-9)
+    summed = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, scoring="summed").behavior_logprobs(history)
+    assert np.all(logp >= summed - 1e-4)
+    with pytest.raises(ValueError, match="scoring must be one of constrained, summed"):
+        OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, scoring="greedy")
+
+
+def test_fast_path_scores_the_top_k_exactly_and_bounds_the_rest(bundle_dir, history):
+    """Summed scoring scores behaviors best first and stops when the rest cannot matter: the
+    top k equal full scoring's, and each probability is at most 1 + score_tolerance times its
     softmax over every behavior."""
+    predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, scoring="summed")
     n = predictor.vocab.n_behaviors
     exact = predictor.behavior_logprobs(history)
     order = np.argsort(-exact, kind="stable")
@@ -78,7 +97,7 @@ def test_fast_path_scores_the_top_k_exactly_and_bounds_the_rest(predictor, histo
             want = p_all[s.behavior_id]
             assert want - 1e-6 <= s.probability <= want * (1 + predictor.score_tolerance) + 1e-6
         assert k <= result.scored_behaviors <= n
-    everything = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, score_tolerance=0.0)
+    everything = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, score_tolerance=0.0, scoring="summed")
     result = everything.predict(history, top_k=3, explain=False)
     assert result.scored_behaviors == n
     assert [s.probability for s in result.top] == pytest.approx(list(p_all[order[:3]]), abs=1e-6)
@@ -313,6 +332,20 @@ def test_cpp_example_matches_python_fast_path(bundle_dir, predictor, history, tm
     expected = predictor.predict(history, top_k=3, explain=False).top
     assert names == [s.behavior for s in expected]
     assert probs == pytest.approx([s.probability for s in expected], abs=1e-3)
+
+    out = subprocess.run(
+        [str(build / "bua-predict"), str(work), str(tmp_path / "soft.npy"), "--top-k", "3", "--threads", "1",
+         "--scoring", "summed"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = [line for line in out.splitlines() if line[:1].isdigit()]
+    summed = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, scoring="summed")
+    expected = summed.predict(history, top_k=3, explain=False).top
+    assert [line.split(".", 1)[1].rsplit("p=", 1)[0].strip() for line in lines] == [s.behavior for s in expected]
+    assert [float(line.rsplit("p=", 1)[1]) for line in lines] == pytest.approx(
+        [s.probability for s in expected], abs=1e-3)
 
     # --stream: one prediction per growing prefix, each evaluating only the new row and the question
     first = len(history) - 3

@@ -114,10 +114,10 @@ def test_score_candidates_equals_training_nll_of_the_answer(model):
     tpl, chat = model.template, model.chat
     prompt = round_prompt_segments(tpl, chat, "predict", True)
     names = ["gaming", "check weather", "subway"]
-    scores = model.score_candidates(HIST, prompt, names)
+    scores = model.score_candidates(HIST, prompt, names, scoring="summed")
     from bua.events import events_from_array
 
-    assert torch.equal(model.score_candidates(events_from_array(HIST), prompt, names), scores)
+    assert torch.equal(model.score_candidates(events_from_array(HIST), prompt, names, scoring="summed"), scores)
     eot = model.tokenizer(chat.end_of_turn, add_special_tokens=False)["input_ids"]
     for name, score in zip(names, scores):
         ex = _example(model, ["predict"], [name])
@@ -257,3 +257,32 @@ def test_generation_opening_round_moves_the_first_line_to_its_own_round(model):
 
     predict_only = _example(model, ["predict"], ["gaming"])
     assert opening_line_round(predict_only, newline) is predict_only
+
+
+def test_constrained_scores_renormalize_at_each_branch_of_the_names(model):
+    """Constrained scoring (the runtime's default): each answer token's probability among the
+    tokens that continue some candidate after the same prefix, evaluated here one prefix at a
+    time on a fresh sequence; the scores are a distribution over the candidates."""
+    from bua.training.inference import InferenceSession
+
+    prompt = round_prompt_segments(model.template, model.chat, "predict", True)
+    names = ["check weather", "check email", "checking", "subway", "gaming"]  # shared first tokens
+    scores = model.score_candidates(HIST, prompt, names)
+    assert torch.exp(scores).sum().item() == pytest.approx(1.0, abs=1e-5)
+    seqs = [model.tokenizer(n + model.chat.end_of_turn, add_special_tokens=False)["input_ids"] for n in names]
+    assert any(a[0] == b[0] for i, a in enumerate(seqs) for b in seqs[i + 1:])  # a real branch after the first token
+    for seq, score in zip(seqs, scores):
+        want = 0.0
+        for j, token in enumerate(seq):
+            allowed = sorted({s[j] for s in seqs if len(s) > j and s[:j] == seq[:j]})
+            session = InferenceSession(model)
+            session.feed_segments(prompt, HIST)
+            session.feed_ids(seq[:j])
+            want += torch.log_softmax(session.last_logits[allowed], 0)[allowed.index(token)].item()
+        assert score.item() == pytest.approx(want, abs=1e-4)
+    session = InferenceSession(model)
+    session.feed_segments(prompt, HIST)
+    with pytest.raises(ValueError, match="the same tokens"):
+        session.score(["gaming", "gaming"])
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        session.score(["gaming"], scoring="first")

@@ -189,6 +189,9 @@ class EvalConfig:
 
     enabled: bool = True
     prediction_mode: Literal["direct", "explain"] = "direct"  # explain: generate rounds 1-3 first
+    # how BUA scores each behavior name as the answer (bua.dialogue.SCORING_RULES); the demo's
+    # on-device evaluation passes it to OnDevicePredictor(scoring=...)
+    scoring: Literal["constrained", "summed"] = "constrained"
     test_per_user: int = 20  # natural test set: prediction samples per test user
     long_tail_per_class: int = 10  # class-balanced test set: samples per behavior
     generation_samples: int = 20  # test generation samples decoded (0: skip Table 2)

@@ -46,12 +46,12 @@ def _session_for(model, history: Sequence, task: str, explain: bool, max_new_tok
 
 
 def predict_scores(model, samples: Sequence, behavior_names: Sequence[str], explain: bool, max_new_tokens: int,
-                   progress: bool = True, desc: str = "BUA predict") -> np.ndarray:
+                   progress: bool = True, desc: str = "BUA predict", scoring: str = "constrained") -> np.ndarray:
     """[N, n_behaviors] log-softmax over candidates of each sample."""
     out = np.zeros((len(samples), len(behavior_names)), dtype=np.float64)
     for i, s in enumerate(tqdm(samples, desc=desc, disable=not progress, leave=False)):
         session = _session_for(model, s.history, PREDICT, explain, max_new_tokens)
-        scores = session.score(list(behavior_names)).double()
+        scores = session.score(list(behavior_names), scoring).double()
         out[i] = torch.log_softmax(scores, dim=0).cpu().numpy()
     return out
 
@@ -163,7 +163,8 @@ def evaluate_model(run_dir: str | Path, stage: Optional[str], config: TrainConfi
     names = list(vocab.behaviors)
     rows: dict[str, dict[str, np.ndarray]] = {}
     t = time.monotonic()
-    rows["BUA"] = {k: predict_scores(model, v, names, explain, config.eval.max_new_tokens, progress, f"BUA {k}")
+    rows["BUA"] = {k: predict_scores(model, v, names, explain, config.eval.max_new_tokens, progress, f"BUA {k}",
+                                     config.eval.scoring)
                    for k, v in edata.test_sets.items()}
     bua_pred_s = time.monotonic() - t
     rows[PROBE_ROW] = soft_token_probe(lambda samples: last_soft_tokens(model, samples), edata.train,

@@ -1,6 +1,7 @@
 """Inference on one KV sequence, as the on-device runtime decodes: text segments as token ids,
-the soft slot as embedding rows, consecutive positions; then candidate scoring (one cache copy
-per candidate, all candidates in one batch) or greedy generation up to the end of turn."""
+the soft slot as embedding rows, consecutive positions; then candidate scoring (summed: one
+cache copy per candidate, all candidates in one batch; constrained: one copy per branch of the
+candidates' token trie) or greedy generation up to the end of turn."""
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 import torch
 
-from bua.dialogue import Segment
+from bua.dialogue import SCORING_RULES, Segment
 from bua.training.data import single_token_id
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,13 +99,18 @@ class InferenceSession:
             out.append(token)
         return self.model.tokenizer.decode(out)
 
-    def score(self, candidates: Sequence[str]) -> torch.Tensor:
-        """Summed log-probs [C] of each `candidate + end_of_turn` continuing the sequence."""
+    def score(self, candidates: Sequence[str], scoring: str = "constrained") -> torch.Tensor:
+        """Log-probs [C] of each `candidate + end_of_turn` continuing the sequence, by a rule of
+        `bua.dialogue.SCORING_RULES` (the runtime's `OnDevicePredictor(scoring=...)`)."""
+        if scoring not in SCORING_RULES:
+            raise ValueError(f"scoring must be one of {', '.join(SCORING_RULES)}, got {scoring!r}")
         if self.last_logits is None:
             raise ValueError("feed a prompt before scoring")
         if not candidates:
             raise ValueError("no candidates to score")
         seqs = [self.tokenize(c + self.model.chat.end_of_turn) for c in candidates]
+        if scoring == "constrained":
+            return self._score_constrained(seqs)
         c, k = len(seqs), max(len(s) for s in seqs)
         ids = torch.full((c, k), self.model.pad_id, dtype=torch.long, device=self.model.device)
         valid = torch.zeros((c, k), dtype=torch.bool, device=self.model.device)
@@ -120,3 +126,37 @@ class InferenceSession:
         rest = logp_next[:, :-1].gather(2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         rest = torch.where(valid[:, 1:], rest, torch.zeros_like(rest))
         return first + rest.sum(dim=1)
+
+    def _score_constrained(self, seqs: list[list[int]]) -> torch.Tensor:
+        """`bua::Session::score_constrained`: each token's log-prob renormalized over the tokens
+        that continue some candidate after the same prefix; only the branches are evaluated."""
+        nexts: dict[tuple[int, ...], list[int]] = {}
+        for s in seqs:
+            for j, t in enumerate(s):
+                tokens = nexts.setdefault(tuple(s[:j]), [])
+                if t not in tokens:
+                    tokens.append(t)
+        if len(set(map(tuple, seqs))) < len(seqs):
+            raise ValueError("two candidates are the same tokens")
+        for c, s in enumerate(seqs):
+            if tuple(s) in nexts:
+                raise ValueError(f"candidate {c} is a prefix of another")
+        branch_logp: dict[tuple[int, ...], torch.Tensor] = {}
+        for prefix, tokens in nexts.items():
+            if len(tokens) < 2:
+                continue
+            logits = self.last_logits
+            if prefix:
+                ids = torch.tensor([list(prefix)], dtype=torch.long, device=self.model.device)
+                with evaluating(self.model):
+                    out = self.model.lm(input_ids=ids, cache=copy.deepcopy(self.cache), use_cache=True,
+                                        logits_to_keep=1)
+                logits = out.logits[0, -1].float()
+            branch_logp[prefix] = torch.log_softmax(logits[tokens], dim=0)
+        scores = torch.zeros(len(seqs), device=self.model.device)
+        for c, s in enumerate(seqs):
+            for j, t in enumerate(s):
+                logp = branch_logp.get(tuple(s[:j]))
+                if logp is not None:
+                    scores[c] += logp[nexts[tuple(s[:j])].index(t)]
+        return scores

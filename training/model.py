@@ -223,15 +223,16 @@ class BUAModel(nn.Module):
                          f"attention; the LM uses {impl!r}")
 
     # ------------------------------------------------------------------ inference
-    def score_candidates(self, history, prompt: Sequence[Segment], candidates: Sequence[str]) -> torch.Tensor:
-        """Summed log-probs [C] of `candidate + end_of_turn` as the answer to `prompt` (segments
-        ending with the assistant prefix; the soft slot filled from `history`: int64 [L, 4] or
-        a sequence of `bua.events.Event`)."""
+    def score_candidates(self, history, prompt: Sequence[Segment], candidates: Sequence[str],
+                         scoring: str = "constrained") -> torch.Tensor:
+        """Log-probs [C] of `candidate + end_of_turn` as the answer to `prompt` (segments ending
+        with the assistant prefix; the soft slot filled from `history`: int64 [L, 4] or a
+        sequence of `bua.events.Event`), by a rule of `bua.dialogue.SCORING_RULES`."""
         from bua.training.inference import InferenceSession
 
         session = InferenceSession(self)
         session.feed_segments(prompt, history)
-        return session.score(candidates)
+        return session.score(candidates, scoring)
 
     def generate_answer(self, history, prompt: Sequence[Segment], max_new_tokens: int = 256) -> str:
         """Greedy answer to `prompt` up to (not including) the end-of-turn token."""

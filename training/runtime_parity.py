@@ -20,6 +20,8 @@ from typing import Optional
 
 import numpy as np
 
+from bua.dialogue import SCORING_RULES
+
 
 @dataclass
 class ParityReport:
@@ -49,7 +51,8 @@ def test_samples(config, n: Optional[int]) -> list:
     return samples[:n] if n else samples
 
 
-def torch_logprobs(run_dir: str | Path, n_samples: Optional[int] = 200, progress: bool = False):
+def torch_logprobs(run_dir: str | Path, n_samples: Optional[int] = 200, progress: bool = False,
+                   scoring: str = "constrained"):
     """(test samples, PyTorch log-softmax over behavior candidates [N, n_behaviors], seconds)."""
     import torch
 
@@ -63,16 +66,17 @@ def torch_logprobs(run_dir: str | Path, n_samples: Optional[int] = 200, progress
     t = time.monotonic()
     with torch.no_grad():
         lp = predict_scores(model, samples, list(checkpoint.vocab.behaviors), explain=False, max_new_tokens=1,
-                            progress=progress, desc="PyTorch")
+                            progress=progress, desc="PyTorch", scoring=scoring)
     return samples, lp, time.monotonic() - t
 
 
 def compare(samples: list, torch_lp: np.ndarray, bundle_dir: str | Path, n_threads: int = 1,
-            seconds_torch: float = 0.0) -> ParityReport:
-    """Scores `samples` with the bundle and compares with the PyTorch log-probs."""
+            seconds_torch: float = 0.0, scoring: str = "constrained") -> ParityReport:
+    """Scores `samples` with the bundle (by the same `scoring` rule) and compares with the
+    PyTorch log-probs."""
     from bua.runtime.predictor import OnDevicePredictor
 
-    predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=n_threads)
+    predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=n_threads, scoring=scoring)
     if torch_lp.shape[1] != predictor.vocab.n_behaviors:
         raise ValueError(f"the run scores {torch_lp.shape[1]} behaviors, the bundle {predictor.vocab.n_behaviors}")
     t = time.monotonic()
@@ -101,10 +105,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--bundle", required=True, type=Path, nargs="+", help="bundle directories exported from it")
     p.add_argument("--samples", type=int, default=200, help="test samples (0: all)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--scoring", choices=SCORING_RULES, default="constrained",
+                   help="how each behavior name is scored as the answer (bua.dialogue.SCORING_RULES)")
     args = p.parse_args(argv)
-    samples, torch_lp, seconds = torch_logprobs(args.run, args.samples or None, progress=True)
+    samples, torch_lp, seconds = torch_logprobs(args.run, args.samples or None, progress=True, scoring=args.scoring)
     for bundle in args.bundle:
-        report = compare(samples, torch_lp, bundle, args.threads, seconds)
+        report = compare(samples, torch_lp, bundle, args.threads, seconds, args.scoring)
         print(json.dumps({"bundle": str(bundle), **asdict(report)}))
     return 0
 

@@ -30,6 +30,17 @@ py::array_t<float> to_numpy(std::vector<float>&& v) {
     return py::array_t<float>({static_cast<py::ssize_t>(heap->size())}, {sizeof(float)}, heap->data(), owner);
 }
 
+py::dict scores_dict(const bua::ShortlistScores& s) {
+    py::dict d;
+    d["logprob"] = py::array_t<double>(static_cast<py::ssize_t>(s.logprob.size()), s.logprob.data());
+    py::array_t<bool> scored(static_cast<py::ssize_t>(s.scored.size()));
+    for (size_t i = 0; i < s.scored.size(); ++i) scored.mutable_at(i) = s.scored[i] != 0;
+    d["scored"] = scored;
+    d["positions"] = s.positions;
+    d["decodes"] = s.decodes;
+    return d;
+}
+
 void check_installed_llama_version() {
     std::string installed;
     try {
@@ -164,19 +175,22 @@ PYBIND11_MODULE(_native, m) {
                 py::gil_scoped_release release;
                 s = self.score_top_continuations(cands, sp);
             }
-            py::dict d;
-            d["logprob"] = py::array_t<double>(static_cast<py::ssize_t>(s.logprob.size()), s.logprob.data());
-            py::array_t<bool> scored(static_cast<py::ssize_t>(s.scored.size()));
-            for (size_t i = 0; i < s.scored.size(); ++i) scored.mutable_at(i) = s.scored[i] != 0;
-            d["scored"] = scored;
-            d["positions"] = s.positions;
-            d["decodes"] = s.decodes;
-            return d;
+            return scores_dict(s);
         }, py::arg("candidates"), py::arg("top_k") = bua::ShortlistParams().top_k,
            py::arg("mass_tolerance") = bua::ShortlistParams().mass_tolerance,
            py::arg("min_batch_positions") = bua::ShortlistParams().min_batch_positions,
            "The best top_k candidates exactly, the rest exact or bounded above (bua::ShortlistParams): a dict "
            "of logprob, scored (bool), positions and decodes.")
+        .def("score_constrained", [](bua::Session& self, const std::vector<std::vector<bua::Token>>& cands) {
+            bua::ShortlistScores s;
+            {
+                py::gil_scoped_release release;
+                s = self.score_constrained(cands);
+            }
+            return scores_dict(s);
+        }, py::arg("candidates"),
+           "Every candidate's log-probability when the answer must be one of them (bua::Session::score_constrained): "
+           "the same dict as score_top_continuations, every candidate scored.")
         .def_property_readonly("n_past", &bua::Session::n_past)
         .def_property_readonly("n_ctx", &bua::Session::n_ctx)
         .def_property_readonly("n_embd", &bua::Session::n_embd)

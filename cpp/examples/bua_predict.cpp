@@ -1,7 +1,7 @@
 // bua-predict: next-behavior prediction from C++ alone, the path a phone app takes.
 //
 //   bua-predict BUNDLE_DIR SOFT_TOKENS.npy [--top-k 5] [--threads 2] [--stream FIRST]
-//               [--mass-tolerance 1e-2]
+//               [--scoring constrained|summed] [--mass-tolerance 1e-2]
 //
 // BUNDLE_DIR is a bundle written by `bua-export`; its native/predict.prompt (format below)
 // names the GGUF and holds the prediction prompt split at the soft-token slot and the candidate
@@ -15,8 +15,13 @@
 // When an app's window reaches the bundle's max_history it drops a block of old events,
 // reruns the encoder and starts again from the opening (docs/ON_DEVICE.md).
 //
-// Candidates are scored best first until the rest can neither enter the top k nor hold more
-// than --mass-tolerance of the scored mass (bua::ShortlistParams; 0 scores every candidate).
+// --scoring constrained (the default, as OnDevicePredictor's): the answer must be a candidate,
+// so each candidate token's probability is renormalized over the tokens that continue some
+// candidate, and only the branches of the candidates' token trie are evaluated
+// (bua::Session::score_constrained). --scoring summed: each candidate's log-probabilities
+// under the unconstrained model, scored best first until the rest can neither enter the top k
+// nor hold more than --mass-tolerance of the scored mass (bua::ShortlistParams; 0 scores every
+// candidate).
 //
 // native/predict.prompt ("bua-native-prompt 1"), line oriented, byte lengths make it exact:
 //   bua-native-prompt 1
@@ -140,7 +145,7 @@ std::vector<float> read_npy_f32(const std::string& path, int& rows, int& cols) {
     return data;
 }
 
-// Softmax over the scored candidates' summed log-probabilities; prints the top k.
+// Softmax over the scored candidates' log-probabilities; prints the top k.
 void print_top(const PromptFile& prompt, const bua::ShortlistScores& scores, int top_k, int n_past, int n_soft) {
     std::vector<size_t> order;
     for (size_t i = 0; i < scores.scored.size(); ++i)
@@ -163,18 +168,20 @@ void print_top(const PromptFile& prompt, const bua::ShortlistScores& scores, int
 int main(int argc, char** argv) {
     if (argc < 3) {
         std::fprintf(stderr, "usage: %s BUNDLE_DIR SOFT_TOKENS.npy [--top-k K] [--threads N] [--stream FIRST] "
-                     "[--mass-tolerance X]\n", argv[0]);
+                     "[--scoring constrained|summed] [--mass-tolerance X]\n", argv[0]);
         return 2;
     }
     const std::string bundle = argv[1];
     const std::string npy = argv[2];
     int top_k = 5, threads = 2, stream_first = 0;
     double mass_tolerance = bua::ShortlistParams().mass_tolerance;
+    std::string scoring = "constrained";
     for (int i = 3; i + 1 < argc; i += 2) {
         if (std::strcmp(argv[i], "--top-k") == 0) top_k = std::atoi(argv[i + 1]);
         else if (std::strcmp(argv[i], "--threads") == 0) threads = std::atoi(argv[i + 1]);
         else if (std::strcmp(argv[i], "--stream") == 0) stream_first = std::atoi(argv[i + 1]);
         else if (std::strcmp(argv[i], "--mass-tolerance") == 0) mass_tolerance = std::atof(argv[i + 1]);
+        else if (std::strcmp(argv[i], "--scoring") == 0) scoring = argv[i + 1];
         else {
             std::fprintf(stderr, "unknown option %s\n", argv[i]);
             return 2;
@@ -189,6 +196,8 @@ int main(int argc, char** argv) {
         bua::SessionParams params;
         params.n_ctx = prompt.n_ctx;
         params.n_threads = threads;
+        if (scoring != "constrained" && scoring != "summed")
+            fail("--scoring must be constrained or summed, got " + scoring);
         if (stream_first < 0 || stream_first > rows) fail("--stream must lie in 1.." + std::to_string(rows));
         if (cols != model->n_embd())
             fail(npy + ": rows of width " + std::to_string(cols) + ", the model's embeddings have " +
@@ -224,7 +233,9 @@ int main(int argc, char** argv) {
             bua::ShortlistParams shortlist;
             shortlist.top_k = std::max(1, top_k);
             shortlist.mass_tolerance = mass_tolerance;
-            print_top(prompt, session.score_top_continuations(conts, shortlist), top_k, session.n_past(), n);
+            print_top(prompt, scoring == "constrained" ? session.score_constrained(conts)
+                                                       : session.score_top_continuations(conts, shortlist),
+                      top_k, session.n_past(), n);
         }
     } catch (const bua::Error& e) {
         std::fprintf(stderr, "error (%s): %s\n", bua::error_kind_name(e.kind()), e.what());

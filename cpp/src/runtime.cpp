@@ -7,6 +7,8 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <set>
 #include <mutex>
 #include <numeric>
 #include <thread>
@@ -451,26 +453,24 @@ std::vector<double> Session::first_token_logprobs(const std::vector<std::vector<
     return scores;
 }
 
-int Session::score_rest(const std::vector<std::vector<Token>>& candidates, const std::vector<size_t>& which,
-                        std::vector<double>& scores, int* decodes, const PositionVisitor& visit) {
-    // Every token but a candidate's last must be evaluated to score the token after it. Pack
-    // candidates into batches: each on its own copy of sequence 0, at most n_batch tokens and
-    // n_seq_max - 1 copies per llama_decode.
-    const int n_vocab = model_->n_vocab();
+int Session::eval_paths(const std::vector<std::vector<Token>>& paths, bool last_only, int* decodes,
+                        const PathVisitor& visit) {
+    // Pack the paths into batches: each on its own copy of sequence 0, at most n_batch tokens
+    // and n_seq_max - 1 copies per llama_decode.
     llama_memory_t mem = llama_get_memory(ctx_);
     const int max_copies = std::max(1, params_.n_seq_max - 1);
     int positions = 0;
     size_t next = 0;
-    while (next < which.size()) {
+    while (next < paths.size()) {
         std::vector<size_t> group;
         int group_tokens = 0;
-        while (next < which.size() && static_cast<int>(group.size()) < max_copies) {
-            const int need = static_cast<int>(candidates[which[next]].size()) - 1;
+        while (next < paths.size() && static_cast<int>(group.size()) < max_copies) {
+            const int need = static_cast<int>(paths[next].size());
             if (!group.empty() && group_tokens + need > params_.n_batch) break;
-            group.push_back(which[next++]);
+            group.push_back(next++);
             group_tokens += need;
         }
-        if (group_tokens == 0) continue;  // single-token candidates only: scored from the prompt's logits
+        if (group_tokens == 0) continue;  // empty paths only: nothing to evaluate
         require_room(group_tokens, "candidate tokens");
 
         OwnedBatch owned(group_tokens);
@@ -478,14 +478,14 @@ int Session::score_rest(const std::vector<std::vector<Token>>& candidates, const
         for (size_t g = 0; g < group.size(); ++g) {
             const llama_seq_id seq = static_cast<llama_seq_id>(g + 1);
             llama_memory_seq_cp(mem, 0, seq, -1, -1);
-            const auto& cand = candidates[group[g]];
-            for (size_t k = 0; k + 1 < cand.size(); ++k) {
+            const auto& path = paths[group[g]];
+            for (size_t k = 0; k < path.size(); ++k) {
                 const int i = batch.n_tokens++;
-                batch.token[i] = cand[k];
+                batch.token[i] = path[k];
                 batch.pos[i] = n_past_ + static_cast<int>(k);
                 batch.n_seq_id[i] = 1;
                 batch.seq_id[i][0] = seq;
-                batch.logits[i] = 1;
+                batch.logits[i] = !last_only || k + 1 == path.size();
             }
         }
         const int status = llama_decode(ctx_, batch);
@@ -493,13 +493,9 @@ int Session::score_rest(const std::vector<std::vector<Token>>& candidates, const
         if (status == 0) {
             int i = 0;
             for (size_t g = 0; g < group.size(); ++g) {
-                const auto& cand = candidates[group[g]];
-                for (size_t k = 0; k + 1 < cand.size(); ++k, ++i) {
-                    const float* logits = llama_get_logits_ith(ctx_, i);
-                    const double lse = log_sum_exp(logits, n_vocab);
-                    scores[group[g]] += static_cast<double>(logits[cand[k + 1]]) - lse;
-                    if (visit) visit(group[g], k, logits, lse);
-                }
+                const auto& path = paths[group[g]];
+                for (size_t k = 0; k < path.size(); ++k, ++i)
+                    if (!last_only || k + 1 == path.size()) visit(group[g], k, llama_get_logits_ith(ctx_, i));
             }
         }
         for (size_t g = 0; g < group.size(); ++g) llama_memory_seq_rm(mem, static_cast<llama_seq_id>(g + 1), -1, -1);
@@ -507,6 +503,75 @@ int Session::score_rest(const std::vector<std::vector<Token>>& candidates, const
         positions += group_tokens;
     }
     return positions;
+}
+
+int Session::score_rest(const std::vector<std::vector<Token>>& candidates, const std::vector<size_t>& which,
+                        std::vector<double>& scores, int* decodes, const PositionVisitor& visit) {
+    // Every token but a candidate's last must be evaluated to score the token after it.
+    const int n_vocab = model_->n_vocab();
+    std::vector<std::vector<Token>> paths;
+    paths.reserve(which.size());
+    for (size_t c : which) paths.emplace_back(candidates[c].begin(), candidates[c].end() - 1);
+    return eval_paths(paths, false, decodes, [&](size_t p, size_t k, const float* logits) {
+        const size_t c = which[p];
+        const double lse = log_sum_exp(logits, n_vocab);
+        scores[c] += static_cast<double>(logits[candidates[c][k + 1]]) - lse;
+        if (visit) visit(c, k, logits, lse);
+    });
+}
+
+ShortlistScores Session::score_constrained(const std::vector<std::vector<Token>>& candidates) {
+    first_token_logprobs(candidates, "score_constrained");  // checks the candidates and the prompt
+    const size_t n = candidates.size();
+    // The candidates' token trie: each prefix -> the distinct tokens that continue it.
+    std::map<std::vector<Token>, std::vector<Token>> next;
+    for (const auto& cand : candidates)
+        for (size_t j = 0; j < cand.size(); ++j) {
+            auto& tokens = next[std::vector<Token>(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(j))];
+            if (std::find(tokens.begin(), tokens.end(), cand[j]) == tokens.end()) tokens.push_back(cand[j]);
+        }
+    if (std::set<std::vector<Token>>(candidates.begin(), candidates.end()).size() < n)
+        throw Error(ErrorKind::invalid_argument, "score_constrained: two candidates are the same tokens");
+    for (size_t c = 0; c < n; ++c)
+        if (next.count(candidates[c]))
+            throw Error(ErrorKind::invalid_argument, "score_constrained: candidate " + std::to_string(c) +
+                        " is a prefix of another; end every candidate with the same end token");
+
+    // At each branch (a prefix with two or more continuations) the log-probabilities of its
+    // tokens, renormalized over them, in the order of next[prefix].
+    std::map<std::vector<Token>, std::vector<double>> branch_logp;
+    auto renormalize = [&](const std::vector<Token>& prefix, const float* logits) {
+        const std::vector<Token>& tokens = next.at(prefix);
+        double m = -INFINITY;
+        for (Token t : tokens) m = std::max(m, static_cast<double>(logits[t]));
+        double s = 0.0;
+        for (Token t : tokens) s += std::exp(static_cast<double>(logits[t]) - m);
+        std::vector<double> logp;
+        for (Token t : tokens) logp.push_back(static_cast<double>(logits[t]) - m - std::log(s));
+        branch_logp[prefix] = std::move(logp);
+    };
+    std::vector<std::vector<Token>> paths;  // the branches after the prompt's own next token
+    for (const auto& [prefix, tokens] : next) {
+        if (tokens.size() < 2) continue;
+        if (prefix.empty()) renormalize(prefix, logits_.data());
+        else paths.push_back(prefix);
+    }
+    ShortlistScores out;
+    out.positions = eval_paths(paths, true, &out.decodes,
+                               [&](size_t p, size_t, const float* logits) { renormalize(paths[p], logits); });
+    out.logprob.assign(n, 0.0);
+    out.scored.assign(n, 1);
+    for (size_t c = 0; c < n; ++c) {
+        const auto& cand = candidates[c];
+        for (size_t j = 0; j < cand.size(); ++j) {
+            const std::vector<Token> prefix(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(j));
+            const auto branch = branch_logp.find(prefix);
+            if (branch == branch_logp.end()) continue;  // the only continuation: probability 1
+            const auto& tokens = next.at(prefix);
+            out.logprob[c] += branch->second[std::find(tokens.begin(), tokens.end(), cand[j]) - tokens.begin()];
+        }
+    }
+    return out;
 }
 
 std::vector<double> Session::score_continuations(const std::vector<std::vector<Token>>& candidates) {

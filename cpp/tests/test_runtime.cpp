@@ -78,6 +78,9 @@ int main(int argc, char** argv) {
     check(max_abs_diff(mixed.last_logits(), logits_ids) <= 1e-4, "embedding rows reproduce token-id logits");
     check(mixed.generate(8, {}).tokens == gen_ids.tokens, "embedding rows reproduce the greedy continuation");
 
+    using K = bua::ErrorKind;
+    K kind{};
+
     // Candidate scoring on shared KV == appending each candidate to a fresh dialogue.
     bua::Session scorer(model, params);
     scorer.eval_tokens(ids);
@@ -151,6 +154,41 @@ int main(int argc, char** argv) {
         check(scorer.n_past() == before, "shortlist scoring leaves the dialogue unchanged");
     }
 
+    // Constrained scoring == renormalizing each branch's next-token distribution, evaluated
+    // sequentially, over the tokens that continue some candidate.
+    const auto constrained = scorer.score_constrained(names);
+    check(scorer.n_past() == before, "constrained scoring leaves the dialogue unchanged");
+    double total = 0.0;
+    bool matches = std::count(constrained.scored.begin(), constrained.scored.end(), 1) == static_cast<long>(names.size());
+    for (size_t c = 0; c < names.size(); ++c) {
+        total += std::exp(constrained.logprob[c]);
+        bua::Session ref(model, params);
+        ref.eval_tokens(ids);
+        double lp = 0;
+        for (size_t j = 0; j < names[c].size(); ++j) {
+            std::vector<bua::Token> allowed;
+            for (const auto& other : names)
+                if (other.size() > j && std::equal(other.begin(), other.begin() + j, names[c].begin()) &&
+                    std::find(allowed.begin(), allowed.end(), other[j]) == allowed.end())
+                    allowed.push_back(other[j]);
+            const auto lg = ref.last_logits();
+            double s = 0;
+            for (bua::Token t : allowed) s += std::exp(double(lg[t]));
+            lp += double(lg[names[c][j]]) - std::log(s);
+            ref.eval_tokens({names[c][j]});
+        }
+        matches = matches && std::fabs(lp - constrained.logprob[c]) < 1e-3;
+    }
+    check(matches, "constrained scores match sequential renormalized evaluation");
+    check(std::fabs(total - 1.0) < 1e-9, "constrained scores sum to 1 over the candidates");
+    check(constrained.positions < all.positions,
+          "constrained scoring evaluates only the branches (" + std::to_string(constrained.positions) + " positions vs " +
+              std::to_string(all.positions) + ")");
+    check(throws_bua_error([&] { scorer.score_constrained({names[0], names[0]}); }, &kind) && kind == K::invalid_argument,
+          "a repeated candidate throws an invalid_argument error");
+    check(throws_bua_error([&] { scorer.score_constrained({{names[0][0]}, names[0]}); }, &kind) && kind == K::invalid_argument,
+          "a candidate that is a prefix of another throws an invalid_argument error");
+
     // A model that is sure of the continuation: the shortlist scores a few candidates, not all.
     bua::Session counting(model, params);
     counting.eval_tokens(model->tokenize("Counting: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, ", false, false));
@@ -178,8 +216,6 @@ int main(int argc, char** argv) {
     check(dialog.n_past() == n, "truncate then re-evaluate restores the length");
 
     // Errors, never crashes; each of its kind.
-    using K = bua::ErrorKind;
-    K kind{};
     bua::Session small(model, params);
     const int room = small.n_ctx();  // llama.cpp may round the context up
     small.eval_tokens(std::vector<bua::Token>(room - 4, ids[0]));

@@ -26,6 +26,7 @@ __all__ = [
     "PREDICT",
     "REFLECT",
     "SOFT_TOKEN_ID",
+    "SCORING_RULES",
     "STAGE1_TASKS",
     "STAGE2_EXPLAIN_TASKS",
     "STAGE3_TASKS",
@@ -60,6 +61,11 @@ STAGE2_EXPLAIN_TASKS = (KEY_BEHAVIORS, PATTERNS, SUMMARY)
 FINAL_TASKS = (PREDICT, GENERATE)
 STAGE3_TASKS = (REFLECT,)
 ALL_TASKS = STAGE1_TASKS + STAGE2_EXPLAIN_TASKS + FINAL_TASKS + STAGE3_TASKS
+# How a behavior name is scored as the prediction round's answer. "constrained": the answer
+# must be a behavior name, so at each branch of the names' token trie the next-token
+# distribution is renormalized over the tokens that continue some name; "summed": the name's
+# log-probabilities under the unconstrained model, summed over its tokens and the end of turn.
+SCORING_RULES = ("constrained", "summed")
 
 DEFAULT_MARKER = "<behavior_history>"
 QUESTION_FIELD = "{question}"  # where a question-first preamble puts the first round's question

@@ -195,6 +195,14 @@ public:
     // the scored ones overstates each probability by at most a factor 1 + mass_tolerance.
     ShortlistScores score_top_continuations(const std::vector<std::vector<Token>>& candidates,
                                             const ShortlistParams& params = ShortlistParams());
+    // Log-probability of each candidate when the answer must be one of them, chosen token by
+    // token: at each branch of the candidates' token trie the next-token distribution is
+    // renormalized over the tokens that continue some candidate, and a token that is the only
+    // continuation has probability 1. The scores sum to 1 over the candidates (every one is
+    // scored exactly), and only the prefixes that end at a branch are evaluated, one sequence
+    // copy each: a few positions where score_continuations evaluates every candidate token.
+    // The candidates must be prefix-free (each ends with the same end token, e.g. end of turn).
+    ShortlistScores score_constrained(const std::vector<std::vector<Token>>& candidates);
 
     int n_past() const { return n_past_; }
     int n_ctx() const;
@@ -211,6 +219,12 @@ private:
     // Called for every evaluated candidate token: candidate c's token `pos` was evaluated, and
     // `logits` (log-normalizer `lse`) give the distribution of the token after it.
     using PositionVisitor = std::function<void(size_t c, size_t pos, const float* logits, double lse)>;
+    // Called for position k of paths[p] with the logits of the token after it.
+    using PathVisitor = std::function<void(size_t p, size_t k, const float* logits)>;
+    // Evaluates each path on its own copy of the dialogue (batched; the copies are removed
+    // afterwards) and visits every position, or only each path's last with last_only. Returns
+    // the tokens evaluated; counts llama_decode calls in *decodes.
+    int eval_paths(const std::vector<std::vector<Token>>& paths, bool last_only, int* decodes, const PathVisitor& visit);
     // Adds the log-probability of every token after the first of candidates[which[..]] to
     // scores; returns the tokens evaluated and counts llama_decode calls in *decodes.
     int score_rest(const std::vector<std::vector<Token>>& candidates, const std::vector<size_t>& which,

@@ -27,7 +27,7 @@ import numpy as np
 DEFAULT_CONFIG = "smollm2-135m-cpu"
 QUICK_CONFIG = "tiny-cpu"
 SHOWN_HISTORY = 12
-EVAL_FORMAT = 4  # ondevice_eval.json's layout; a cached eval of another format is recomputed
+EVAL_FORMAT = 5  # ondevice_eval.json's layout; a cached eval of another format is recomputed
 
 
 def configs_dir() -> Path:
@@ -207,7 +207,8 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
     bundle_sha = predictor.bundle.files[predictor.bundle.roles["model"]].sha256
     if plan.eval_path.is_file():
         cached = json.loads(plan.eval_path.read_text())
-        if cached.get("bundle_sha256") == bundle_sha and cached.get("format") == EVAL_FORMAT:
+        if (cached.get("bundle_sha256") == bundle_sha and cached.get("format") == EVAL_FORMAT
+                and cached.get("scoring") == predictor.scoring):
             return cached, "reused"
 
     vocab = edata.vocab
@@ -250,7 +251,8 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
                                                   vocab.n_behaviors, vocab.n_locations),
     } if pool else {}
     free_lines = [parse_events_report(t, predictor.vocab, source="generated day") for t in free_texts]
-    result = {"format": EVAL_FORMAT, "bundle_sha256": bundle_sha, "prediction_markdown": report.to_markdown(),
+    result = {"format": EVAL_FORMAT, "bundle_sha256": bundle_sha, "scoring": predictor.scoring,
+              "prediction_markdown": report.to_markdown(),
               "prediction": report.to_dict(), "latency_ms_per_prediction": round(latency_ms, 1),
               "explanation": explanation, "generation": generation, "generation_samples": len(pool),
               "generation_decoding": {"temperature": GENERATION_TEMPERATURE, "top_p": GENERATION_TOP_P, "seed": 0},
@@ -339,14 +341,15 @@ def run_demo(args: argparse.Namespace) -> int:
 
     _say("5. OnDevicePredictor on a held-out user")
     t = time.monotonic()
-    predictor = OnDevicePredictor.from_bundle(plan.bundle_dir, n_threads=plan.threads)
     config, econf, edata = eval_setup(plan)
+    predictor = OnDevicePredictor.from_bundle(plan.bundle_dir, n_threads=plan.threads, scoring=config.eval.scoring)
     show_user(edata, predictor)
 
     _say("Next-behavior prediction on the test users (Table 1 metrics)")
     result, how = step_evaluate(plan, predictor, config, econf, edata)
     print(result["prediction_markdown"])
-    print(f"(on-device BUA: fast path, {result['latency_ms_per_prediction']} ms per prediction; {how})")
+    print(f"(on-device BUA: fast path, {predictor.scoring} scoring, {result['latency_ms_per_prediction']} ms "
+          f"per prediction; {how})")
     print(explanation_line(result["explanation"]))
 
     _say("Next-day generation")

@@ -19,7 +19,7 @@ from bua.runtime.bundle import Bundle
 
 @dataclass(frozen=True)
 class Shortlist:
-    """Candidate scores of `PromptEngine.shortlist_candidates`."""
+    """Candidate scores of `PromptEngine.shortlist_candidates` or `constrained_candidates`."""
 
     logprob: np.ndarray   # [n_behaviors]: exact where `scored`, else an upper bound
     scored: np.ndarray    # bool [n_behaviors]
@@ -28,7 +28,7 @@ class Shortlist:
 
     @classmethod
     def from_native(cls, out: dict) -> Shortlist:
-        """From `bua._native.Session.score_top_continuations`'s dict."""
+        """From the dict of `bua._native.Session.score_top_continuations` or `score_constrained`."""
         return cls(np.asarray(out["logprob"], dtype=np.float64), np.asarray(out["scored"], dtype=bool),
                    int(out["positions"]), int(out["decodes"]))
 
@@ -166,6 +166,12 @@ class PromptEngine:
     def score_candidates(self) -> np.ndarray:
         """log P(name + end of turn | the evaluated prompt) for every behavior id."""
         return np.asarray(self.session.score_continuations(self.candidates), dtype=np.float64)
+
+    def constrained_candidates(self) -> Shortlist:
+        """Every behavior's log-prob when the answer must be a behavior name: renormalized at
+        each branch of the names' token trie, so only the branches are evaluated
+        (`bua::Session::score_constrained`)."""
+        return Shortlist.from_native(self.session.score_constrained(self.candidates))
 
     def shortlist_candidates(self, top_k: int, mass_tolerance: float) -> Shortlist:
         """The best `top_k` behaviors' log-probs exactly, the others exactly or bounded from

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bua.dialogue import GENERATE, PREDICT, answer_prefix, question_context, round_prompt_segments
+from bua.dialogue import GENERATE, PREDICT, SCORING_RULES, answer_prefix, question_context, round_prompt_segments
 from bua.events import DataError, Event, UserHistory, events_from_array, events_to_batch, validate_events
 from bua.runtime.bundle import Bundle
 from bua.runtime.engine import PromptEngine, Shortlist
@@ -46,10 +46,11 @@ class GenerationError(RuntimeError):
 class BehaviorScore:
     behavior: str
     behavior_id: int
-    # softmax of the summed log-probabilities over the behaviors scored exactly; at most a factor
-    # 1 + score_tolerance above the softmax over all behaviors (OnDevicePredictor)
+    # softmax of `logprob` over the behaviors scored exactly: with constrained scoring every
+    # behavior, so exact; with summed scoring at most a factor 1 + score_tolerance above the
+    # softmax over all behaviors (OnDevicePredictor)
     probability: float
-    logprob: float       # log P(name + end of turn | prompt) under the LLM
+    logprob: float       # log P(name + end of turn | prompt) under the LLM (constrained or summed)
 
 
 @dataclass(frozen=True)
@@ -110,17 +111,22 @@ class OnDevicePredictor:
     logits (0 = plain greedy). The fast path's (`explain=False`) behavior scores never depend
     on it.
 
-    `score_tolerance` sets how much of the behaviors' probability mass `predict` and streams may
-    leave unscored: behaviors are scored best first (a name is at most as likely as its first
-    token) until the others can neither enter the top k nor hold more than this share of the
-    scored mass. The top k are always exact and in order; each reported probability is at most
-    a factor 1 + score_tolerance too high; 0 scores every behavior. `behavior_logprobs` always
+    `scoring` says how a behavior name is scored as the answer. "constrained" (the default):
+    the answer must be a behavior name, so at each branch of the names' token trie the
+    next-token distribution is renormalized over the tokens that continue some name; only the
+    branches are evaluated, and the probabilities are exact and sum to 1. "summed": the name's
+    log-probabilities under the unconstrained model, summed over its tokens and the end of turn;
+    `score_tolerance` then sets how much of the behaviors' mass `predict` and streams may leave
+    unscored: behaviors are scored best first (a name is at most as likely as its first token)
+    until the others can neither enter the top k nor hold more than this share of the scored
+    mass. The top k are always exact and in order; each reported probability is at most a
+    factor 1 + score_tolerance too high; 0 scores every behavior. `behavior_logprobs` always
     scores every behavior.
     """
 
     def __init__(self, bundle: Bundle, n_threads: int | None = None, n_ctx: int = 4096,
                  max_answer_tokens: int = 192, max_generation_tokens: int = 640, dry_multiplier: float = 3.0,
-                 dry_allowed_length: int = 1, score_tolerance: float = 1e-2):
+                 dry_allowed_length: int = 1, score_tolerance: float = 1e-2, scoring: str = "constrained"):
         import onnxruntime as ort
 
         if n_threads is not None:
@@ -134,6 +140,9 @@ class OnDevicePredictor:
         if not (isinstance(score_tolerance, numbers.Real) and 0.0 <= score_tolerance <= 1.0):
             raise ValueError(f"score_tolerance must lie in [0, 1] (0 = score every behavior), got {score_tolerance!r}")
         self.score_tolerance = float(score_tolerance)
+        if scoring not in SCORING_RULES:
+            raise ValueError(f"scoring must be one of {', '.join(SCORING_RULES)}, got {scoring!r}")
+        self.scoring = scoring
         self.bundle = bundle
         self.vocab = bundle.vocab
         self.chat = bundle.chat_format
@@ -223,7 +232,7 @@ class OnDevicePredictor:
         with self._lock:
             explanation = self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens)
             n_prompt = self.engine.n_past
-            scores = self.engine.shortlist_candidates(top_k, self.score_tolerance)
+            scores = self._score(top_k)
         return self._prediction(scores, top_k, explanation, n_prompt, len(soft))
 
     def stream(self, history=(), top_k: int = 5, window: int | None = None, drop_block: int | None = None,
@@ -251,8 +260,14 @@ class OnDevicePredictor:
             engine.claim(stream)
             self._stream_rows = len(soft)
             n_prompt = engine.n_past
-            scores = engine.shortlist_candidates(top_k, self.score_tolerance)
+            scores = self._score(top_k)
         return self._prediction(scores, top_k, {}, n_prompt, len(soft)), n_prompt - kept
+
+    def _score(self, top_k: int) -> Shortlist:
+        """The behavior names scored as the answer to the evaluated prompt (`scoring`)."""
+        if self.scoring == "constrained":
+            return self.engine.constrained_candidates()
+        return self.engine.shortlist_candidates(top_k, self.score_tolerance)
 
     def _prediction(self, scores: Shortlist, top_k: int, explanation: dict[str, str], n_prompt: int,
                     n_soft: int) -> Prediction:
@@ -263,10 +278,13 @@ class OnDevicePredictor:
         return Prediction(top, explanation, n_prompt, n_soft, int(scores.scored.sum()))
 
     def behavior_logprobs(self, history, explain: bool = False) -> np.ndarray:
-        """log P(behavior name | dialogue) for every behavior id (for evaluation)."""
+        """log P(behavior name | dialogue) for every behavior id, as `scoring` scores them (for
+        evaluation)."""
         soft = self._soft_rows(self._events(history))
         with self._lock:
             self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens)
+            if self.scoring == "constrained":
+                return self.engine.constrained_candidates().logprob
             return self.engine.score_candidates()
 
     def generate(self, history, horizon: str = "1d", explain: bool = True,
