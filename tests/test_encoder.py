@@ -136,6 +136,10 @@ def test_input_errors_name_both_numbers(encoder):
     mask2 = mask.clone()
     mask2[0, 1] = False  # the bad event is padding: ignored
     encoder.encode(bad, mask2)
+    bad = ev.clone()
+    bad[0, 3, 0] = -1
+    with pytest.raises(ValueError, match="day id -1 but the encoder has 7 days"):
+        encoder(bad, mask)
     with pytest.raises(ValueError, match="exceeds the encoder's max_len=64"):
         encoder(_events(1, 65), torch.ones(1, 65, dtype=torch.bool))
     with pytest.raises(TypeError, match="int64"):

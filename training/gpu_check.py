@@ -6,6 +6,7 @@ measured in the same process, and the projection to the paper's run.
     python training/gpu_check.py                      # both shapes on cuda, prints + writes JSON
     python training/gpu_check.py --shapes 7b --out gpu_check.json
     python training/gpu_check.py --device cpu --shapes tiny --steps 1   # CPU smoke test
+    python training/gpu_check.py --shapes 0.5b --profile 25            # + where one BUA step's time goes
 
 Per shape it measures:
 - plain: AutoModelForCausalLM + peft LoRA (r=16, all linear layers), bf16, gradient
@@ -22,6 +23,7 @@ forward and backward, gradient checkpointing's extra forward is not counted).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -141,14 +143,14 @@ def _count_base(model) -> int:
 
 
 def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: torch.dtype, steps: int,
-                   warmup: int, checkpointing: bool, data_users: int) -> dict[str, Any]:
-    """BUAModel stage-2 optimizer steps on simulator dialogues (paper-length histories)."""
+                   warmup: int, checkpointing: bool, data_users: int, profile_top: int = 0) -> dict[str, Any]:
+    """BUAModel stage-2 optimizer steps on simulator dialogues (paper-length histories); with
+    `profile_top`, one more step under torch.profiler and its most expensive ops."""
     from bua.models.encoder import BehaviorEncoder, EncoderConfig
     from bua.models.projector import Projector, ProjectorConfig, SoftTokenizer
     from bua.training.collate import collate
     from bua.training.config import StageConfig, config_from_dict
     from bua.training.data import build_stage, prepare
-    from bua.training.losses import dialogue_losses, round_losses
     from bua.training.model import BUAModel
 
     _reset_peak(device)
@@ -200,17 +202,13 @@ def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: t
     stride = max(1, len(examples) // n_needed)
     pool = examples[::stride][:n_needed]
     opt = torch.optim.AdamW([p for _, p in model.named_trainable()], lr=1e-5)
+    step = functools.partial(_bua_train_step, model, opt, device)
     times, padded, real = [], 0, 0
     for i in range(warmup + steps):
         batch = collate(pool[i * shape.batch : (i + 1) * shape.batch], model.pad_id).to(device)
         _sync(device)
         t = time.perf_counter()
-        out = model(batch)  # as the trainer runs it: bf16 base, fp32 LoRA and projector
-        losses = dialogue_losses(round_losses(out.nll, out.loss_rounds, 4), "round_balanced")
-        (losses.sum() / len(batch)).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        _sync(device)
+        step(batch)
         if i >= warmup:
             times.append(time.perf_counter() - t)
             padded += batch.input_ids.numel()
@@ -227,8 +225,40 @@ def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: t
         "mean_dialogue_tokens": mean_len,
         "n_dialogues": len(examples),
     }
-    del model, lm, opt
+    if profile_top:
+        out["profile"] = profile_step(step, collate(pool[: shape.batch], model.pad_id).to(device), device, profile_top)
+    del model, lm, opt, step
     return out
+
+
+def _bua_train_step(model, opt, device: torch.device, batch) -> None:
+    """One optimizer step as the trainer runs it: bf16 base, fp32 LoRA and projector."""
+    from bua.training.losses import dialogue_losses, round_losses
+
+    out = model(batch)
+    losses = dialogue_losses(round_losses(out.nll, out.loss_rounds, 4), "round_balanced")
+    (losses.sum() / len(batch)).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    _sync(device)
+
+
+def profile_step(step, batch, device: torch.device, top: int) -> list[dict[str, Any]]:
+    """The `top` ops of one step by self time on the device (CPU time on a CPU run): where a
+    step's time goes that the token count does not explain."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step(batch)
+
+    def device_us(e) -> float:
+        return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)))
+
+    ops = list(prof.key_averages())
+    ops.sort(key=device_us if device.type == "cuda" else (lambda e: e.self_cpu_time_total), reverse=True)
+    return [{"op": e.key, "count": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
+             "self_device_ms": device_us(e) / 1e3} for e in ops[:top]]
 
 
 def _chat(directory: Path):
@@ -260,7 +290,8 @@ def projection(bua: dict[str, Any], card_tflops: Optional[float]) -> dict[str, A
     return out
 
 
-def run(shapes: list[str], device: torch.device, steps: int, warmup: int, data_users: int) -> dict[str, Any]:
+def run(shapes: list[str], device: torch.device, steps: int, warmup: int, data_users: int,
+        profile_top: int = 0) -> dict[str, Any]:
     import tempfile
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -283,7 +314,8 @@ def run(shapes: list[str], device: torch.device, steps: int, warmup: int, data_u
             shape = SHAPES[key]
             directory = make_backbone(shape, Path(tmp) / key)
             plain = plain_step_speed(directory, shape, device, dtype, steps, warmup, checkpointing)
-            bua = bua_step_speed(directory, shape, device, dtype, steps, warmup, checkpointing, data_users)
+            bua = bua_step_speed(directory, shape, device, dtype, steps, warmup, checkpointing, data_users,
+                                 profile_top)
             entry = {
                 "shape": shape.__dict__,
                 "plain": plain,
@@ -299,6 +331,9 @@ def run(shapes: list[str], device: torch.device, steps: int, warmup: int, data_u
             entry["projection"] = projection(bua, tflops)
             report["shapes"][key] = entry
             print(_row(key, entry), flush=True)
+            for op in bua.get("profile", []):
+                print(f"    {op['op'][:60]:60s} x{op['count']:<5d} self device {op['self_device_ms']:8.1f} ms, "
+                      f"self CPU {op['self_cpu_ms']:8.1f} ms", flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return report
@@ -326,6 +361,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--data-users", type=int, default=40, help="simulated users for the stage-2 dialogues")
     p.add_argument("--out", type=Path, default=None, help="write the report JSON here")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="profile one more BUA step and report its N most expensive ops (0: off)")
     args = p.parse_args(argv)
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     bad = [s for s in shapes if s not in SHAPES]
@@ -338,7 +375,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             file=sys.stderr,
         )
         return 2
-    report = run(shapes, device, args.steps, args.warmup, args.data_users)
+    report = run(shapes, device, args.steps, args.warmup, args.data_users, args.profile)
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

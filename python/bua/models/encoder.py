@@ -187,14 +187,17 @@ class BehaviorEncoder(nn.Module):
                 f"sequence length {events.shape[1]} exceeds the encoder's max_len={c.max_len}; "
                 f"keep the last {c.max_len} events"
             )
-        real = events[mask]
-        if real.numel() == 0:
+        if events.numel() == 0:
             return
+        # padding reads as id 0 (valid in every column); one device-to-host copy for all the
+        # bounds, since every copy stalls a GPU's queue
+        real = torch.where(mask.unsqueeze(-1), events, torch.zeros((), dtype=events.dtype, device=events.device))
+        lows, highs = torch.stack((real.amin(dim=(0, 1)), real.amax(dim=(0, 1)))).tolist()
         limits = (("day", 0, N_DAYS, "7 days"), ("minute", 1, MINUTES_PER_DAY, "1440 minutes"),
                   ("location", 2, c.n_locations, f"n_locations={c.n_locations}"),
                   ("behavior", 3, c.n_behaviors, f"n_behaviors={c.n_behaviors}"))
         for name, col, n, what in limits:
-            lo, hi = int(real[:, col].min()), int(real[:, col].max())
+            lo, hi = lows[col], highs[col]
             if lo < 0 or hi >= n:
                 bad = hi if hi >= n else lo
                 raise ValueError(f"events hold {name} id {bad} but the encoder has {what} "
