@@ -233,12 +233,15 @@ def test_init_from_takes_the_finished_stages_of_an_older_run(tmp_path):
 def test_distill_weight_adds_the_encoder_kl_to_stage2(tmp_path, full_run):
     """Same first batch and weights: the first step's loss grows by exactly weight x KL."""
     first = {}
-    for weight in (0.0, 3.0):
-        out = tmp_path / f"kd{weight}"
+    for weight, tau in ((0.0, 0.0), (3.0, 0.0), (3.0, 1.0)):
+        out = tmp_path / f"kd{weight}-{tau}"
         curriculum("--out", str(out), "--stages", "2", "--no-eval", "--init-from", str(full_run),
                    "--set", "stage2.max_steps=2", "--set", "stage2.generation_fraction=0.0",
-                   "--set", f"stage2.distill_weight={weight}")
-        first[weight] = [r for r in read_log(out / "stage2" / "log.jsonl") if r.get("type") == "train"][0]
-    assert "distill" not in first[0.0]
-    assert first[3.0]["distill"] > 0
-    assert first[3.0]["loss"] == pytest.approx(first[0.0]["loss"] + 3.0 * first[3.0]["distill"], rel=1e-4)
+                   "--set", f"stage2.distill_weight={weight}", "--set", f"stage2.distill_prior_adjustment={tau}")
+        first[weight, tau] = [r for r in read_log(out / "stage2" / "log.jsonl") if r.get("type") == "train"][0]
+    assert "distill" not in first[0.0, 0.0]
+    assert first[3.0, 0.0]["distill"] > 0
+    kd = first[3.0, 0.0]
+    assert kd["loss"] == pytest.approx(first[0.0, 0.0]["loss"] + 3.0 * kd["distill"], rel=1e-4)
+    # the training behavior counts reach the KL: the same batch, another divergence
+    assert first[3.0, 1.0]["distill"] != pytest.approx(first[3.0, 0.0]["distill"], rel=1e-3)

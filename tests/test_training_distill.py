@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bua.training.config import ConfigError, config_from_dict
-from bua.training.distill import FirstTokens, distillation_loss, teacher_distribution
+from bua.training.distill import FirstTokens, distillation_loss, first_token_log_prior, teacher_distribution
 
 VOCAB = {"online": [7], "shopping": [9], "class": [11], "gaming": [3, 4], "bus": [5]}
 
@@ -72,3 +72,31 @@ def test_distill_weight_is_a_stage2_switch():
         config_from_dict({"stage2": {"distill_weight": -1.0}})
     with pytest.raises(ConfigError, match="stage2.distill_temperature"):
         config_from_dict({"stage2": {"distill_temperature": 0.0}})
+
+
+def test_prior_adjustment_shifts_the_student_by_tau_log_prior():
+    first = FirstTokens.build(_tokenize, ["online shopping", "gaming", "online class", "bus"])
+    # counts + 1 = [4, 2, 2, 1] of 9, pooled by first token: online 6/9, gaming 2/9, bus 1/9
+    log_prior = first_token_log_prior(first, [3, 1, 1, 0], tau=0.5)
+    torch.testing.assert_close(log_prior, 0.5 * torch.tensor([6 / 9, 2 / 9, 1 / 9]).log())
+    teacher = torch.tensor([[0.2, 0.5, 0.1, 0.2]])
+    pooled = torch.tensor([[0.3, 0.5, 0.2]])
+    logits = torch.randn(1, 3)
+    torch.testing.assert_close(distillation_loss(logits, teacher, first, log_prior),
+                               distillation_loss(logits + log_prior, teacher, first))
+    # the loss is zero where the raw logits are the teacher's minus tau log prior: the rare
+    # behavior (bus) ranks above the common one it ties with in the teacher
+    fitted = pooled.log() - log_prior
+    torch.testing.assert_close(distillation_loss(fitted, teacher, first, log_prior), torch.zeros(1), atol=1e-6, rtol=0)
+    assert fitted[0, 2] > pooled.log()[0, 2] and fitted[0, 2] - fitted[0, 0] > pooled.log()[0, 2] - pooled.log()[0, 0]
+    with pytest.raises(ValueError, match="3 behavior counts for 4 candidates"):
+        first_token_log_prior(first, [1, 2, 3], tau=1.0)
+
+
+def test_prior_adjustment_needs_distillation():
+    cfg = config_from_dict({"stage2": {"distill_weight": 1.0, "distill_prior_adjustment": 0.5}})
+    assert cfg.stage2.distill_prior_adjustment == 0.5
+    with pytest.raises(ConfigError, match="stage2.distill_prior_adjustment"):
+        config_from_dict({"stage2": {"distill_prior_adjustment": 0.5}})
+    with pytest.raises(ConfigError, match="stage2.distill_prior_adjustment"):
+        config_from_dict({"stage2": {"distill_weight": 1.0, "distill_prior_adjustment": -1.0}})

@@ -155,6 +155,11 @@ class StageConfig:
     # each prediction round, added to the dialogue loss; 0 = off
     distill_weight: float = 0.0
     distill_temperature: float = 1.0  # softens (> 1) or sharpens (< 1) the encoder's distribution
+    # stage 2, a bua extension (training/distill.py): logit adjustment for the long tail. Inside the
+    # KL the student's first-token logits get tau x log(prior) added, the prior being how often
+    # each first token's behaviors occur in the training users' logs, so the raw logits (what the
+    # runtime scores) learn the teacher divided by prior^tau and rare behaviors move up; 0 = off
+    distill_prior_adjustment: float = 0.0
     # a bua extension: the share of the dialogues an epoch trains (its first steps) that are
     # prediction-only ones (direct, with their prefix branches) moved to its start, as far as
     # there are; the rest (understanding rounds, generation and the other direct dialogues)
@@ -374,6 +379,9 @@ def _validate(config: TrainConfig, source: str) -> None:
             fail(f"{name}.generation_opening_round", stage.generation_opening_round, "applies to stage2 only")
         if stage.distill_temperature <= 0:
             fail(f"{name}.distill_temperature", stage.distill_temperature, "must be positive")
+        if stage.distill_prior_adjustment < 0 or (stage.distill_prior_adjustment and not stage.distill_weight):
+            fail(f"{name}.distill_prior_adjustment", stage.distill_prior_adjustment,
+                 "must be 0, or a positive tau with a distill_weight")
         if stage.continue_from is not None and STAGES.index(stage.continue_from) >= STAGES.index(name):
             fail(f"{name}.continue_from", stage.continue_from, "must name an earlier stage")
         opt = stage.optimizer

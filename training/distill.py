@@ -5,9 +5,12 @@ every history; the observed next behavior is one noisy draw from it. `distill_we
 prediction (each branch of a `prefix_predictions` example is one, with its own history prefix),
 the KL divergence from that distribution to the LLM's distribution over the candidates' first
 answer tokens (candidates that share a first token pool their teacher mass), averaged over the
-dialogue's predictions. The first answer token is where candidate scoring
-(`InferenceSession.score`) makes its decision for most names, and its logits come out of the
-forward pass the dialogue loss already runs, so the term costs one small matmul per prediction.
+dialogue's predictions. With `distill_prior_adjustment` tau, the student's logits inside the KL
+are shifted by tau x log(prior) (logit adjustment, Menon et al. 2021): the logits the runtime
+scores then fit teacher / prior^tau, which ranks rare behaviors higher. The first answer token
+is where candidate scoring (`InferenceSession.score`) makes its decision for most names, and its
+logits come out of the forward pass the dialogue loss already runs, so the term costs one small
+matmul per prediction.
 """
 from __future__ import annotations
 
@@ -54,9 +57,22 @@ def teacher_distribution(encoder, events: torch.Tensor, mask: torch.Tensor, seen
     return torch.softmax(logits[rows, (seen - 1).clamp(min=0)] / temperature, dim=-1)
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher: torch.Tensor, first: FirstTokens) -> torch.Tensor:
-    """[...] KL(teacher pooled by first token || softmax(student_logits)); `student_logits` [..., G]
-    are the LLM's logits of `first.ids` at the first answer token, `teacher` [..., n_candidates]."""
+def first_token_log_prior(first: FirstTokens, counts: Sequence[float], tau: float) -> torch.Tensor:
+    """[G] tau x log of each first token's share of `counts` (occurrences of each candidate, +1
+    each so that no behavior has probability 0)."""
+    counts_t = torch.as_tensor(list(counts), dtype=torch.float32) + 1.0
+    if counts_t.shape != (first.groups.shape[0],):
+        raise ValueError(f"{counts_t.numel()} behavior counts for {first.groups.shape[0]} candidates")
+    prior = (counts_t / counts_t.sum()) @ first.groups.cpu()
+    return (tau * prior.log()).to(first.ids.device)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher: torch.Tensor, first: FirstTokens,
+                      log_prior: torch.Tensor | None = None) -> torch.Tensor:
+    """[...] KL(teacher pooled by first token || softmax(student_logits + log_prior));
+    `student_logits` [..., G] are the LLM's logits of `first.ids` at the first answer token,
+    `teacher` [..., n_candidates], `log_prior` [G] (`first_token_log_prior`) or None."""
     target = teacher @ first.groups.to(teacher)
-    log_q = F.log_softmax(student_logits.float(), dim=-1)
+    logits = student_logits.float()
+    log_q = F.log_softmax(logits if log_prior is None else logits + log_prior, dim=-1)
     return (target * (torch.log(target.clamp(min=1e-12)) - log_q)).sum(dim=-1)

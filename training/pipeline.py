@@ -338,6 +338,7 @@ def run_curriculum(opts: RunOptions) -> dict[str, Any]:
                 config.distributed.find_unused_parameters,
                 progress=opts.progress,
                 candidates=list(data.vocab.behaviors),
+                behavior_counts=data.vocab.behavior_counts(data.train).tolist(),
             )
             resumed = opts.resume and status == "running" and trainer.resume()
             if ctx.is_main:

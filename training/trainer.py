@@ -26,7 +26,7 @@ from bua.training import distributed
 from bua.training.checkpoint import stage_dir
 from bua.training.collate import Batch, Example, collate
 from bua.training.config import StageConfig
-from bua.training.distill import FirstTokens, distillation_loss, teacher_distribution
+from bua.training.distill import FirstTokens, distillation_loss, first_token_log_prior, teacher_distribution
 from bua.training.inference import evaluating
 from bua.training.losses import dialogue_losses, round_losses
 from bua.training.model import BUAModel
@@ -106,7 +106,7 @@ class StageTrainer:
     def __init__(self, model: BUAModel, stage: str, cfg: StageConfig, train: Sequence[Example],
                  val: Sequence[Example], run_dir: Path, ctx: distributed.DistContext, seed: int,
                  strategy: str = "ddp", find_unused_parameters: bool = False, progress: bool = True,
-                 candidates: Sequence[str] = ()) -> None:
+                 candidates: Sequence[str] = (), behavior_counts: Sequence[float] = ()) -> None:
         self.model = model
         self.stage = stage
         self.cfg = cfg
@@ -129,6 +129,7 @@ class StageTrainer:
                                      cfg.task_weighting.form) if cfg.task_weighting.enabled else None
         self.tasks = list(ALL_TASKS)
         self.first_tokens = None
+        self.log_prior = None
         if cfg.distill_weight > 0:
             if not candidates:
                 raise ValueError(f"{stage}.distill_weight needs the candidate behavior names")
@@ -136,6 +137,10 @@ class StageTrainer:
             tokenize = model.tokenizer
             self.first_tokens = FirstTokens.build(
                 lambda c: tokenize(c + end, add_special_tokens=False)["input_ids"], candidates).to(ctx.device)
+            if cfg.distill_prior_adjustment > 0:
+                if not behavior_counts:
+                    raise ValueError(f"{stage}.distill_prior_adjustment needs the training behavior counts")
+                self.log_prior = first_token_log_prior(self.first_tokens, behavior_counts, cfg.distill_prior_adjustment)
         self.n_rounds = max(len(e.round_tasks) for e in self.train + self.val)
         self.wrapped = self._wrap(strategy, find_unused_parameters)
         self.log = JsonlLog(self.run_dir / stage / "log.jsonl", enabled=ctx.is_main)
@@ -233,7 +238,8 @@ class StageTrainer:
             teacher = teacher_distribution(self.model.soft_tokenizer.encoder, batch.events, batch.events_mask,
                                            batch.predict_events, self.cfg.distill_temperature)
             valid = (batch.predict_starts >= 0).float()
-            per_prediction = distillation_loss(out.first_token_logits, teacher, self.first_tokens) * valid
+            per_prediction = distillation_loss(out.first_token_logits, teacher, self.first_tokens,
+                                               self.log_prior) * valid
             distill = per_prediction.sum(dim=1) / valid.sum(dim=1).clamp(min=1)
         return rounds, self._dialogue_losses(rounds, weights, distill), distill
 
