@@ -52,6 +52,18 @@ def test_predict_from_event_lines_table_and_stdin(tiny_bundle, logs):
     assert out["top"][0]["behavior"] in by_stdin.stdout
 
 
+def test_predict_scoring_rule(tiny_bundle, logs):
+    def top(*extra):
+        proc = bua("predict", "--bundle", tiny_bundle, "--history", logs["text"], "--json", "--threads", 1, *extra)
+        assert proc.returncode == 0, proc.stderr
+        return [(t["behavior"], round(t["probability"], 6)) for t in json.loads(proc.stdout)["top"]]
+
+    assert top("--scoring", "constrained") == top()  # the predictor's default
+    assert top("--scoring", "summed") != top()
+    bad = bua("predict", "--bundle", tiny_bundle, "--history", logs["text"], "--scoring", "best")
+    assert bad.returncode == 2 and "invalid choice: 'best'" in bad.stderr
+
+
 def test_generate_and_explain(tiny_bundle, logs):
     day = bua("generate", "--bundle", tiny_bundle, "--history", logs["text"], "--json", "--threads", 1)
     # The random tiny model may write nothing that parses; the command then says so (exit 1).

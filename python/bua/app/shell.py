@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bua.dialogue import SCORING_RULES
+
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
 
@@ -55,7 +57,9 @@ def read_history(source: str, vocab, columns: list[str], user: str | None, max_h
 def _predictor(args: argparse.Namespace):
     from bua import OnDevicePredictor
 
-    return OnDevicePredictor.from_bundle(args.bundle, n_threads=args.threads)
+    scoring = getattr(args, "scoring", None)
+    return OnDevicePredictor.from_bundle(args.bundle, n_threads=args.threads,
+                                         **({"scoring": scoring} if scoring else {}))
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -176,6 +180,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-k next behaviors of a history, from a bundle")
     _common(p)
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--scoring", choices=SCORING_RULES, default=None,
+                   help="how behavior names are scored (default: OnDevicePredictor's, constrained; "
+                        "docs/ARCHITECTURE.md, 'Prediction by candidate scoring')")
     p.set_defaults(func=run_predict)
     p = sub.add_parser("generate", help="the next day's events of a history, from a bundle")
     _common(p)
