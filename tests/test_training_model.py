@@ -286,3 +286,19 @@ def test_constrained_scores_renormalize_at_each_branch_of_the_names(model):
         session.score(["gaming", "gaming"])
     with pytest.raises(ValueError, match="scoring must be one of"):
         session.score(["gaming"], scoring="first")
+
+
+def test_cache_keyword_follows_the_installed_transformers(model):
+    """transformers renamed the forward's `past_key_values` to `cache`; a cache passed under the
+    other name would be ignored (every position re-read from an empty cache)."""
+    import inspect
+
+    from bua.training.inference import cache_keyword
+
+    assert cache_keyword(model.lm) in inspect.signature(model.lm.get_base_model().forward).parameters
+
+    class BeforeTheRename(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            return input_ids
+
+    assert cache_keyword(BeforeTheRename()) == "past_key_values"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
@@ -30,6 +31,13 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def cache_keyword(lm: torch.nn.Module) -> str:
+    """The keyword `lm`'s forward takes its KV cache by: `cache` in recent transformers,
+    `past_key_values` before they renamed it (where `cache=` would be silently ignored)."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 class InferenceSession:
     """One growing sequence with its KV cache (batch 1)."""
 
@@ -38,6 +46,7 @@ class InferenceSession:
 
         self.model = model
         self.cache = DynamicCache()
+        self._cache_keyword = cache_keyword(model.lm)
         self.n_past = 0
         self.last_logits: torch.Tensor | None = None  # [V] float32 after the last fed position
         self._eot = single_token_id(model.tokenizer, model.chat.end_of_turn)
@@ -46,11 +55,13 @@ class InferenceSession:
         return list(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # ------------------------------------------------------------------ feeding
-    def _run(self, embeds: torch.Tensor) -> None:
+    def _lm(self, cache, **inputs):
+        """The LM forward over `inputs` after `cache` (a DynamicCache, extended in place)."""
         with evaluating(self.model):
-            out = self.model.lm(inputs_embeds=embeds, cache=self.cache, use_cache=True,
-                                logits_to_keep=1)
-        self.cache = out.cache
+            return self.model.lm(**inputs, **{self._cache_keyword: cache}, use_cache=True)
+
+    def _run(self, embeds: torch.Tensor) -> None:
+        out = self._lm(self.cache, inputs_embeds=embeds, logits_to_keep=1)
         self.n_past += embeds.shape[1]
         self.last_logits = out.logits[0, -1].float()
 
@@ -119,8 +130,7 @@ class InferenceSession:
             valid[i, : len(s)] = True
         cache = copy.deepcopy(self.cache)
         cache.batch_repeat_interleave(c)
-        with evaluating(self.model):
-            out = self.model.lm(input_ids=ids, cache=cache, use_cache=True)
+        out = self._lm(cache, input_ids=ids)
         logp_next = torch.log_softmax(out.logits.float(), dim=-1)  # predicts token j+1
         first = torch.log_softmax(self.last_logits, dim=-1)[ids[:, 0]]
         rest = logp_next[:, :-1].gather(2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
@@ -148,9 +158,7 @@ class InferenceSession:
             logits = self.last_logits
             if prefix:
                 ids = torch.tensor([list(prefix)], dtype=torch.long, device=self.model.device)
-                with evaluating(self.model):
-                    out = self.model.lm(input_ids=ids, cache=copy.deepcopy(self.cache), use_cache=True,
-                                        logits_to_keep=1)
+                out = self._lm(copy.deepcopy(self.cache), input_ids=ids, logits_to_keep=1)
                 logits = out.logits[0, -1].float()
             branch_logp[prefix] = torch.log_softmax(logits[tokens], dim=0)
         scores = torch.zeros(len(seqs), device=self.model.device)
