@@ -58,6 +58,8 @@ def test_tiny_cpu_trains_all_three_stages_and_loss_falls(full_run):
         train = [r for r in log if r["type"] == "train"]
         assert [r["step"] for r in train] == list(range(1, s["steps"] + 1))
         assert all({"loss", "lr", "tasks", "rounds", "tokens"} <= set(r) for r in train)
+        # model.pad_to_multiple: 32 in tiny-cpu: every micro-batch is B x (a multiple of 32) positions
+        assert all(r["positions"] % 32 == 0 and r["positions"] > r["tokens"] for r in train)
         first, last = train[0]["loss"], min(r["loss"] for r in train[-3:])
         assert last < first, (stage, first, last)
     assert record["stages"]["stage2"]["init_from"] == "stage1" and record["stages"]["stage3"]["init_from"] == "stage2"

@@ -128,6 +128,20 @@ def test_score_candidates_equals_training_nll_of_the_answer(model):
         assert -nll[start - 1:start - 1 + n].sum().item() == pytest.approx(score.item(), abs=1e-3)
 
 
+def test_padding_to_a_multiple_leaves_every_answer_nll_unchanged(model):
+    """Training batches on CUDA are padded to a multiple of 64 (model.pad_to_multiple): the extra
+    positions are masked out and carry no label."""
+    examples = [_example(model, ["key_behaviors", "predict"], ["gaming often", "gaming"]),
+                _example(model, ["predict"], ["subway"], hist=HIST[:2])]
+    with torch.no_grad():
+        plain = model(collate(examples, model.pad_id))
+        padded = model(collate(examples, model.pad_id, pad_to_multiple=64))
+    s = plain.nll.shape[1]
+    assert padded.nll.shape[1] % 64 == 63 and padded.nll.shape[1] > s  # [B, S-1]
+    assert torch.allclose(padded.nll[:, :s], plain.nll, atol=1e-5) and (padded.nll[:, s:] == 0).all()
+    assert torch.equal(padded.loss_rounds[:, :s], plain.loss_rounds)
+
+
 def test_greedy_generation_is_the_argmax_chain(model):
     tpl, chat = model.template, model.chat
     prompt = round_prompt_segments(tpl, chat, "key_behaviors", True)

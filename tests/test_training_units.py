@@ -39,6 +39,8 @@ def test_bad_value_names_field_and_value(tmp_path):
         config_from_dict({"stage1": {"global_batch_size": 10, "micro_batch_size": 4}})
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match=r"'model.pad_to_multiple' = -8 must be >= 0"):
+        config_from_dict({"model": {"pad_to_multiple": -8}})
 
 
 def test_stage_optimizer_inherits_top_level_key_by_key():
@@ -225,6 +227,25 @@ def test_collate_pads_marks_soft_slots_and_answer_rounds():
     )
     with pytest.raises(ValueError, match="0 soft positions but n_soft=2"):
         Example(broken, events[:2], ("predict",))
+    # padded to a multiple of 64: only padding is added (no labels, no attention, no soft slots)
+    examples = [Example(long, events, ("key_behaviors", "predict")), Example(short, events[:2], ("predict",))]
+    padded = collate(examples, pad_id=7, pad_to_multiple=64)
+    s = len(long)
+    assert padded.input_ids.shape[1] == -(-s // 64) * 64 > s
+    for name in ("input_ids", "attention_mask", "soft_positions", "labels", "loss_rounds"):
+        assert torch.equal(getattr(padded, name)[:, :s], getattr(batch, name)), name
+    assert (padded.attention_mask[:, s:] == 0).all() and (padded.labels[:, s:] == -100).all()
+    assert padded.n_tokens == batch.n_tokens and torch.equal(padded.predict_starts, batch.predict_starts)
+    with pytest.raises(ValueError, match="pad_to_multiple must be >= 1"):
+        collate(examples, pad_id=7, pad_to_multiple=0)
+
+
+def test_pad_to_multiple_auto_is_64_on_cuda_only():
+    from bua.training.model import resolve_pad_multiple
+
+    assert resolve_pad_multiple(0, torch.device("cuda")) == 64
+    assert resolve_pad_multiple(0, torch.device("cpu")) == 1
+    assert resolve_pad_multiple(8, torch.device("cpu")) == 8 == resolve_pad_multiple(8, torch.device("cuda"))
 
 
 def test_direct_first_moves_prediction_dialogues_to_the_front_of_the_same_set():

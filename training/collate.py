@@ -151,12 +151,15 @@ def _predictions(e: Example) -> list[tuple[int, int]]:
     return out
 
 
-def collate(examples: Sequence[Example], pad_id: int) -> Batch:
-    """Right-pads `examples` into a `Batch`; `pad_id` fills padding and soft positions."""
+def collate(examples: Sequence[Example], pad_id: int, pad_to_multiple: int = 1) -> Batch:
+    """Right-pads `examples` into a `Batch`, to a length that is a multiple of `pad_to_multiple`
+    (few distinct shapes: see `model.pad_to_multiple`); `pad_id` fills padding and soft positions."""
     if not examples:
         raise ValueError("cannot collate an empty batch")
+    if pad_to_multiple < 1:
+        raise ValueError(f"pad_to_multiple must be >= 1, got {pad_to_multiple}")
     b = len(examples)
-    s = max(len(e) for e in examples)
+    s = -(-max(len(e) for e in examples) // pad_to_multiple) * pad_to_multiple
     length = max(1, max(len(e.events) for e in examples))
     input_ids = torch.full((b, s), pad_id, dtype=torch.long)
     attention = torch.zeros((b, s), dtype=torch.long)

@@ -102,6 +102,10 @@ class ModelConfig:
     # to 2e-4 relative; training/README.md); evaluation and export stay fp32. CUDA runs bf16
     # weights already (dtype auto).
     autocast: Literal["auto", "off", "bf16"] = "auto"
+    # Training batches are padded to a multiple of this many tokens. 0 = auto: 64 on CUDA, where
+    # each new sequence length costs the attention a new cuDNN plan (hundreds of ms; an H200 step
+    # of 0.5B took 0.84 s instead of 0.46 s: training/README.md, "GPU check"), 1 on a CPU.
+    pad_to_multiple: int = 0
     lora: LoraSettings = field(default_factory=LoraSettings)
 
 
@@ -159,6 +163,7 @@ class StageConfig:
     # KL the student's first-token logits get tau x log(prior) added, the prior being how often
     # each first token's behaviors occur in the training users' logs, so the raw logits (what the
     # runtime scores) learn the teacher divided by prior^tau and rare behaviors move up; 0 = off
+    # (tau 0.5 on the demo config did not lift Tail: training/README.md, "Fourteenth round")
     distill_prior_adjustment: float = 0.0
     # a bua extension: the share of the dialogues an epoch trains (its first steps) that are
     # prediction-only ones (direct, with their prefix branches) moved to its start, as far as
@@ -347,6 +352,8 @@ def _validate(config: TrainConfig, source: str) -> None:
     def fail(dotted: str, value: Any, why: str) -> None:
         raise ConfigError(f"{source}: field {dotted!r} = {value!r} {why}")
 
+    if config.model.pad_to_multiple < 0:
+        fail("model.pad_to_multiple", config.model.pad_to_multiple, "must be >= 0 (0: auto)")
     for name in STAGES:
         stage = config.stage(name)
         if stage.global_batch_size < 1:

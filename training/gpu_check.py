@@ -14,7 +14,8 @@ Per shape it measures:
   over every position (the issue's reference setting);
 - bua: BUAModel's stage-2 step (encoder + projector + LoRA trainable, the round-balanced
   loss) on real stage-2 dialogues of the simulator (history 40 events, generation history 100,
-  as the paper), batched like training, padding included; same micro-batch size.
+  as the paper), batched like training (lengths padded to a multiple of 64 on CUDA), padding
+  included; same micro-batch size (--bua-batch: another).
 Tokens/s counts every position of the batch (padding included) for both, so the ratio
 bua/plain is the share of the plain step's speed that BUA's step reaches (target >= 0.9).
 MFU uses the 6N convention (N = all parameters of the LLM; the frozen base still costs its
@@ -143,15 +144,17 @@ def _count_base(model) -> int:
 
 
 def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: torch.dtype, steps: int,
-                   warmup: int, checkpointing: bool, data_users: int, profile_top: int = 0) -> dict[str, Any]:
-    """BUAModel stage-2 optimizer steps on simulator dialogues (paper-length histories); with
-    `profile_top`, one more step under torch.profiler and its most expensive ops."""
+                   warmup: int, checkpointing: bool, data_users: int, profile_top: int = 0,
+                   batch_size: Optional[int] = None, trace: Optional[Path] = None) -> dict[str, Any]:
+    """BUAModel stage-2 optimizer steps on simulator dialogues (paper-length histories), micro-batches
+    of `batch_size` dialogues (default: the shape's batch); with `profile_top`, one more step under
+    torch.profiler (`profile_step`)."""
     from bua.models.encoder import BehaviorEncoder, EncoderConfig
     from bua.models.projector import Projector, ProjectorConfig, SoftTokenizer
     from bua.training.collate import collate
     from bua.training.config import StageConfig, config_from_dict
     from bua.training.data import build_stage, prepare
-    from bua.training.model import BUAModel
+    from bua.training.model import BUAModel, resolve_pad_multiple
 
     _reset_peak(device)
     config = config_from_dict(
@@ -195,7 +198,9 @@ def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: t
     stage = StageConfig(train_samples_per_user=8, val_samples_per_user=0, generation_fraction=0.3, direct_fraction=0.2)
     examples = build_stage(data, "stage2", stage, config.data, model).train
     examples.sort(key=len, reverse=True)  # the trainer sorts each rank's share by length the same way
-    n_needed = (warmup + steps) * shape.batch
+    batch_size = batch_size or shape.batch
+    pad = resolve_pad_multiple(0, device)  # as the trainer pads
+    n_needed = (warmup + steps) * batch_size
     if len(examples) < n_needed:
         raise RuntimeError(f"only {len(examples)} dialogues for {n_needed} needed; raise --data-users")
     # take batches spread over the length distribution, as random global batches would be
@@ -203,15 +208,16 @@ def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: t
     pool = examples[::stride][:n_needed]
     opt = torch.optim.AdamW([p for _, p in model.named_trainable()], lr=1e-5)
     step = functools.partial(_bua_train_step, model, opt, device)
-    times, padded, real = [], 0, 0
+    times, padded, real, shapes = [], 0, 0, set()
     for i in range(warmup + steps):
-        batch = collate(pool[i * shape.batch : (i + 1) * shape.batch], model.pad_id).to(device)
+        batch = collate(pool[i * batch_size : (i + 1) * batch_size], model.pad_id, pad).to(device)
         _sync(device)
         t = time.perf_counter()
         step(batch)
         if i >= warmup:
             times.append(time.perf_counter() - t)
             padded += batch.input_ids.numel()
+            shapes.add(tuple(batch.input_ids.shape))
             real += batch.n_tokens
     step_s = sum(times) / len(times)
     mean_len = sum(len(e) for e in examples) / len(examples)
@@ -224,41 +230,80 @@ def bua_step_speed(directory: Path, shape: Shape, device: torch.device, dtype: t
         "n_params": _count_base(model.lm),
         "mean_dialogue_tokens": mean_len,
         "n_dialogues": len(examples),
+        "batch": batch_size,
+        "pad_to_multiple": pad,
+        "distinct_shapes": len(shapes),
     }
     if profile_top:
-        out["profile"] = profile_step(step, collate(pool[: shape.batch], model.pad_id).to(device), device, profile_top)
+        first = collate(pool[:batch_size], model.pad_id, pad).to(device)
+        out["profile"] = profile_step(step, first, device, profile_top, trace)
     del model, lm, opt, step
     return out
 
 
+PHASES = ("bua.forward", "bua.loss", "bua.backward", "bua.optimizer")
+
+
 def _bua_train_step(model, opt, device: torch.device, batch) -> None:
-    """One optimizer step as the trainer runs it: bf16 base, fp32 LoRA and projector."""
+    """One optimizer step as the trainer runs it: bf16 base, fp32 LoRA and projector. Its phases
+    are labelled (PHASES) for the profiler; the labels cost nothing when no profiler runs."""
+    from torch.profiler import record_function
+
     from bua.training.losses import dialogue_losses, round_losses
 
-    out = model(batch)
-    losses = dialogue_losses(round_losses(out.nll, out.loss_rounds, 4), "round_balanced")
-    (losses.sum() / len(batch)).backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    with record_function(PHASES[0]):
+        out = model(batch)
+    with record_function(PHASES[1]):
+        loss = dialogue_losses(round_losses(out.nll, out.loss_rounds, 4), "round_balanced").sum() / len(batch)
+    with record_function(PHASES[2]):
+        loss.backward()
+    with record_function(PHASES[3]):
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     _sync(device)
 
 
-def profile_step(step, batch, device: torch.device, top: int) -> list[dict[str, Any]]:
-    """The `top` ops of one step by self time on the device (CPU time on a CPU run): where a
-    step's time goes that the token count does not explain."""
+def profile_step(step, batch, device: torch.device, top: int, trace: Optional[Path] = None) -> dict[str, Any]:
+    """One step under torch.profiler: its wall time, the time the device spent in kernels, the
+    host time of each phase (backward's includes waiting for the device), and the `top` ops by
+    self device time and by self CPU time (a step whose kernels take far less than its wall time
+    is bound by the host). `trace`: also a Chrome trace (gzipped). The step's batch shape has been
+    seen before, as most are with padded lengths: first-shape costs do not show here."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
+        t = time.perf_counter()
         step(batch)
+        wall = time.perf_counter() - t
 
     def device_us(e) -> float:
         return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)))
 
+    def row(e) -> dict[str, Any]:
+        return {"op": e.key, "count": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                "self_device_ms": device_us(e) / 1e3}
+
     ops = list(prof.key_averages())
-    ops.sort(key=device_us if device.type == "cuda" else (lambda e: e.self_cpu_time_total), reverse=True)
-    return [{"op": e.key, "count": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
-             "self_device_ms": device_us(e) / 1e3} for e in ops[:top]]
+    phases = {name: max((e.cpu_time_total / 1e3 for e in ops if e.key == name), default=0.0) for name in PHASES}
+    if trace is not None:
+        import gzip
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "trace.json"
+            prof.export_chrome_trace(str(raw))
+            with raw.open("rb") as src, gzip.open(trace, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    return {
+        "wall_ms": wall * 1e3,
+        "device_busy_ms": sum(device_us(e) for e in ops if e.device_type == DeviceType.CUDA) / 1e3,
+        "phases": phases,
+        "by_device": [row(e) for e in sorted(ops, key=device_us, reverse=True)[:top]],
+        "by_cpu": [row(e) for e in sorted(ops, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]],
+    }
 
 
 def _chat(directory: Path):
@@ -291,7 +336,7 @@ def projection(bua: dict[str, Any], card_tflops: Optional[float]) -> dict[str, A
 
 
 def run(shapes: list[str], device: torch.device, steps: int, warmup: int, data_users: int,
-        profile_top: int = 0) -> dict[str, Any]:
+        profile_top: int = 0, bua_batch: Optional[int] = None, trace_dir: Optional[Path] = None) -> dict[str, Any]:
     import tempfile
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -314,8 +359,9 @@ def run(shapes: list[str], device: torch.device, steps: int, warmup: int, data_u
             shape = SHAPES[key]
             directory = make_backbone(shape, Path(tmp) / key)
             plain = plain_step_speed(directory, shape, device, dtype, steps, warmup, checkpointing)
+            trace = trace_dir / f"trace-{key}.json.gz" if trace_dir is not None and profile_top else None
             bua = bua_step_speed(directory, shape, device, dtype, steps, warmup, checkpointing, data_users,
-                                 profile_top)
+                                 profile_top, bua_batch, trace)
             entry = {
                 "shape": shape.__dict__,
                 "plain": plain,
@@ -331,12 +377,21 @@ def run(shapes: list[str], device: torch.device, steps: int, warmup: int, data_u
             entry["projection"] = projection(bua, tflops)
             report["shapes"][key] = entry
             print(_row(key, entry), flush=True)
-            for op in bua.get("profile", []):
-                print(f"    {op['op'][:60]:60s} x{op['count']:<5d} self device {op['self_device_ms']:8.1f} ms, "
-                      f"self CPU {op['self_cpu_ms']:8.1f} ms", flush=True)
+            if "profile" in bua:
+                print(_profile_text(bua["profile"]), flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return report
+
+
+def _profile_text(prof: dict[str, Any]) -> str:
+    lines = [f"    profiled step: wall {prof['wall_ms']:.1f} ms, device busy {prof['device_busy_ms']:.1f} ms"]
+    lines += [f"    {name:16s} host {ms:8.1f} ms" for name, ms in prof["phases"].items()]
+    for title, key in (("by self device time", "by_device"), ("by self CPU time", "by_cpu")):
+        lines.append(f"    top ops {title}:")
+        lines += [f"      {op['op'][:58]:58s} x{op['count']:<6d} device {op['self_device_ms']:8.1f} ms, "
+                  f"CPU {op['self_cpu_ms']:8.1f} ms" for op in prof[key]]
+    return "\n".join(lines)
 
 
 def _row(key: str, e: dict[str, Any]) -> str:
@@ -363,6 +418,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write the report JSON here")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="profile one more BUA step and report its N most expensive ops (0: off)")
+    p.add_argument("--bua-batch", type=int, default=None, metavar="B",
+                   help="dialogues per BUA micro-batch (default: the shape's batch, as the plain step)")
+    p.add_argument("--trace-dir", type=Path, default=None,
+                   help="with --profile: write the profiled step's Chrome trace here (trace-SHAPE.json.gz)")
     args = p.parse_args(argv)
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     bad = [s for s in shapes if s not in SHAPES]
@@ -375,7 +434,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             file=sys.stderr,
         )
         return 2
-    report = run(shapes, device, args.steps, args.warmup, args.data_users, args.profile)
+    if args.trace_dir is not None:
+        args.trace_dir.mkdir(parents=True, exist_ok=True)
+    report = run(shapes, device, args.steps, args.warmup, args.data_users, args.profile, args.bua_batch,
+                 args.trace_dir)
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

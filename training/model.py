@@ -54,6 +54,11 @@ def resolve_autocast(name: str, device: torch.device) -> bool:
     return name == "bf16"
 
 
+def resolve_pad_multiple(n: int, device: torch.device) -> int:
+    """`model.pad_to_multiple` for `device` (0: 64 on CUDA, 1 elsewhere)."""
+    return n or (64 if device.type == "cuda" else 1)
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -24,6 +24,7 @@ from bua.training.checkpoint import (
     write_run,
 )
 from bua.training.config import TrainConfig, config_from_dict, load_config
+from bua.training.model import resolve_pad_multiple
 
 STAGE_NAMES = {"1": "stage1", "2": "stage2", "3": "stage3", "stage1": "stage1", "stage2": "stage2", "stage3": "stage3"}
 
@@ -338,7 +339,9 @@ def run_curriculum(opts: RunOptions) -> dict[str, Any]:
                 config.distributed.find_unused_parameters,
                 progress=opts.progress,
                 candidates=list(data.vocab.behaviors),
-                behavior_counts=data.vocab.behavior_counts(data.train).tolist(),
+                behavior_counts=(data.vocab.behavior_counts(data.train).tolist()
+                                 if config.stage(stage).distill_prior_adjustment else ()),
+                pad_to_multiple=resolve_pad_multiple(config.model.pad_to_multiple, ctx.device),
             )
             resumed = opts.resume and status == "running" and trainer.resume()
             if ctx.is_main:

@@ -106,7 +106,8 @@ class StageTrainer:
     def __init__(self, model: BUAModel, stage: str, cfg: StageConfig, train: Sequence[Example],
                  val: Sequence[Example], run_dir: Path, ctx: distributed.DistContext, seed: int,
                  strategy: str = "ddp", find_unused_parameters: bool = False, progress: bool = True,
-                 candidates: Sequence[str] = (), behavior_counts: Sequence[float] = ()) -> None:
+                 candidates: Sequence[str] = (), behavior_counts: Sequence[float] = (),
+                 pad_to_multiple: int = 1) -> None:
         self.model = model
         self.stage = stage
         self.cfg = cfg
@@ -116,6 +117,7 @@ class StageTrainer:
         self.ctx = ctx
         self.seed = seed
         self.progress = progress and ctx.is_main
+        self.pad_to_multiple = pad_to_multiple
         self.accum, self.per_epoch, self.total_steps = plan_steps(cfg, len(self.train), ctx.world_size, stage)
         self.trains_lora = stage in ("stage2", "stage3")
         self.params = [p for _, p in model.named_trainable()]
@@ -163,8 +165,9 @@ class StageTrainer:
             return DDP(self.model, device_ids=ids, find_unused_parameters=find_unused)
         raise ValueError(f"distributed.strategy {strategy!r} is not supported by this trainer; use 'ddp'")
 
-    def _pad_id(self) -> int:
-        return self.model.pad_id
+    def collate(self, examples: Sequence[Example]) -> Batch:
+        """A micro-batch of `examples` on the training device."""
+        return collate(examples, self.model.pad_id, self.pad_to_multiple).to(self.ctx.device)
 
     # ------------------------------------------------------------------ data order
     def _step_indices(self, step: int) -> list[list[int]]:
@@ -189,11 +192,11 @@ class StageTrainer:
         return torch.tensor(rows, dtype=torch.float32, device=self.ctx.device)
 
     def _stats_size(self) -> int:
-        return 3 + 2 * len(self.tasks) + 2 * self.n_rounds + 2
+        return 3 + 2 * len(self.tasks) + 2 * self.n_rounds + 3
 
     def _stats_vector(self, rounds, losses: torch.Tensor, batch: Batch, distill: torch.Tensor | None) -> torch.Tensor:
-        """[loss sum, dialogues, tokens, per-task (sum, n)..., per-round (sum, n)..., distill (sum, n)]
-        of a micro-batch."""
+        """[loss sum, dialogues, tokens, per-task (sum, n)..., per-round (sum, n)..., positions,
+        distill (sum, n)] of a micro-batch; positions = all of the batch's, padding included."""
         nt = len(self.tasks)
         v = torch.zeros(self._stats_size(), dtype=torch.float64)
         v[0] = float(losses.detach().sum())
@@ -203,6 +206,7 @@ class StageTrainer:
             v[-1] = float(has.sum())
         v[1] = len(batch)
         v[2] = float(rounds.counts.sum())
+        v[-3] = batch.input_ids.numel()
         means = rounds.means.detach().cpu().double()
         present = rounds.present.cpu()
         for b, tasks in enumerate(batch.round_tasks):
@@ -217,7 +221,8 @@ class StageTrainer:
 
     def _unpack(self, v: torch.Tensor) -> dict[str, Any]:
         nt, nr = len(self.tasks), self.n_rounds
-        out = {"loss": float(v[0] / max(v[1], 1)), "dialogues": int(v[1]), "tokens": int(v[2])}
+        out = {"loss": float(v[0] / max(v[1], 1)), "dialogues": int(v[1]), "tokens": int(v[2]),
+               "positions": int(v[-3])}
         out["tasks"] = {t: float(v[3 + 2 * k] / v[4 + 2 * k]) for k, t in enumerate(self.tasks) if v[4 + 2 * k] > 0}
         out["rounds"] = {str(r): float(v[3 + 2 * nt + 2 * r] / v[4 + 2 * nt + 2 * r])
                          for r in range(nr) if v[4 + 2 * nt + 2 * r] > 0}
@@ -254,7 +259,7 @@ class StageTrainer:
         per_rank = self.cfg.global_batch_size // self.ctx.world_size
         stats = None
         for k, idx in enumerate(micro):
-            batch = collate([self.train[i] for i in idx], self._pad_id()).to(self.ctx.device)
+            batch = self.collate([self.train[i] for i in idx])
             weights = self._round_weights(batch)
             last = k == len(micro) - 1
             defer_sync = self.ctx.distributed and not last and hasattr(self.wrapped, "no_sync")
@@ -293,7 +298,7 @@ class StageTrainer:
         mine = sorted(mine, key=len, reverse=True)
         with evaluating(self.model):
             for k in range(0, len(mine), m):
-                batch = collate(mine[k:k + m], self._pad_id()).to(self.ctx.device)
+                batch = self.collate(mine[k:k + m])
                 rounds, losses, distill = self._micro_losses(batch, self.model, None)
                 stats += self._stats_vector(rounds, losses, batch, distill)
         distributed.all_reduce_sum(stats, self.ctx)
