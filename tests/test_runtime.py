@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,11 @@ import pytest
 
 from bua import OnDevicePredictor
 from bua.dialogue import PREDICT, render_dialogue, tokenize_segments
-from bua.events import DAY_ABBRS, Event
+from bua.events import DAY_ABBRS, Event, events_to_batch
 from bua.runtime.bundle import Bundle, BundleError
 from bua.runtime.grammar import event_lines_grammar
 from bua.runtime.native_prompt import write_native_prompt
-from bua.runtime.predictor import GenerationError
+from bua.runtime.predictor import ORT_ALLOW_SPINNING, GenerationError, encoder_session
 from bua.textformat import format_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,6 +208,23 @@ def test_grammar_is_valid_gbnf_for_llama_cpp(predictor, history):
     assert re.match(r"[0-2][0-9]:[0-5][0-9] @", rest), rest
     with pytest.raises(predictor.engine.native.LlamaError, match="invalid GBNF"):
         s.generate(4, grammar="root ::= (")
+
+
+def test_encoder_session_does_not_busy_wait_between_runs(bundle_dir, dataset):
+    """onnxruntime's workers spin after a run by default, taking a core from the llama.cpp
+    decode that follows every encoder run; the runtime's session must sleep instead. CPU time,
+    not wall time: a spinning worker burns a core through each idle gap."""
+    session = encoder_session(Bundle.load(bundle_dir).encoder_path, n_threads=2)
+    assert session.get_session_options().get_session_config_entry(ORT_ALLOW_SPINNING) == "0"
+    batch, mask = events_to_batch([list(dataset.users[0].events[:16])], 16)
+    session.run(None, {"events": batch, "mask": mask})
+    runs, gap = 8, 0.03
+    cpu = time.process_time()
+    for _ in range(runs):
+        session.run(None, {"events": batch, "mask": mask})
+        time.sleep(gap)
+    busy = time.process_time() - cpu
+    assert busy < 0.5 * runs * gap, f"{busy:.3f} s of CPU over {runs} runs and {runs * gap:.2f} s of idle gaps"
 
 
 def test_threads_share_one_predictor_safely(predictor, dataset):
