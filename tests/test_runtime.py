@@ -112,6 +112,22 @@ def test_prediction_is_deterministic_and_kv_reuse_is_exact(predictor, history, d
     assert other.soft_tokens == 20
 
 
+def test_constrained_scoring_shares_the_prompts_last_decode(predictor, history):
+    """The prediction round's rows and the names' branches go into one llama_decode, with the
+    scores, the dialogue and its logits of evaluating first and scoring after."""
+    engine = predictor.engine
+    soft = predictor.soft_tokens(history)
+    _, fused = engine.start(PREDICT, soft, score=True)
+    n_past, logits = engine.n_past, engine.session.last_logits()
+    _, none = engine.start(PREDICT, soft)
+    separate = engine.constrained_candidates()
+    assert none is None and fused.decodes == 0 and separate.decodes >= 1
+    assert fused.positions == separate.positions > 0
+    assert fused.logprob == pytest.approx(separate.logprob, abs=1e-4)
+    assert engine.n_past == n_past and np.abs(engine.session.last_logits() - logits).max() < 1e-4
+    assert predictor.predict(history, explain=False).top[0].logprob == pytest.approx(separate.logprob.max(), abs=1e-4)
+
+
 def test_prompt_tokens_match_training_tokenization(predictor, history):
     """The contract: the runtime feeds llama.cpp the token ids training computes with HF."""
     from transformers import AutoTokenizer

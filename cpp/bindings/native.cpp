@@ -191,6 +191,19 @@ PYBIND11_MODULE(_native, m) {
         }, py::arg("candidates"),
            "Every candidate's log-probability when the answer must be one of them (bua::Session::score_constrained): "
            "the same dict as score_top_continuations, every candidate scored.")
+        .def("eval_and_score_constrained", [](bua::Session& self, const FloatRows& rows,
+                                              const std::vector<std::vector<bua::Token>>& cands) {
+            if (rows.ndim() != 2) throw py::value_error("embeddings must have shape [n, n_embd], got " + std::to_string(rows.ndim()) + " dimensions");
+            bua::ShortlistScores s;
+            {
+                py::gil_scoped_release release;
+                s = self.eval_and_score_constrained(rows.data(), static_cast<int>(rows.shape(0)),
+                                                    static_cast<int>(rows.shape(1)), cands);
+            }
+            return scores_dict(s);
+        }, py::arg("embeddings"), py::arg("candidates"),
+           "eval_embeddings then score_constrained in one llama_decode where the branches fit "
+           "(bua::Session::eval_and_score_constrained): the same dict as score_constrained.")
         .def_property_readonly("n_past", &bua::Session::n_past)
         .def_property_readonly("n_ctx", &bua::Session::n_ctx)
         .def_property_readonly("n_embd", &bua::Session::n_embd)

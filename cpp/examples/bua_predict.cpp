@@ -228,14 +228,19 @@ int main(int argc, char** argv) {
             batch.assign(soft.begin() + static_cast<std::ptrdiff_t>(cached_rows) * cols,
                          soft.begin() + static_cast<std::ptrdiff_t>(n) * cols);
             batch.insert(batch.end(), after_rows.begin(), after_rows.end());
-            session.eval_embeddings(batch.data(), static_cast<int>(batch.size() / cols), cols);
+            const int n_batch_rows = static_cast<int>(batch.size() / cols);
             cached_rows = n;
-            bua::ShortlistParams shortlist;
-            shortlist.top_k = std::max(1, top_k);
-            shortlist.mass_tolerance = mass_tolerance;
-            print_top(prompt, scoring == "constrained" ? session.score_constrained(conts)
-                                                       : session.score_top_continuations(conts, shortlist),
-                      top_k, session.n_past(), n);
+            bua::ShortlistScores scores;
+            if (scoring == "constrained") {  // the names' branches share the rows' llama_decode
+                scores = session.eval_and_score_constrained(batch.data(), n_batch_rows, cols, conts);
+            } else {
+                session.eval_embeddings(batch.data(), n_batch_rows, cols);
+                bua::ShortlistParams shortlist;
+                shortlist.top_k = std::max(1, top_k);
+                shortlist.mass_tolerance = mass_tolerance;
+                scores = session.score_top_continuations(conts, shortlist);
+            }
+            print_top(prompt, scores, top_k, session.n_past(), n);
         }
     } catch (const bua::Error& e) {
         std::fprintf(stderr, "error (%s): %s\n", bua::error_kind_name(e.kind()), e.what());

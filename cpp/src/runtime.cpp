@@ -66,10 +66,12 @@ struct BorrowedBatch {
     }
 };
 
-// A llama_batch of token ids allocated by llama.cpp, freed on scope exit.
+// A llama_batch allocated by llama.cpp (token ids, or embedding rows of width embd > 0; up to
+// n_seq_max sequence ids per position), freed on scope exit.
 struct OwnedBatch {
     llama_batch batch;
-    explicit OwnedBatch(int n_tokens) : batch(llama_batch_init(n_tokens, 0, 1)) { batch.n_tokens = 0; }
+    explicit OwnedBatch(int n_tokens, int embd = 0, int n_seq_max = 1)
+        : batch(llama_batch_init(n_tokens, embd, n_seq_max)) { batch.n_tokens = 0; }
     ~OwnedBatch() { llama_batch_free(batch); }
     OwnedBatch(const OwnedBatch&) = delete;
     OwnedBatch& operator=(const OwnedBatch&) = delete;
@@ -81,6 +83,65 @@ double log_sum_exp(const float* logits, int n_vocab) {
     double s = 0.0;
     for (int i = 0; i < n_vocab; ++i) s += std::exp(static_cast<double>(logits[i]) - m);
     return m + std::log(s);
+}
+
+// Constrained scoring's token trie: each prefix of a candidate -> the distinct tokens that
+// continue it. Candidates must be distinct and prefix-free.
+using TokenTrie = std::map<std::vector<Token>, std::vector<Token>>;
+// At each branch (a prefix with two or more continuations) the log-probabilities of its tokens,
+// renormalized over them, in the order of the trie's entry.
+using BranchLogp = std::map<std::vector<Token>, std::vector<double>>;
+
+TokenTrie candidate_trie(const std::vector<std::vector<Token>>& candidates, const char* who) {
+    TokenTrie next;
+    for (const auto& cand : candidates)
+        for (size_t j = 0; j < cand.size(); ++j) {
+            auto& tokens = next[std::vector<Token>(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(j))];
+            if (std::find(tokens.begin(), tokens.end(), cand[j]) == tokens.end()) tokens.push_back(cand[j]);
+        }
+    if (std::set<std::vector<Token>>(candidates.begin(), candidates.end()).size() < candidates.size())
+        throw Error(ErrorKind::invalid_argument, std::string(who) + ": two candidates are the same tokens");
+    for (size_t c = 0; c < candidates.size(); ++c)
+        if (next.count(candidates[c]))
+            throw Error(ErrorKind::invalid_argument, std::string(who) + ": candidate " + std::to_string(c) +
+                        " is a prefix of another; end every candidate with the same end token");
+    return next;
+}
+
+// The prefixes after which the trie branches, except the empty one (the prompt's own next token).
+std::vector<std::vector<Token>> branch_paths(const TokenTrie& next) {
+    std::vector<std::vector<Token>> paths;
+    for (const auto& [prefix, tokens] : next)
+        if (tokens.size() > 1 && !prefix.empty()) paths.push_back(prefix);
+    return paths;
+}
+
+std::vector<double> renormalized(const std::vector<Token>& tokens, const float* logits) {
+    double m = -INFINITY;
+    for (Token t : tokens) m = std::max(m, static_cast<double>(logits[t]));
+    double s = 0.0;
+    for (Token t : tokens) s += std::exp(static_cast<double>(logits[t]) - m);
+    std::vector<double> logp;
+    for (Token t : tokens) logp.push_back(static_cast<double>(logits[t]) - m - std::log(s));
+    return logp;
+}
+
+// Every candidate's log-probability: the sum over its branches; a token that is the only
+// continuation has probability 1.
+void constrained_logprobs(const std::vector<std::vector<Token>>& candidates, const TokenTrie& next,
+                          const BranchLogp& branch_logp, ShortlistScores& out) {
+    out.logprob.assign(candidates.size(), 0.0);
+    out.scored.assign(candidates.size(), 1);
+    for (size_t c = 0; c < candidates.size(); ++c) {
+        const auto& cand = candidates[c];
+        for (size_t j = 0; j < cand.size(); ++j) {
+            const std::vector<Token> prefix(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(j));
+            const auto branch = branch_logp.find(prefix);
+            if (branch == branch_logp.end()) continue;
+            const auto& tokens = next.at(prefix);
+            out.logprob[c] += branch->second[std::find(tokens.begin(), tokens.end(), cand[j]) - tokens.begin()];
+        }
+    }
 }
 
 std::vector<size_t> every_index(size_t n) {
@@ -328,12 +389,17 @@ void Session::eval_tokens(const std::vector<Token>& tokens) {
     decode_chunked(static_cast<int>(tokens.size()), tokens.data(), nullptr);
 }
 
-void Session::eval_embeddings(const float* rows, int n_rows, int n_cols) {
+void Session::check_rows(const float* rows, int n_rows, int n_cols, const char* who) const {
     if (n_cols != n_embd_)
         throw Error(ErrorKind::invalid_argument, "embedding rows are " + std::to_string(n_cols) + " wide but the GGUF model's n_embd is " +
                         std::to_string(n_embd_) + " (projector width and LLM hidden size must match)");
-    if (n_rows <= 0) return;
-    if (!rows) throw Error(ErrorKind::invalid_argument, "eval_embeddings: null data");
+    if (n_rows < 0) throw Error(ErrorKind::invalid_argument, std::string(who) + ": negative row count");
+    if (n_rows > 0 && !rows) throw Error(ErrorKind::invalid_argument, std::string(who) + ": null data");
+}
+
+void Session::eval_embeddings(const float* rows, int n_rows, int n_cols) {
+    check_rows(rows, n_rows, n_cols, "eval_embeddings");
+    if (n_rows == 0) return;
     require_room(n_rows, "embedding rows");
     decode_chunked(n_rows, nullptr, rows);
 }
@@ -438,9 +504,15 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
 std::vector<double> Session::first_token_logprobs(const std::vector<std::vector<Token>>& candidates,
                                                   const char* who) const {
     if (!have_logits_) throw Error(ErrorKind::invalid_state, std::string(who) + ": evaluate a prompt first");
-    const int n_vocab = model_->n_vocab();
-    const double lse = log_sum_exp(logits_.data(), n_vocab);
+    check_candidates(candidates, who);
+    const double lse = log_sum_exp(logits_.data(), model_->n_vocab());
     std::vector<double> scores(candidates.size(), 0.0);
+    for (size_t c = 0; c < candidates.size(); ++c) scores[c] = static_cast<double>(logits_[candidates[c][0]]) - lse;
+    return scores;
+}
+
+void Session::check_candidates(const std::vector<std::vector<Token>>& candidates, const char* who) const {
+    const int n_vocab = model_->n_vocab();
     for (size_t c = 0; c < candidates.size(); ++c) {
         const auto& cand = candidates[c];
         if (cand.empty()) throw Error(ErrorKind::invalid_argument, std::string(who) + ": candidate " + std::to_string(c) + " has no tokens");
@@ -448,9 +520,7 @@ std::vector<double> Session::first_token_logprobs(const std::vector<std::vector<
             if (t < 0 || t >= n_vocab) throw Error(ErrorKind::invalid_argument, std::string(who) + ": token id " + std::to_string(t) + " outside the vocabulary");
         if (static_cast<int>(cand.size()) - 1 > params_.n_batch)
             throw Error(ErrorKind::invalid_argument, std::string(who) + ": candidate " + std::to_string(c) + " is longer than n_batch");
-        scores[c] = static_cast<double>(logits_[cand[0]]) - lse;
     }
-    return scores;
 }
 
 int Session::eval_paths(const std::vector<std::vector<Token>>& paths, bool last_only, int* decodes,
@@ -522,55 +592,83 @@ int Session::score_rest(const std::vector<std::vector<Token>>& candidates, const
 
 ShortlistScores Session::score_constrained(const std::vector<std::vector<Token>>& candidates) {
     first_token_logprobs(candidates, "score_constrained");  // checks the candidates and the prompt
-    const size_t n = candidates.size();
-    // The candidates' token trie: each prefix -> the distinct tokens that continue it.
-    std::map<std::vector<Token>, std::vector<Token>> next;
-    for (const auto& cand : candidates)
-        for (size_t j = 0; j < cand.size(); ++j) {
-            auto& tokens = next[std::vector<Token>(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(j))];
-            if (std::find(tokens.begin(), tokens.end(), cand[j]) == tokens.end()) tokens.push_back(cand[j]);
-        }
-    if (std::set<std::vector<Token>>(candidates.begin(), candidates.end()).size() < n)
-        throw Error(ErrorKind::invalid_argument, "score_constrained: two candidates are the same tokens");
-    for (size_t c = 0; c < n; ++c)
-        if (next.count(candidates[c]))
-            throw Error(ErrorKind::invalid_argument, "score_constrained: candidate " + std::to_string(c) +
-                        " is a prefix of another; end every candidate with the same end token");
+    const TokenTrie next = candidate_trie(candidates, "score_constrained");
+    BranchLogp branch_logp;
+    if (next.at({}).size() > 1) branch_logp[{}] = renormalized(next.at({}), logits_.data());
+    const std::vector<std::vector<Token>> paths = branch_paths(next);
+    ShortlistScores out;
+    out.positions = eval_paths(paths, true, &out.decodes, [&](size_t p, size_t, const float* logits) {
+        branch_logp[paths[p]] = renormalized(next.at(paths[p]), logits);
+    });
+    constrained_logprobs(candidates, next, branch_logp, out);
+    return out;
+}
 
-    // At each branch (a prefix with two or more continuations) the log-probabilities of its
-    // tokens, renormalized over them, in the order of next[prefix].
-    std::map<std::vector<Token>, std::vector<double>> branch_logp;
-    auto renormalize = [&](const std::vector<Token>& prefix, const float* logits) {
-        const std::vector<Token>& tokens = next.at(prefix);
-        double m = -INFINITY;
-        for (Token t : tokens) m = std::max(m, static_cast<double>(logits[t]));
-        double s = 0.0;
-        for (Token t : tokens) s += std::exp(static_cast<double>(logits[t]) - m);
-        std::vector<double> logp;
-        for (Token t : tokens) logp.push_back(static_cast<double>(logits[t]) - m - std::log(s));
-        branch_logp[prefix] = std::move(logp);
+ShortlistScores Session::eval_and_score_constrained(const float* rows, int n_rows, int n_cols,
+                                                    const std::vector<std::vector<Token>>& candidates) {
+    check_rows(rows, n_rows, n_cols, "eval_and_score_constrained");
+    check_candidates(candidates, "eval_and_score_constrained");
+    const TokenTrie next = candidate_trie(candidates, "eval_and_score_constrained");
+    const std::vector<std::vector<Token>> paths = branch_paths(next);
+    int path_tokens = 0;
+    for (const auto& path : paths) path_tokens += static_cast<int>(path.size());
+    const int copies = static_cast<int>(paths.size());
+    if (n_rows == 0 || copies + 1 > params_.n_seq_max || path_tokens >= params_.n_batch) {
+        eval_embeddings(rows, n_rows, n_cols);  // the branches do not fit beside the rows
+        return score_constrained(candidates);
+    }
+    require_room(n_rows + path_tokens, "embedding rows and candidate tokens");
+    const int start = n_past_;
+    const int tail = std::min(n_rows, params_.n_batch - path_tokens);  // the rows that share the decode
+    if (n_rows > tail) decode_chunked(n_rows - tail, nullptr, rows);
+
+    // One batch: the tail rows on sequence 0 and on every branch's copy of it, then each
+    // branch's tokens (as token-embedding rows) on its copy alone.
+    llama_memory_t mem = llama_get_memory(ctx_);
+    for (int s = 1; s <= copies; ++s) llama_memory_seq_cp(mem, 0, s, -1, -1);
+    OwnedBatch owned(tail + path_tokens, n_embd_, copies + 1);
+    llama_batch& batch = owned.batch;
+    auto add_row = [&](const float* row, llama_pos pos, int first_seq, int n_seq, bool logits) {
+        const int i = batch.n_tokens++;
+        std::memcpy(batch.embd + static_cast<size_t>(i) * n_embd_, row, sizeof(float) * n_embd_);
+        batch.pos[i] = pos;
+        batch.n_seq_id[i] = n_seq;
+        for (int s = 0; s < n_seq; ++s) batch.seq_id[i][s] = first_seq + s;
+        batch.logits[i] = logits;
     };
-    std::vector<std::vector<Token>> paths;  // the branches after the prompt's own next token
-    for (const auto& [prefix, tokens] : next) {
-        if (tokens.size() < 2) continue;
-        if (prefix.empty()) renormalize(prefix, logits_.data());
-        else paths.push_back(prefix);
+    const float* tail_rows = rows + static_cast<size_t>(n_rows - tail) * n_embd_;
+    for (int i = 0; i < tail; ++i)
+        add_row(tail_rows + static_cast<size_t>(i) * n_embd_, n_past_ + i, 0, copies + 1, i + 1 == tail);
+    for (int p = 0; p < copies; ++p) {
+        const std::vector<float> path_rows = model_->token_embeddings(paths[p]);
+        for (size_t k = 0; k < paths[p].size(); ++k)
+            add_row(path_rows.data() + k * n_embd_, n_past_ + tail + static_cast<int>(k), p + 1, 1,
+                    k + 1 == paths[p].size());
+    }
+    const int status = llama_decode(ctx_, batch);
+    for (int s = 1; s <= copies; ++s) llama_memory_seq_rm(mem, s, -1, -1);
+    if (status != 0) {
+        llama_memory_seq_rm(mem, 0, start, -1);  // leave the dialogue as it was
+        n_past_ = start;
+        have_logits_ = false;
+        throw Error(ErrorKind::llama, "llama_decode failed while evaluating and scoring: " + explain_decode_status(status), status);
+    }
+    const float* lg = llama_get_logits_ith(ctx_, tail - 1);
+    if (!lg) throw Error(ErrorKind::llama, "llama.cpp returned no logits");
+    logits_.assign(lg, lg + model_->n_vocab());
+    have_logits_ = true;
+    n_past_ += tail;
+
+    BranchLogp branch_logp;
+    if (next.at({}).size() > 1) branch_logp[{}] = renormalized(next.at({}), logits_.data());
+    int i = tail;
+    for (const auto& path : paths) {
+        i += static_cast<int>(path.size());
+        branch_logp[path] = renormalized(next.at(path), llama_get_logits_ith(ctx_, i - 1));
     }
     ShortlistScores out;
-    out.positions = eval_paths(paths, true, &out.decodes,
-                               [&](size_t p, size_t, const float* logits) { renormalize(paths[p], logits); });
-    out.logprob.assign(n, 0.0);
-    out.scored.assign(n, 1);
-    for (size_t c = 0; c < n; ++c) {
-        const auto& cand = candidates[c];
-        for (size_t j = 0; j < cand.size(); ++j) {
-            const std::vector<Token> prefix(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(j));
-            const auto branch = branch_logp.find(prefix);
-            if (branch == branch_logp.end()) continue;  // the only continuation: probability 1
-            const auto& tokens = next.at(prefix);
-            out.logprob[c] += branch->second[std::find(tokens.begin(), tokens.end(), cand[j]) - tokens.begin()];
-        }
-    }
+    out.positions = path_tokens;
+    constrained_logprobs(candidates, next, branch_logp, out);
     return out;
 }
 

@@ -189,6 +189,29 @@ int main(int argc, char** argv) {
     check(throws_bua_error([&] { scorer.score_constrained({{names[0][0]}, names[0]}); }, &kind) && kind == K::invalid_argument,
           "a candidate that is a prefix of another throws an invalid_argument error");
 
+    // The prompt's last rows and the constrained scoring in one decode == the two calls, and
+    // the same when the branches do not fit beside the rows (too few sequences to copy to).
+    const std::vector<bua::Token> tail(ids.end() - 4, ids.end());
+    const auto tail_rows = model->token_embeddings(tail);
+    for (int n_seq_max : {params.n_seq_max, 2}) {  // 2: one copy, fewer than the branches
+        bua::SessionParams p = params;
+        p.n_seq_max = n_seq_max;
+        bua::Session fused(model, p);
+        fused.eval_tokens(std::vector<bua::Token>(ids.begin(), ids.end() - 4));
+        const auto f = fused.eval_and_score_constrained(tail_rows.data(), 4, model->n_embd(), names);
+        double worst = 0.0;
+        for (size_t c = 0; c < names.size(); ++c) worst = std::max(worst, std::fabs(f.logprob[c] - constrained.logprob[c]));
+        const bool fits = n_seq_max == params.n_seq_max;
+        const std::string how = fits ? "in the rows' decode" : "falling back to two calls";
+        check(worst < 1e-3 && f.positions == constrained.positions && (f.decodes == 0) == fits,
+              "eval_and_score_constrained gives eval_embeddings + score_constrained's scores, " + how);
+        check(fused.n_past() == before && max_abs_diff(fused.last_logits(), logits_ids) <= 1e-4,
+              "eval_and_score_constrained leaves the dialogue and its logits as eval_embeddings does, " + how);
+    }
+    check(throws_bua_error([&] { scorer.eval_and_score_constrained(tail_rows.data(), 2, model->n_embd() + 1, names); }, &kind) &&
+              kind == K::invalid_argument && scorer.n_past() == before,
+          "eval_and_score_constrained: rows of the wrong width throw invalid_argument and change nothing");
+
     // A model that is sure of the continuation: the shortlist scores a few candidates, not all.
     bua::Session counting(model, params);
     counting.eval_tokens(model->tokenize("Counting: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, ", false, false));

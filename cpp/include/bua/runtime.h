@@ -154,7 +154,7 @@ struct ShortlistScores {
     std::vector<double> logprob;   // exact where scored, else an upper bound
     std::vector<uint8_t> scored;   // 1 where logprob is exact
     int positions = 0;             // candidate tokens evaluated, in all decodes
-    int decodes = 0;               // llama_decode calls
+    int decodes = 0;               // llama_decode calls the scoring made
 };
 
 struct Generation {
@@ -203,6 +203,14 @@ public:
     // copy each: a few positions where score_continuations evaluates every candidate token.
     // The candidates must be prefix-free (each ends with the same end token, e.g. end of turn).
     ShortlistScores score_constrained(const std::vector<std::vector<Token>>& candidates);
+    // eval_embeddings(rows, n_rows, n_cols) then score_constrained(candidates) in one
+    // llama_decode where the branches fit beside the rows (n_batch, n_seq_max): the last rows
+    // go on the dialogue and on each branch's copy of it at once, so scoring costs no second
+    // pass over the weights. Leaves the dialogue, its logits and the scores as the two calls
+    // would (within float noise: the batch differs); `decodes` counts the scoring's own calls
+    // (0 when it shared the rows' decode).
+    ShortlistScores eval_and_score_constrained(const float* rows, int n_rows, int n_cols,
+                                               const std::vector<std::vector<Token>>& candidates);
 
     int n_past() const { return n_past_; }
     int n_ctx() const;
@@ -216,6 +224,11 @@ private:
     void decode_chunked(int n, const Token* tokens, const float* rows);
     // Log-probability of each candidate's first token (checks the candidates).
     std::vector<double> first_token_logprobs(const std::vector<std::vector<Token>>& candidates, const char* who) const;
+    // Throws bua::Error naming `who` for an empty candidate, a token outside the vocabulary or
+    // a candidate longer than n_batch.
+    void check_candidates(const std::vector<std::vector<Token>>& candidates, const char* who) const;
+    // Throws bua::Error for rows that are not [n_rows >= 0, n_embd] with data.
+    void check_rows(const float* rows, int n_rows, int n_cols, const char* who) const;
     // Called for every evaluated candidate token: candidate c's token `pos` was evaluated, and
     // `logits` (log-normalizer `lse`) give the distribution of the token after it.
     using PositionVisitor = std::function<void(size_t c, size_t pos, const float* logits, double lse)>;

@@ -24,7 +24,7 @@ class Shortlist:
     logprob: np.ndarray   # [n_behaviors]: exact where `scored`, else an upper bound
     scored: np.ndarray    # bool [n_behaviors]
     positions: int        # candidate tokens llama.cpp evaluated
-    decodes: int          # llama_decode calls they took
+    decodes: int          # llama_decode calls the scoring made (0: it shared the prompt's)
 
     @classmethod
     def from_native(cls, out: dict) -> Shortlist:
@@ -83,21 +83,33 @@ class PromptEngine:
             self._tok_cache[text] = ids
         return ids
 
-    def eval_segments(self, segments: Sequence[Segment], soft: np.ndarray) -> None:
+    def eval_segments(self, segments: Sequence[Segment], soft: np.ndarray, score: bool = False) -> Shortlist | None:
         """Evaluates segments in order: a soft segment as `soft`'s rows, text as its tokens. The
         text right after the soft slot goes into the same llama_decode as the rows, as its
-        token-embedding rows: one decode's fixed cost less per prompt."""
+        token-embedding rows: one decode's fixed cost less per prompt. With `score`, also
+        scores the behavior names as the answer after the segments (`constrained_candidates`),
+        in the same decode as the final rows when the prompt ends in rows."""
+        decodes: list[tuple[str, Any]] = []  # ("rows", float32 [n, n_embd]) or ("tokens", ids)
         pending = None  # soft rows waiting for the text that follows them
         for seg in segments:
             if seg.kind == "soft":
                 pending = np.asarray(soft, dtype=np.float32)
             elif pending is not None:
-                self.session.eval_embeddings(np.concatenate([pending, self.text_rows(seg.text)]))
+                decodes.append(("rows", np.concatenate([pending, self.text_rows(seg.text)])))
                 pending = None
             else:
-                self.session.eval_tokens(self.tokens(seg.text))
+                decodes.append(("tokens", self.tokens(seg.text)))
         if pending is not None:
-            self.session.eval_embeddings(np.ascontiguousarray(pending))
+            decodes.append(("rows", np.ascontiguousarray(pending)))
+        fused = score and bool(decodes) and decodes[-1][0] == "rows"
+        for kind, data in decodes[:-1] if fused else decodes:
+            if kind == "rows":
+                self.session.eval_embeddings(data)
+            else:
+                self.session.eval_tokens(data)
+        if fused:
+            return Shortlist.from_native(self.session.eval_and_score_constrained(decodes[-1][1], self.candidates))
+        return self.constrained_candidates() if score else None
 
     def text_rows(self, text: str) -> np.ndarray:
         """`text`'s token-embedding rows (float32 [n_tokens, n_embd]), cached by text."""
@@ -123,14 +135,15 @@ class PromptEngine:
         self.opening = list(opening)
         return n
 
-    def start(self, first_task: str, soft: np.ndarray, context: dict[str, str] | None = None) -> int:
+    def start(self, first_task: str, soft: np.ndarray, context: dict[str, str] | None = None,
+              score: bool = False) -> tuple[int, Shortlist | None]:
         """Positions the session right after the first round's prompt; returns the positions
-        the KV cache kept from before (the opening's part it already held)."""
+        the KV cache kept from before (the opening's part it already held) and, with `score`,
+        the behavior names scored as its answer (`eval_segments`)."""
         segs = round_prompt_segments(self.template, self.chat, first_task, True, 0, context)
         self.owner = None
         kept = self.keep_opening(self.tokens(segs[0].text))
-        self.eval_segments(segs[1:], soft)
-        return kept
+        return kept, self.eval_segments(segs[1:], soft, score)
 
     def claim(self, owner: object) -> None:
         """Records that `owner` (e.g. a stream) evaluated what now follows the opening."""
@@ -150,18 +163,17 @@ class PromptEngine:
         return answers
 
     def begin(self, final_task: str, soft: np.ndarray, explain: bool, context: dict[str, str] | None,
-              max_answer_tokens: int) -> dict[str, str]:
+              max_answer_tokens: int, score: bool = False) -> tuple[dict[str, str], Shortlist | None]:
         """Evaluates everything before the final round's answer (with `explain`, the
-        understanding rounds first); returns their answers."""
+        understanding rounds first); returns their answers and, with `score`, the behavior
+        names scored as the final answer (`eval_segments`)."""
         if not explain:
-            self.start(final_task, soft, context)
-            return {}
+            return {}, self.start(final_task, soft, context, score)[1]
         self.start(STAGE2_EXPLAIN_TASKS[0], soft)
         answers = self.explain_rounds(soft, STAGE2_EXPLAIN_TASKS, max_answer_tokens)
         final = round_prompt_segments(self.template, self.chat, final_task, False, len(STAGE2_EXPLAIN_TASKS),
                                       context)
-        self.eval_segments(final, soft)
-        return answers
+        return answers, self.eval_segments(final, soft, score)
 
     def score_candidates(self) -> np.ndarray:
         """log P(name + end of turn | the evaluated prompt) for every behavior id."""

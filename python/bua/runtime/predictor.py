@@ -241,9 +241,11 @@ class OnDevicePredictor:
         events = self._events(history)
         soft = self._soft_rows(events)
         with self._lock:
-            explanation = self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens)
+            explanation, scores = self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens,
+                                                    score=self.scoring == "constrained")
             n_prompt = self.engine.n_past
-            scores = self._score(top_k)
+            if scores is None:
+                scores = self._score(top_k)
         return self._prediction(scores, top_k, explanation, n_prompt, len(soft))
 
     def stream(self, history=(), top_k: int = 5, window: int | None = None, drop_block: int | None = None,
@@ -261,17 +263,19 @@ class OnDevicePredictor:
         with self._lock:
             # a stream's owner mark means the cache holds the prediction round's opening
             reuse = engine.owner is stream and 0 < keep_rows <= self._stream_rows
+            constrained = self.scoring == "constrained"
             if reuse:
                 kept = len(engine.opening) + keep_rows
                 engine.session.truncate(kept)
-                engine.eval_segments(round_prompt_segments(self.template, self.chat, PREDICT, True)[1:],
-                                     soft[keep_rows:])
+                scores = engine.eval_segments(round_prompt_segments(self.template, self.chat, PREDICT, True)[1:],
+                                              soft[keep_rows:], score=constrained)
             else:
-                kept = engine.start(PREDICT, soft)
+                kept, scores = engine.start(PREDICT, soft, score=constrained)
             engine.claim(stream)
             self._stream_rows = len(soft)
             n_prompt = engine.n_past
-            scores = self._score(top_k)
+            if scores is None:
+                scores = self._score(top_k)
         return self._prediction(scores, top_k, {}, n_prompt, len(soft)), n_prompt - kept
 
     def _score(self, top_k: int) -> Shortlist:
@@ -293,9 +297,9 @@ class OnDevicePredictor:
         evaluation)."""
         soft = self._soft_rows(self._events(history))
         with self._lock:
-            self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens)
             if self.scoring == "constrained":
-                return self.engine.constrained_candidates().logprob
+                return self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens, score=True)[1].logprob
+            self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens)
             return self.engine.score_candidates()
 
     def generate(self, history, horizon: str = "1d", explain: bool = True,
@@ -326,7 +330,7 @@ class OnDevicePredictor:
         next_day = (events[-1].day + 1) % 7
         grammar = event_lines_grammar(self.vocab, days=[next_day], after_day=True)
         with self._lock:
-            explanation = self.engine.begin(GENERATE, soft, explain, context, self.max_answer_tokens)
+            explanation = self.engine.begin(GENERATE, soft, explain, context, self.max_answer_tokens)[0]
             self.engine.session.eval_tokens(self.engine.tokens(prefix))
             attempts: list[str] = []
             for attempt in range(1 + max_retries):
