@@ -86,28 +86,32 @@ class TextPromptPredictor:
 
 def fastpath_breakdown(predictor, events, repeats: int) -> dict[str, float]:
     """Where one fast-path prediction spends its time (median ms over `repeats`): the ONNX
-    encoder, the llama.cpp prompt, candidate scoring (top 5, the predictor's shortlist); and
-    the positions evaluated."""
+    encoder, then the llama.cpp work as `predict` does it for the predictor's `scoring`:
+    constrained, the prompt and the names' branch tokens in one decode
+    (`prompt_and_scoring_ms`); summed, the prompt, then the top-5 shortlist (`prompt_ms`,
+    `scoring_ms`). Also the positions evaluated."""
     from bua.dialogue import PREDICT
 
     engine = predictor.engine
-    parts: dict[str, list[float]] = {"onnx_ms": [], "prompt_ms": [], "scoring_ms": []}
-    n_prompt = n_candidates = 0
+    constrained = predictor.scoring == "constrained"
+    keys = ("onnx_ms", "prompt_and_scoring_ms") if constrained else ("onnx_ms", "prompt_ms", "scoring_ms")
+    parts: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         soft = predictor.soft_tokens(events)
         t1 = time.perf_counter()
-        engine.start(PREDICT, soft)
-        n_prompt = engine.n_past
+        scores = engine.start(PREDICT, soft, score=constrained)[1]
         t2 = time.perf_counter()
-        n_candidates = engine.shortlist_candidates(5, predictor.score_tolerance).positions
+        if not constrained:
+            scores = engine.shortlist_candidates(5, predictor.score_tolerance)
         t3 = time.perf_counter()
-        for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
+        times = (t1 - t0, t3 - t1) if constrained else (t1 - t0, t2 - t1, t3 - t2)
+        for key, dt in zip(keys, times):
             parts[key].append(1e3 * dt)
     out = {k: float(np.median(v)) for k, v in parts.items()}
-    out["prompt_positions"] = n_prompt
+    out["prompt_positions"] = engine.n_past
     out["head_positions_cached"] = len(engine.opening)
-    out["candidate_positions"] = n_candidates
+    out["candidate_positions"] = scores.positions
     return out
 
 
