@@ -126,6 +126,15 @@ std::vector<double> renormalized(const std::vector<Token>& tokens, const float* 
     return logp;
 }
 
+// The branch at the answer's first token, from the prompt's logits (none when every candidate
+// starts with the same token).
+BranchLogp root_branch(const TokenTrie& next, const float* prompt_logits) {
+    BranchLogp branch_logp;
+    const auto root = next.find({});
+    if (root != next.end() && root->second.size() > 1) branch_logp[{}] = renormalized(root->second, prompt_logits);
+    return branch_logp;
+}
+
 // Every candidate's log-probability: the sum over its branches; a token that is the only
 // continuation has probability 1.
 void constrained_logprobs(const std::vector<std::vector<Token>>& candidates, const TokenTrie& next,
@@ -593,8 +602,7 @@ int Session::score_rest(const std::vector<std::vector<Token>>& candidates, const
 ShortlistScores Session::score_constrained(const std::vector<std::vector<Token>>& candidates) {
     first_token_logprobs(candidates, "score_constrained");  // checks the candidates and the prompt
     const TokenTrie next = candidate_trie(candidates, "score_constrained");
-    BranchLogp branch_logp;
-    if (next.at({}).size() > 1) branch_logp[{}] = renormalized(next.at({}), logits_.data());
+    BranchLogp branch_logp = root_branch(next, logits_.data());
     const std::vector<std::vector<Token>> paths = branch_paths(next);
     ShortlistScores out;
     out.positions = eval_paths(paths, true, &out.decodes, [&](size_t p, size_t, const float* logits) {
@@ -624,8 +632,8 @@ ShortlistScores Session::eval_and_score_constrained(const float* rows, int n_row
 
     // One batch: the tail rows on sequence 0 and on every branch's copy of it, then each
     // branch's tokens (as token-embedding rows) on its copy alone.
-    llama_memory_t mem = llama_get_memory(ctx_);
-    for (int s = 1; s <= copies; ++s) llama_memory_seq_cp(mem, 0, s, -1, -1);
+    std::vector<std::vector<float>> path_rows;
+    for (const auto& path : paths) path_rows.push_back(model_->token_embeddings(path));
     OwnedBatch owned(tail + path_tokens, n_embd_, copies + 1);
     llama_batch& batch = owned.batch;
     auto add_row = [&](const float* row, llama_pos pos, int first_seq, int n_seq, bool logits) {
@@ -639,12 +647,12 @@ ShortlistScores Session::eval_and_score_constrained(const float* rows, int n_row
     const float* tail_rows = rows + static_cast<size_t>(n_rows - tail) * n_embd_;
     for (int i = 0; i < tail; ++i)
         add_row(tail_rows + static_cast<size_t>(i) * n_embd_, n_past_ + i, 0, copies + 1, i + 1 == tail);
-    for (int p = 0; p < copies; ++p) {
-        const std::vector<float> path_rows = model_->token_embeddings(paths[p]);
+    for (int p = 0; p < copies; ++p)
         for (size_t k = 0; k < paths[p].size(); ++k)
-            add_row(path_rows.data() + k * n_embd_, n_past_ + tail + static_cast<int>(k), p + 1, 1,
+            add_row(path_rows[p].data() + k * n_embd_, n_past_ + tail + static_cast<int>(k), p + 1, 1,
                     k + 1 == paths[p].size());
-    }
+    llama_memory_t mem = llama_get_memory(ctx_);
+    for (int s = 1; s <= copies; ++s) llama_memory_seq_cp(mem, 0, s, -1, -1);
     const int status = llama_decode(ctx_, batch);
     for (int s = 1; s <= copies; ++s) llama_memory_seq_rm(mem, s, -1, -1);
     if (status != 0) {
@@ -659,8 +667,7 @@ ShortlistScores Session::eval_and_score_constrained(const float* rows, int n_row
     have_logits_ = true;
     n_past_ += tail;
 
-    BranchLogp branch_logp;
-    if (next.at({}).size() > 1) branch_logp[{}] = renormalized(next.at({}), logits_.data());
+    BranchLogp branch_logp = root_branch(next, logits_.data());
     int i = tail;
     for (const auto& path : paths) {
         i += static_cast<int>(path.size());

@@ -208,6 +208,13 @@ int main(int argc, char** argv) {
         check(fused.n_past() == before && max_abs_diff(fused.last_logits(), logits_ids) <= 1e-4,
               "eval_and_score_constrained leaves the dialogue and its logits as eval_embeddings does, " + how);
     }
+    {
+        bua::Session none(model, params);
+        none.eval_tokens(std::vector<bua::Token>(ids.begin(), ids.end() - 4));
+        const auto empty = none.eval_and_score_constrained(tail_rows.data(), 4, model->n_embd(), {});
+        check(empty.logprob.empty() && none.n_past() == before && scorer.score_constrained({}).logprob.empty(),
+              "no candidates: nothing to score, the rows still evaluated");
+    }
     check(throws_bua_error([&] { scorer.eval_and_score_constrained(tail_rows.data(), 2, model->n_embd() + 1, names); }, &kind) &&
               kind == K::invalid_argument && scorer.n_past() == before,
           "eval_and_score_constrained: rows of the wrong width throw invalid_argument and change nothing");

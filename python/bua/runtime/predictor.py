@@ -95,9 +95,8 @@ def encoder_session(path: str | os.PathLike, n_threads: int):
     """The bundle's encoder on onnxruntime's CPU provider, sharing the cores with llama.cpp.
 
     onnxruntime's intra-op workers spin for a while after each run by default; the llama.cpp
-    decode that follows every encoder run then shares its cores with a spinning thread
-    (measured on a 2-core EPYC: a stream append 119 -> 78 ms, a fast-path predict 162 -> 120 ms
-    without the spinning; docs/ON_DEVICE.md)."""
+    decode that follows every encoder run would share its cores with a spinning thread
+    (docs/ON_DEVICE.md has the cost), so they sleep instead."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
