@@ -520,6 +520,13 @@ std::vector<double> Session::first_token_logprobs(const std::vector<std::vector<
     return scores;
 }
 
+void Session::require_copies(const std::vector<std::vector<Token>>& paths, const char* who) const {
+    const bool any = std::any_of(paths.begin(), paths.end(), [](const auto& p) { return !p.empty(); });
+    if (any && params_.n_seq_max < 2)
+        throw Error(ErrorKind::invalid_state, std::string(who) + " evaluates on copies of the dialogue's sequence and "
+                    "needs a session with n_seq_max >= 2; this one has n_seq_max=" + std::to_string(params_.n_seq_max));
+}
+
 void Session::check_candidates(const std::vector<std::vector<Token>>& candidates, const char* who) const {
     const int n_vocab = model_->n_vocab();
     for (size_t c = 0; c < candidates.size(); ++c) {
@@ -536,8 +543,9 @@ int Session::eval_paths(const std::vector<std::vector<Token>>& paths, bool last_
                         const PathVisitor& visit) {
     // Pack the paths into batches: each on its own copy of sequence 0, at most n_batch tokens
     // and n_seq_max - 1 copies per llama_decode.
+    require_copies(paths, "candidate scoring");
     llama_memory_t mem = llama_get_memory(ctx_);
-    const int max_copies = std::max(1, params_.n_seq_max - 1);
+    const int max_copies = params_.n_seq_max - 1;
     int positions = 0;
     size_t next = 0;
     while (next < paths.size()) {
@@ -621,6 +629,7 @@ ShortlistScores Session::eval_and_score_constrained(const float* rows, int n_row
     int path_tokens = 0;
     for (const auto& path : paths) path_tokens += static_cast<int>(path.size());
     const int copies = static_cast<int>(paths.size());
+    require_copies(paths, "eval_and_score_constrained");  // before anything is evaluated
     if (n_rows == 0 || copies + 1 > params_.n_seq_max || path_tokens >= params_.n_batch) {
         eval_embeddings(rows, n_rows, n_cols);  // the branches do not fit beside the rows
         return score_constrained(candidates);

@@ -215,6 +215,18 @@ int main(int argc, char** argv) {
         check(empty.logprob.empty() && none.n_past() == before && scorer.score_constrained({}).logprob.empty(),
               "no candidates: nothing to score, the rows still evaluated");
     }
+    {
+        bua::SessionParams single = params;
+        single.n_seq_max = 1;  // no sequence to copy the dialogue to
+        bua::Session alone(model, single);
+        alone.eval_tokens(std::vector<bua::Token>(ids.begin(), ids.end() - 4));
+        const int n = alone.n_past();
+        K k1{}, k2{};
+        check(throws_bua_error([&] { alone.score_constrained(names); }, &k1) && k1 == K::invalid_state &&
+                  throws_bua_error([&] { alone.eval_and_score_constrained(tail_rows.data(), 4, model->n_embd(), names); }, &k2) &&
+                  k2 == K::invalid_state && alone.n_past() == n,
+              "scoring in a session with n_seq_max 1 throws invalid_state and evaluates nothing");
+    }
     check(throws_bua_error([&] { scorer.eval_and_score_constrained(tail_rows.data(), 2, model->n_embd() + 1, names); }, &kind) &&
               kind == K::invalid_argument && scorer.n_past() == before,
           "eval_and_score_constrained: rows of the wrong width throw invalid_argument and change nothing");

@@ -115,7 +115,7 @@ struct SessionParams {
     int n_ctx = 2048;      // context length in tokens (prompt + all rounds + answers)
     int n_threads = 0;     // 0 = every hardware thread; never use more than free cores
     int n_batch = 512;     // largest chunk handed to one llama_decode
-    int n_seq_max = 64;    // parallel sequences available to candidate scoring
+    int n_seq_max = 64;    // parallel sequences available to candidate scoring (at least 2 to score)
 };
 
 struct SamplingParams {
@@ -227,6 +227,9 @@ private:
     // Throws bua::Error naming `who` for an empty candidate, a token outside the vocabulary or
     // a candidate longer than n_batch.
     void check_candidates(const std::vector<std::vector<Token>>& candidates, const char* who) const;
+    // Throws bua::Error (invalid_state) when some path has tokens and the session has no
+    // sequence to copy the dialogue to (n_seq_max < 2).
+    void require_copies(const std::vector<std::vector<Token>>& paths, const char* who) const;
     // Throws bua::Error for rows that are not [n_rows >= 0, n_embd] with data.
     void check_rows(const float* rows, int n_rows, int n_cols, const char* who) const;
     // Called for every evaluated candidate token: candidate c's token `pos` was evaluated, and
