@@ -243,8 +243,8 @@ class OnDevicePredictor:
             explanation, scores = self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens,
                                                     score=self.scoring == "constrained")
             n_prompt = self.engine.n_past
-            if scores is None:
-                scores = self._score(top_k)
+            if scores is None:  # summed scoring: the shortlist after the prompt
+                scores = self.engine.shortlist_candidates(top_k, self.score_tolerance)
         return self._prediction(scores, top_k, explanation, n_prompt, len(soft))
 
     def stream(self, history=(), top_k: int = 5, window: int | None = None, drop_block: int | None = None,
@@ -273,15 +273,9 @@ class OnDevicePredictor:
             engine.claim(stream)
             self._stream_rows = len(soft)
             n_prompt = engine.n_past
-            if scores is None:
-                scores = self._score(top_k)
+            if scores is None:  # summed scoring: the shortlist after the prompt
+                scores = self.engine.shortlist_candidates(top_k, self.score_tolerance)
         return self._prediction(scores, top_k, {}, n_prompt, len(soft)), n_prompt - kept
-
-    def _score(self, top_k: int) -> Shortlist:
-        """The behavior names scored as the answer to the evaluated prompt (`scoring`)."""
-        if self.scoring == "constrained":
-            return self.engine.constrained_candidates()
-        return self.engine.shortlist_candidates(top_k, self.score_tolerance)
 
     def _prediction(self, scores: Shortlist, top_k: int, explanation: dict[str, str], n_prompt: int,
                     n_soft: int) -> Prediction:
