@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 HIST = np.array([[0, 480, 1, 2], [0, 500, 2, 3], [0, 600, 2, 4], [1, 30, 0, 1]], dtype=np.int64)
 
 
-def _model(arch: str = "qwen2", mode: str = "per_event", seed: int = 0):
+def _model(arch: str = "qwen2", mode: str = "per_event", seed: int = 0, fresh_lora: bool = False):
     from bua.training.model import BUAModel
 
     torch.manual_seed(seed)
@@ -25,6 +25,8 @@ def _model(arch: str = "qwen2", mode: str = "per_event", seed: int = 0):
     proj = Projector(ProjectorConfig(in_dim=32, out_dim=64, mode=mode, n_pooled_tokens=3))
     model = BUAModel.from_backbone(resolve_backbone(f"tiny-{arch}"), SoftTokenizer(enc, proj),
                                    LoraSettings(r=4, alpha=8, dropout=0.0), default_template())
+    if fresh_lora:
+        return model
     with torch.no_grad():  # make LoRA non-trivial so it shows in every comparison
         for name, p in model.lm.named_parameters():
             if "lora_B" in name:
@@ -99,6 +101,32 @@ def test_forward_puts_soft_tokens_at_the_slot(arch, mode):
     m.set_stage("stage1")
     m(batch).nll.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in m.named_trainable())
+
+
+def test_stage1_skips_the_fresh_lora_layers():
+    """Stage 1 does not train LoRA and its B is still 0: the forward leaves the LoRA layers out
+    and gives exactly the NLL of a forward through them; stage 2, and a loaded adapter, run them."""
+    model = _model(fresh_lora=True)
+    calls = []
+    for name, module in model.lm.named_modules():
+        if name.endswith("lora_A.default"):
+            module.register_forward_hook(lambda *_: calls.append(1))
+    batch = collate([_example(model, ["key_behaviors", "predict"], ["gaming often", "gaming"])], model.pad_id)
+    out, trainable = {}, {}
+    for stage in ("stage1", "stage2"):
+        model.set_stage(stage)
+        trainable[stage] = {n for n, _ in model.named_trainable()}
+    for stage, has_adapter in (("stage1", False), ("stage2", False), ("stage1", True)):
+        model.set_stage(stage)
+        model.has_adapter = has_adapter
+        calls.clear()
+        with torch.no_grad():
+            out[stage, has_adapter] = model(batch).nll
+        assert model.lora_is_inert() == (stage == "stage1" and not has_adapter)
+        assert (len(calls) == 0) == model.lora_is_inert(), (stage, has_adapter)
+        assert {n for n, _ in model.named_trainable()} == trainable[stage]  # the stage's freezing holds
+    assert torch.equal(out["stage1", False], out["stage2", False])
+    assert torch.equal(out["stage1", False], out["stage1", True])
 
 
 def test_slot_count_mismatch_is_an_error(model):

@@ -11,6 +11,7 @@ Freezing per stage follows sec. 3.3 exactly:
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
@@ -164,6 +165,28 @@ class BUAModel(nn.Module):
         pad = self.tokenizer.pad_token_id
         return int(pad if pad is not None else self.tokenizer.eos_token_id)
 
+    def lora_is_inert(self) -> bool:
+        """LoRA still holds its fresh weights (B = 0) and this stage does not train it (stage 1):
+        its layers add exact zeros, so forwards skip them (on a CPU their input dropout alone
+        cost as much as the base layer's matmul)."""
+        return (not self.has_adapter and self.stage is not None and "lora" not in STAGE_TRAINABLE[self.stage]
+                and hasattr(self.lm, "disable_adapter"))
+
+    @contextlib.contextmanager
+    def _inert_lora_skipped(self):
+        """Runs the enclosed forward without the LoRA layers when they are inert. peft's
+        `disable_adapter` marks the adapter trainable again on exit; the stage's freezing is restored."""
+        if not self.lora_is_inert():
+            yield
+            return
+        flags = [(p, p.requires_grad) for p in self.lora_state().values()]
+        try:
+            with self.lm.disable_adapter():
+                yield
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
     def n_soft_tokens(self, n_events: int) -> int:
         """How many soft positions a history of `n_events` events takes in a dialogue."""
         config = self.soft_tokenizer.projector.config
@@ -190,7 +213,7 @@ class BUAModel(nn.Module):
         """Per-token NLL of the answer tokens; logits are computed only where a label exists.
         With `first_ids` [G], also the logits of those tokens as the first answer token of each
         `predict` round (`batch.predict_starts`; zeros where a row has fewer)."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+        with self._inert_lora_skipped(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
             embeds = self.embed(batch.input_ids, batch.soft_positions, batch.events, batch.events_mask)
             base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
             mask, positions = batch.attention_mask, batch.position_ids
