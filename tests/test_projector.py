@@ -17,9 +17,10 @@ def encoder() -> BehaviorEncoder:
     return BehaviorEncoder(EncoderConfig.tiny(7, 9)).eval()
 
 
-def _tokenizer(encoder: BehaviorEncoder, mode: str, out_dim: int = 24) -> SoftTokenizer:
+def _tokenizer(encoder: BehaviorEncoder, mode: str, out_dim: int = 24, states: str = "penultimate") -> SoftTokenizer:
     torch.manual_seed(1)
-    return SoftTokenizer(encoder, Projector(ProjectorConfig(32, out_dim, mode=mode, n_pooled_tokens=3))).eval()
+    config = ProjectorConfig(32, out_dim, mode=mode, n_pooled_tokens=3, states=states)
+    return SoftTokenizer(encoder, Projector(config)).eval()
 
 
 def test_config_validation():
@@ -29,6 +30,8 @@ def test_config_validation():
         ProjectorConfig(8, 16, mode="mean")
     with pytest.raises(ValueError, match="out_dim must be >= 1"):
         ProjectorConfig(8, 0)
+    with pytest.raises(ValueError, match="unknown projector states 'last'"):
+        ProjectorConfig(8, 16, states="last")
 
 
 def test_is_eq1_mlp():
@@ -60,6 +63,18 @@ def test_per_event_mode(encoder):
     assert soft.shape == (2, 6, 24) and torch.equal(soft_mask, mask)
     states, _ = encoder.encode(events, mask)
     assert torch.allclose(soft, tok.projector.mlp(states))
+
+
+def test_final_states_feed_the_projector_when_asked(encoder):
+    """`states="final"`: the last layer after its LayerNorm (what the next-event heads read),
+    not the penultimate layer; it travels with the projector's saved config."""
+    events, mask = example_inputs(encoder, batch=2, length=6)
+    final = _tokenizer(encoder, "per_event", states="final")
+    soft, _ = final(events, mask)
+    assert torch.allclose(soft, final.projector.mlp(encoder.final_states(events, mask)))
+    assert not torch.allclose(soft, final.projector.mlp(encoder.encode(events, mask)[0]))
+    pooled = _tokenizer(encoder, "pooled", states="final")
+    assert torch.allclose(pooled(events, mask)[0], pooled.projector(encoder.final_states(events, mask), mask)[0])
 
 
 def test_item_emb_mode_uses_item_embeddings(encoder):
@@ -103,7 +118,7 @@ def test_gradients_reach_projector_only_when_encoder_frozen(encoder):
 
 
 def test_save_load(encoder, tmp_path):
-    proj = _tokenizer(encoder, "pooled").projector
+    proj = _tokenizer(encoder, "pooled", states="final").projector
     proj.save(tmp_path)
     loaded = Projector.load(tmp_path)
     assert loaded.config == proj.config
@@ -112,11 +127,12 @@ def test_save_load(encoder, tmp_path):
     assert torch.equal(loaded(x, m)[0], proj(x, m)[0])
 
 
-@pytest.mark.parametrize("mode", ["per_event", "pooled", "item_emb"])
-def test_onnx_export_dynamic_batch_and_length(encoder, tmp_path, mode):
+@pytest.mark.parametrize("mode,states", [("per_event", "penultimate"), ("pooled", "penultimate"),
+                                         ("item_emb", "penultimate"), ("per_event", "final")])
+def test_onnx_export_dynamic_batch_and_length(encoder, tmp_path, mode, states):
     import onnx
 
-    tok = _tokenizer(encoder, mode)
+    tok = _tokenizer(encoder, mode, states=states)
     path = export_soft_token_onnx(tok.encoder, tok.projector, tmp_path / "encoder.onnx")
     model = onnx.load(str(path))
     assert [i.name for i in model.graph.input] == ["events", "mask"]

@@ -73,7 +73,8 @@ def build_model(config: TrainConfig, encoder, backbone_dir: Path, device: torch.
     projector = Projector(ProjectorConfig(in_dim=encoder.config.d_model, out_dim=hidden,
                                           hidden_dim=config.encoder.projector_hidden,
                                           mode=config.encoder.projector_mode,
-                                          n_pooled_tokens=config.encoder.n_pooled_tokens))
+                                          n_pooled_tokens=config.encoder.n_pooled_tokens,
+                                          states=config.encoder.projector_states))
     soft = SoftTokenizer(encoder, projector)
     m = config.model
     template = template or default_template(config.data.question_first)

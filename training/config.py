@@ -73,6 +73,9 @@ class EncoderSettings:
     pretrain_patience: int = 3
     pretrain_time_budget_s: Optional[float] = None
     projector_mode: Literal["per_event", "pooled", "item_emb"] = "per_event"  # item_emb: Table 4 ablation
+    # which encoder states the projector reads: the paper's penultimate layer, or (a bua extension)
+    # the final layer after its LayerNorm, which the encoder's next-behavior head reads
+    projector_states: Literal["penultimate", "final"] = "penultimate"
     n_pooled_tokens: int = 4  # soft tokens in "pooled" mode
     projector_hidden: Optional[int] = None  # MLP width; None = LLM hidden size
     warm_start: WarmStartSettings = field(default_factory=WarmStartSettings)

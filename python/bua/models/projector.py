@@ -10,6 +10,10 @@ Modes:
   that has at least one event.
 - ``item_emb`` (Table 4 ablation): the same MLP fed the encoder's item embeddings (summed
   day/time/location/behavior embeddings, no sequence context) instead of the states.
+
+``states`` picks the encoder states the first two modes read: ``penultimate`` (the paper's
+anchor) or ``final`` (a bua extension: the last layer after its LayerNorm, what the encoder's
+next-event heads read).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from bua.models._io import config_from_dict, load_config, load_state, save_modul
 from bua.models.encoder import BehaviorEncoder
 
 MODES = ("per_event", "pooled", "item_emb")
+STATES = ("penultimate", "final")
 
 
 @dataclass
@@ -35,10 +40,13 @@ class ProjectorConfig:
     hidden_dim: int | None = None  # None: out_dim
     mode: str = "per_event"
     n_pooled_tokens: int = 4
+    states: str = "penultimate"  # which encoder states feed per_event / pooled (module doc)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown projector mode {self.mode!r}; choose one of {MODES}")
+        if self.states not in STATES:
+            raise ValueError(f"unknown projector states {self.states!r}; choose one of {STATES}")
         for name in ("in_dim", "out_dim", "n_pooled_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ProjectorConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -124,6 +132,8 @@ class SoftTokenizer(nn.Module):
     def features(self, events: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.projector.mode == "item_emb":
             return self.encoder.item_embeddings(events, mask)
+        if self.projector.config.states == "final":
+            return self.encoder.final_states(events, mask)
         states, _ = self.encoder.encode(events, mask)
         return states
 
