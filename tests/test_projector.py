@@ -32,6 +32,8 @@ def test_config_validation():
         ProjectorConfig(8, 0)
     with pytest.raises(ValueError, match="unknown projector states 'last'"):
         ProjectorConfig(8, 16, states="last")
+    with pytest.raises(ValueError, match="item_emb reads item embeddings"):
+        ProjectorConfig(8, 16, mode="item_emb", states="final")
 
 
 def test_is_eq1_mlp():

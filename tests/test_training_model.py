@@ -103,30 +103,79 @@ def test_forward_puts_soft_tokens_at_the_slot(arch, mode):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in m.named_trainable())
 
 
-def test_stage1_skips_the_fresh_lora_layers():
-    """Stage 1 does not train LoRA and its B is still 0: the forward leaves the LoRA layers out
-    and gives exactly the NLL of a forward through them; stage 2, and a loaded adapter, run them."""
-    model = _model(fresh_lora=True)
+def _count_lora_calls(model) -> list:
     calls = []
     for name, module in model.lm.named_modules():
         if name.endswith("lora_A.default"):
             module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_stage1_skips_the_fresh_lora_layers():
+    """Stage 1 does not train LoRA and its B is still 0: the forward leaves the LoRA layers out
+    and gives exactly the NLL of a forward through them, with the stage's freezing intact and
+    gradients reaching the projector; stage 2, and a LoRA that is not zero, run them."""
+    model = _model(fresh_lora=True)
+    calls = _count_lora_calls(model)
     batch = collate([_example(model, ["key_behaviors", "predict"], ["gaming often", "gaming"])], model.pad_id)
     out, trainable = {}, {}
     for stage in ("stage1", "stage2"):
         model.set_stage(stage)
         trainable[stage] = {n for n, _ in model.named_trainable()}
-    for stage, has_adapter in (("stage1", False), ("stage2", False), ("stage1", True)):
+    for stage in ("stage1", "stage2"):
         model.set_stage(stage)
-        model.has_adapter = has_adapter
         calls.clear()
-        with torch.no_grad():
-            out[stage, has_adapter] = model(batch).nll
-        assert model.lora_is_inert() == (stage == "stage1" and not has_adapter)
-        assert (len(calls) == 0) == model.lora_is_inert(), (stage, has_adapter)
+        model.zero_grad(set_to_none=True)
+        out[stage] = model(batch).nll
+        out[stage].sum().backward()
+        assert model.lora_is_inert() == (stage == "stage1")
+        assert (len(calls) == 0) == (stage == "stage1"), stage
         assert {n for n, _ in model.named_trainable()} == trainable[stage]  # the stage's freezing holds
-    assert torch.equal(out["stage1", False], out["stage2", False])
-    assert torch.equal(out["stage1", False], out["stage1", True])
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.projector.parameters())
+    assert torch.equal(out["stage1"], out["stage2"])
+    with torch.no_grad():  # a LoRA that is not zero is never skipped
+        next(p for n, p in model.lm.named_parameters() if "lora_B" in n).fill_(0.01)
+    model.set_stage("stage1")
+    calls.clear()
+    model(batch)
+    assert not model.lora_is_inert() and calls
+
+
+def test_stage1_runs_lora_under_gradient_checkpointing():
+    """Checkpointing recomputes each layer in backward, outside the forward's context: stage 1
+    then keeps the (zero) LoRA path, so the recomputation matches the forward."""
+    from bua.training.model import BUAModel
+
+    torch.manual_seed(0)
+    enc = BehaviorEncoder(EncoderConfig.tiny(10, 5))
+    proj = Projector(ProjectorConfig(in_dim=32, out_dim=64))
+    model = BUAModel.from_backbone(resolve_backbone("tiny-qwen2"), SoftTokenizer(enc, proj),
+                                   LoraSettings(r=4, alpha=8, dropout=0.0), default_template(),
+                                   gradient_checkpointing="on")
+    model.set_stage("stage1")
+    model.train()
+    assert model.gradient_checkpointing and not model.lora_is_inert()
+    batch = collate([_example(model, ["predict"], ["gaming"])], model.pad_id)
+    model(batch).nll.sum().backward()
+    assert all(p.grad is not None for p in model.projector.parameters())
+
+
+def test_build_model_gives_the_projector_the_configured_states(tmp_path):
+    """`encoder.projector_states` reaches the projector build_model makes and its saved config."""
+    from pathlib import Path
+
+    from bua.models.projector import Projector
+    from bua.training.build import build_model
+    from bua.training.config import load_config
+
+    tiny = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny-cpu.yaml"
+    enc = BehaviorEncoder(EncoderConfig.tiny(10, 5))
+    for states in ("penultimate", "final"):
+        config = load_config(tiny, {"encoder.projector_states": states})
+        model = build_model(config, enc, resolve_backbone("tiny-qwen2"), torch.device("cpu"))
+        assert model.projector.config.states == states
+        model.projector.save(tmp_path / states)
+        assert Projector.load(tmp_path / states).config.states == states
 
 
 def test_slot_count_mismatch_is_an_error(model):

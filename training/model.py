@@ -84,6 +84,7 @@ class BUAModel(nn.Module):
         self.stage: str | None = None
         self.has_adapter = False  # True once LoRA holds trained (or loaded) weights
         self.autocast_bf16 = False  # training forwards under bfloat16 autocast (inference stays fp32)
+        self.gradient_checkpointing = False  # the LM recomputes activations in backward
         self.soft_tokenizer.encoder.requires_grad_(False)
 
     # ------------------------------------------------------------------ construction
@@ -102,7 +103,8 @@ class BUAModel(nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(str(backbone_dir))
         base = AutoModelForCausalLM.from_pretrained(str(backbone_dir), dtype=torch_dtype)
         base.config.use_cache = False
-        if gradient_checkpointing == "on" or (gradient_checkpointing == "auto" and device.type == "cuda"):
+        checkpointing = gradient_checkpointing == "on" or (gradient_checkpointing == "auto" and device.type == "cuda")
+        if checkpointing:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if adapter_dir is not None:
             lm = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=True)
@@ -120,6 +122,7 @@ class BUAModel(nn.Module):
         model = cls(soft_tokenizer, lm, tokenizer, chat, template)
         model.has_adapter = adapter_dir is not None
         model.autocast_bf16 = resolve_autocast(autocast, device)
+        model.gradient_checkpointing = checkpointing
         return model.to(device)
 
     # ------------------------------------------------------------------ stages
@@ -166,11 +169,14 @@ class BUAModel(nn.Module):
         return int(pad if pad is not None else self.tokenizer.eos_token_id)
 
     def lora_is_inert(self) -> bool:
-        """LoRA still holds its fresh weights (B = 0) and this stage does not train it (stage 1):
-        its layers add exact zeros, so forwards skip them (on a CPU their input dropout alone
-        cost as much as the base layer's matmul)."""
-        return (not self.has_adapter and self.stage is not None and "lora" not in STAGE_TRAINABLE[self.stage]
-                and hasattr(self.lm, "disable_adapter"))
+        """This stage does not train LoRA (stage 1) and every LoRA B is still 0: its layers add
+        exact zeros, so forwards skip them (on a CPU, LoRA's input dropout cost as much as the
+        base layer's matmul). Not with gradient checkpointing: its recomputation in backward
+        runs outside the forward and would take the LoRA path the forward skipped."""
+        if (self.stage is None or "lora" in STAGE_TRAINABLE[self.stage] or self.gradient_checkpointing
+                or not hasattr(self.lm, "disable_adapter")):
+            return False
+        return all(not p.any() for n, p in self.lm.named_parameters() if "lora_B" in n)
 
     @contextlib.contextmanager
     def _inert_lora_skipped(self):
@@ -213,7 +219,8 @@ class BUAModel(nn.Module):
         """Per-token NLL of the answer tokens; logits are computed only where a label exists.
         With `first_ids` [G], also the logits of those tokens as the first answer token of each
         `predict` round (`batch.predict_starts`; zeros where a row has fewer)."""
-        with self._inert_lora_skipped(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16)
+        with self._inert_lora_skipped(), autocast:
             embeds = self.embed(batch.input_ids, batch.soft_positions, batch.events, batch.events_mask)
             base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
             mask, positions = batch.attention_mask, batch.position_ids

@@ -3,7 +3,7 @@
 both go through ``SoftTokenizer``, so there is one code path.
 
 Modes:
-- ``per_event`` (default): one soft token per event, from the encoder's penultimate states;
+- ``per_event`` (default): one soft token per event, from the encoder states ``states`` picks;
   ``soft_mask`` is the event mask.
 - ``pooled``: ``n_pooled_tokens`` soft tokens, each a learned query attending over the real
   events' states (masked softmax), then the MLP; ``soft_mask`` is True for every token of a row
@@ -47,6 +47,9 @@ class ProjectorConfig:
             raise ValueError(f"unknown projector mode {self.mode!r}; choose one of {MODES}")
         if self.states not in STATES:
             raise ValueError(f"unknown projector states {self.states!r}; choose one of {STATES}")
+        if self.mode == "item_emb" and self.states != "penultimate":
+            raise ValueError(f"projector mode item_emb reads item embeddings, not encoder states: "
+                             f"states={self.states!r} does not apply")
         for name in ("in_dim", "out_dim", "n_pooled_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ProjectorConfig.{name} must be >= 1, got {getattr(self, name)}")
