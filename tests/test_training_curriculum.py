@@ -232,6 +232,22 @@ def test_init_from_takes_the_finished_stages_of_an_older_run(tmp_path):
     assert proc.returncode == 2 and "its stage1 has status 'skipped'" in proc.stderr
 
 
+def test_generation_weight_scales_the_generation_rounds(tmp_path, full_run):
+    """Only direct generation dialogues, the same first batch: weight 3 triples the gradient
+    (every round is a generation round) and leaves the logged, unweighted loss as it was."""
+    first = {}
+    for weight in (1.0, 3.0):
+        out = tmp_path / f"gw{weight}"
+        curriculum("--out", str(out), "--stages", "2", "--no-eval", "--init-from", str(full_run),
+                   "--set", "stage2.max_steps=1", "--set", "stage2.generation_fraction=1.0",
+                   "--set", "stage2.direct_fraction=1.0", "--set", "stage2.generation_opening_round=true",
+                   "--set", f"stage2.generation_weight={weight}")
+        first[weight] = [r for r in read_log(out / "stage2" / "log.jsonl") if r.get("type") == "train"][0]
+    assert set(first[1.0]["tasks"]) == {"generate"}
+    assert first[3.0]["loss"] == pytest.approx(first[1.0]["loss"], rel=1e-5)
+    assert first[3.0]["grad_norm"] == pytest.approx(3.0 * first[1.0]["grad_norm"], rel=1e-4)
+
+
 def test_distill_weight_adds_the_encoder_kl_to_stage2(tmp_path, full_run):
     """Same first batch and weights: the first step's loss grows by exactly weight x KL."""
     first = {}

@@ -17,14 +17,16 @@ torch.set_num_threads(1)
 HIST = np.array([[0, 480, 1, 2], [0, 500, 2, 3], [0, 600, 2, 4], [1, 30, 0, 1]], dtype=np.int64)
 
 
-def _model(arch: str = "qwen2", mode: str = "per_event", seed: int = 0, fresh_lora: bool = False):
+def _model(arch: str = "qwen2", mode: str = "per_event", seed: int = 0, fresh_lora: bool = False,
+           gradient_checkpointing: str = "auto"):
     from bua.training.model import BUAModel
 
     torch.manual_seed(seed)
     enc = BehaviorEncoder(EncoderConfig.tiny(10, 5))
     proj = Projector(ProjectorConfig(in_dim=32, out_dim=64, mode=mode, n_pooled_tokens=3))
     model = BUAModel.from_backbone(resolve_backbone(f"tiny-{arch}"), SoftTokenizer(enc, proj),
-                                   LoraSettings(r=4, alpha=8, dropout=0.0), default_template())
+                                   LoraSettings(r=4, alpha=8, dropout=0.0), default_template(),
+                                   gradient_checkpointing=gradient_checkpointing)
     if fresh_lora:
         return model
     with torch.no_grad():  # make LoRA non-trivial so it shows in every comparison
@@ -144,14 +146,7 @@ def test_stage1_skips_the_fresh_lora_layers():
 def test_stage1_runs_lora_under_gradient_checkpointing():
     """Checkpointing recomputes each layer in backward, outside the forward's context: stage 1
     then keeps the (zero) LoRA path, so the recomputation matches the forward."""
-    from bua.training.model import BUAModel
-
-    torch.manual_seed(0)
-    enc = BehaviorEncoder(EncoderConfig.tiny(10, 5))
-    proj = Projector(ProjectorConfig(in_dim=32, out_dim=64))
-    model = BUAModel.from_backbone(resolve_backbone("tiny-qwen2"), SoftTokenizer(enc, proj),
-                                   LoraSettings(r=4, alpha=8, dropout=0.0), default_template(),
-                                   gradient_checkpointing="on")
+    model = _model(fresh_lora=True, gradient_checkpointing="on")
     model.set_stage("stage1")
     model.train()
     assert model.gradient_checkpointing and not model.lora_is_inert()
@@ -348,6 +343,37 @@ def test_generation_opening_round_moves_the_first_line_to_its_own_round(model):
 
     predict_only = _example(model, ["predict"], ["gaming"])
     assert opening_line_round(predict_only, newline) is predict_only
+
+
+def test_generation_closing_round_moves_the_last_line_and_the_end_of_turn(model):
+    """stage2.generation_closing_round, after the opening round: the day's last line and the end
+    of the turn become a third generate round; together the rounds are the answer."""
+    from bua.training.data import closing_line_round, opening_line_round, single_token_id
+
+    newline = single_token_id(model.tokenizer, "\n")
+    lines = ["Sun 07:00 @home gaming", "Sun 08:10 @work music", "Sun 09:30 @work subway"]
+
+    def example(day):
+        segs = render_dialogue(model.template, model.chat, ["generate"], [day], [{"day": "Sunday"}])
+        return Example(tokenize_segments(segs, model.tokenizer, n_soft=model.n_soft_tokens(len(HIST))), HIST,
+                       ("generate",))
+
+    def answer_text(ex, rnd):
+        tok = ex.tokens
+        return model.tokenizer.decode(tok.input_ids[tok.answer_mask & (tok.round_ids == rnd)])
+
+    plain = example("\n".join(lines))
+    split = closing_line_round(opening_line_round(plain, newline), newline)
+    assert split.round_tasks == ("generate", "generate", "generate")
+    assert np.array_equal(split.tokens.input_ids, plain.tokens.input_ids)
+    assert answer_text(split, 1) == lines[0] + "\n" and answer_text(split, 0) == lines[1] + "\n"
+    assert answer_text(split, 2).startswith(lines[2]) and model.chat.end_of_turn in answer_text(split, 2)
+    assert answer_text(split, 1) + answer_text(split, 0) + answer_text(split, 2) == answer_text(plain, 0)
+    # a single line left after the opening round is the closing line already
+    two = opening_line_round(example("\n".join(lines[:2])), newline)
+    assert closing_line_round(two, newline) is two
+    predict_only = _example(model, ["predict"], ["gaming"])
+    assert closing_line_round(predict_only, newline) is predict_only
 
 
 def test_constrained_scores_renormalize_at_each_branch_of_the_names(model):

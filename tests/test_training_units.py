@@ -280,7 +280,19 @@ def test_direct_first_moves_prediction_dialogues_to_the_front_of_the_same_set():
         config_from_dict({"stage2": {"direct_first": 1.5}})
 
 
+def test_generation_weight_is_a_positive_stage2_multiplier():
+    assert config_from_dict({}).stage2.generation_weight == 1.0
+    assert config_from_dict({"stage2": {"generation_weight": 4}}).stage2.generation_weight == 4.0
+    with pytest.raises(ConfigError, match="stage2.generation_weight"):
+        config_from_dict({"stage2": {"generation_weight": 0.0}})
+    with pytest.raises(ConfigError, match="stage3.generation_weight"):
+        config_from_dict({"stage3": {"generation_weight": 2.0}})
+
+
 def test_generation_opening_round_is_a_stage2_switch():
     assert config_from_dict({"stage2": {"generation_opening_round": True}}).stage2.generation_opening_round
     with pytest.raises(ConfigError, match="stage1.generation_opening_round"):
         config_from_dict({"stage1": {"generation_opening_round": True}})
+    assert config_from_dict({"stage2": {"generation_closing_round": True}}).stage2.generation_closing_round
+    with pytest.raises(ConfigError, match="stage3.generation_closing_round"):
+        config_from_dict({"stage3": {"generation_closing_round": True}})

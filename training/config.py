@@ -178,6 +178,14 @@ class StageConfig:
     # day's format and first event weighs as much as a prediction round instead of about 1/300
     # of the generation round (training/README.md, "Thirteenth round"); validation is unchanged
     generation_opening_round: bool = False
+    # stage 2, a bua extension: the same for the last line and the end of the turn after it, where
+    # the day ends (training/README.md, "Sixteenth round"); validation is unchanged
+    generation_closing_round: bool = False
+    # stage 2, a bua extension: multiplies the loss of every generation round (the opening line's
+    # included) under either loss mode, on top of any App. J weight; 1 = off. A day is ~300 tokens
+    # against a prediction's ~3, so under the round-balanced loss each of its tokens weighs about
+    # 1/50 of a prediction token's (training/README.md, "Sixteenth round")
+    generation_weight: float = 1.0
     continue_from: Optional[Literal["stage1", "stage2"]] = None  # None: the latest finished earlier stage
     loss: Literal["round_balanced", "token"] = "round_balanced"
     task_weighting: TaskWeightingConfig = field(default_factory=TaskWeightingConfig)
@@ -385,8 +393,11 @@ def _validate(config: TrainConfig, source: str) -> None:
             fail(f"{name}.distill_weight", stage.distill_weight, "must be 0, or a positive weight in stage2")
         if not 0.0 <= stage.direct_first <= 1.0:
             fail(f"{name}.direct_first", stage.direct_first, "must lie in [0, 1]")
-        if stage.generation_opening_round and name != "stage2":
-            fail(f"{name}.generation_opening_round", stage.generation_opening_round, "applies to stage2 only")
+        for switch in ("generation_opening_round", "generation_closing_round"):
+            if getattr(stage, switch) and name != "stage2":
+                fail(f"{name}.{switch}", getattr(stage, switch), "applies to stage2 only")
+        if stage.generation_weight <= 0 or (stage.generation_weight != 1.0 and name != "stage2"):
+            fail(f"{name}.generation_weight", stage.generation_weight, "must be positive, and 1 outside stage2")
         if stage.distill_temperature <= 0:
             fail(f"{name}.distill_temperature", stage.distill_temperature, "must be positive")
         if stage.distill_prior_adjustment < 0 or (stage.distill_prior_adjustment and not stage.distill_weight):

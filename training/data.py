@@ -208,11 +208,13 @@ def _stage2_kinds(n: int, cfg: StageConfig, rng: np.random.Generator) -> list[tu
 
 
 def to_examples(dialogues: Sequence[Dialogue | SharedPrefix], tokenizer, n_soft,
-                max_length: int, opening_round: bool = False) -> tuple[list[Example], int]:
+                max_length: int, opening_round: bool = False,
+                closing_round: bool = False) -> tuple[list[Example], int]:
     """Tokenizes dialogues (each segment on its own); drops those longer than `max_length`;
-    `opening_round` gives each generation answer's first line a round of its own."""
+    `opening_round` / `closing_round` give each generation answer's first / last line a round
+    of its own."""
     cache: dict[str, list[int]] = {}
-    newline = single_token_id(tokenizer, "\n") if opening_round else -1
+    newline = single_token_id(tokenizer, "\n") if opening_round or closing_round else -1
     out, dropped = [], 0
     for d in dialogues:
         if isinstance(d, SharedPrefix):
@@ -222,6 +224,8 @@ def to_examples(dialogues: Sequence[Dialogue | SharedPrefix], tokenizer, n_soft,
             example = Example(tokens, events_to_array(d.history), tuple(d.tasks), d.user_id)
             if opening_round:
                 example = opening_line_round(example, newline)
+            if closing_round:
+                example = closing_line_round(example, newline)
         if len(example) > max_length:
             dropped += 1
             continue
@@ -254,6 +258,32 @@ def opening_line_round(example: Example, newline_id: int) -> Example:
                 cut = a + int(breaks[0]) + 1
                 rounds[a:cut] = new_round
                 spans += [(new_round, task, a, cut), (r, task, cut, b)]
+                continue
+        spans.append((r, task, a, b))
+    if len(spans) == len(t.spans):
+        return example
+    tokens = TokenizedDialogue(t.input_ids, t.answer_mask, rounds, t.soft_start, t.n_soft, tuple(spans))
+    return Example(tokens, example.events, example.round_tasks + (GENERATE,), example.user_id, example.branches)
+
+
+def closing_line_round(example: Example, newline_id: int) -> Example:
+    """`example` with the last line of its `generate` answer, from the newline before it to the
+    end of the turn (the chat suffix included), moved to a round of its own, appended after the
+    others. The end of the turn is where the day ends: without the round, the end-of-turn token is
+    one of ~300 in its round, and a model that has learned that times increase writes on past
+    23:59 until the token limit. A span with one line (say the rest of a two-line answer after
+    `opening_line_round`) stays. Examples without a `generate` answer come back unchanged."""
+    t = example.tokens
+    rounds = np.asarray(t.round_ids).copy()
+    new_round = len(example.round_tasks)
+    spans = []
+    for r, task, a, b in t.spans:
+        if task == GENERATE:
+            breaks = np.flatnonzero(np.asarray(t.input_ids[a:b]) == newline_id)
+            if breaks.size >= 2:  # the suffix's newline and the one before the last line
+                cut = a + int(breaks[-2]) + 1
+                rounds[cut:b] = new_round
+                spans += [(r, task, a, cut), (new_round, task, cut, b)]
                 continue
         spans.append((r, task, a, b))
     if len(spans) == len(t.spans):
@@ -311,7 +341,7 @@ def build_stage(data: CurriculumData, stage: str, cfg: StageConfig, dconfig: Dat
             key = d.tasks[-1] if stage != "stage2" else ("explain_" if len(d.tasks) > 1 else "direct_") + d.tasks[-1]
             counts[key] = counts.get(key, 0) + 1
     train, dropped_t = to_examples(made["train"], model.tokenizer, model.n_soft_tokens, dconfig.max_length,
-                                   cfg.generation_opening_round)
+                                   cfg.generation_opening_round, cfg.generation_closing_round)
     val, dropped_v = to_examples(made["val"], model.tokenizer, model.n_soft_tokens, dconfig.max_length)
     if not train:
         raise ValueError(f"{stage}: no training dialogues left (built {len(made['train'])}, {dropped_t} longer than "

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bua.dialogue import ALL_TASKS, PREDICT
+from bua.dialogue import ALL_TASKS, GENERATE, PREDICT
 from bua.fsio import commit_dir, new_temp_dir
 from bua.training import distributed
 from bua.training.checkpoint import stage_dir
@@ -185,9 +185,12 @@ class StageTrainer:
 
     # ------------------------------------------------------------------ loss
     def _round_weights(self, batch: Batch) -> Optional[torch.Tensor]:
-        if self.weighter is None:
+        """[B, R] loss multipliers of the rounds: App. J's task weights times `generation_weight`
+        on generation rounds; None when every weight is 1."""
+        if self.weighter is None and self.cfg.generation_weight == 1.0:
             return None
-        w = self.weighter.weights()
+        w = dict(self.weighter.weights()) if self.weighter is not None else {}
+        w[GENERATE] = w.get(GENERATE, 1.0) * self.cfg.generation_weight
         rows = [[w.get(t, 1.0) for t in tasks] + [1.0] * (self.n_rounds - len(tasks)) for tasks in batch.round_tasks]
         return torch.tensor(rows, dtype=torch.float32, device=self.ctx.device)
 
@@ -376,6 +379,7 @@ class StageTrainer:
                   f"(global batch {self.cfg.global_batch_size} = {self.cfg.micro_batch_size} x {self.accum} accum x "
                   f"{self.ctx.world_size} ranks), {n_params:,} trainable parameters, loss {self.cfg.loss}"
                   + (" + App. J task weighting" if self.weighter else "")
+                  + (f", generate rounds x{self.cfg.generation_weight:g}" if self.cfg.generation_weight != 1 else "")
                   + (f", resumed at step {self.step}" if self.resumed_from is not None else ""), flush=True)
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.stage, disable=not self.progress,
                    dynamic_ncols=True)
