@@ -240,6 +240,28 @@ def single_token_id(tokenizer, text: str) -> int:
     return int(ids[0])
 
 
+def _move_to_new_round(example: Example, newline_id: int, part) -> Example:
+    """`example` with one piece of its `generate` answer moved to a new round of the same task,
+    appended after the others. `part(breaks, length)`, given the offsets of the newline tokens in
+    the answer's span and its length, returns the (start, end) offsets of the piece, or None."""
+    t = example.tokens
+    rounds = np.asarray(t.round_ids).copy()
+    new_round = len(example.round_tasks)
+    spans = []
+    for r, task, a, b in t.spans:
+        piece = part(np.flatnonzero(np.asarray(t.input_ids[a:b]) == newline_id), b - a) if task == GENERATE else None
+        if piece is None:
+            spans.append((r, task, a, b))
+            continue
+        lo, hi = a + piece[0], a + piece[1]
+        rounds[lo:hi] = new_round
+        spans += [s for s in ((r, task, a, lo), (new_round, task, lo, hi), (r, task, hi, b)) if s[2] < s[3]]
+    if not any(s[0] == new_round for s in spans):
+        return example
+    tokens = TokenizedDialogue(t.input_ids, t.answer_mask, rounds, t.soft_start, t.n_soft, tuple(spans))
+    return Example(tokens, example.events, example.round_tasks + (GENERATE,), example.user_id, example.branches)
+
+
 def opening_line_round(example: Example, newline_id: int) -> Example:
     """`example` with the first line of its `generate` answer (up to and including the first
     `newline_id`) moved to a round of its own, appended after the others. Under the
@@ -247,23 +269,8 @@ def opening_line_round(example: Example, newline_id: int) -> Example:
     lines copy it), then weighs as much as a round instead of 1/T of one. A one-line answer
     moves whole (its newline is the chat suffix's), leaving its old round empty: the same loss.
     Examples without a `generate` answer come back unchanged."""
-    t = example.tokens
-    rounds = np.asarray(t.round_ids).copy()
-    new_round = len(example.round_tasks)
-    spans = []
-    for r, task, a, b in t.spans:
-        if task == GENERATE:
-            breaks = np.flatnonzero(np.asarray(t.input_ids[a:b]) == newline_id)
-            if breaks.size:
-                cut = a + int(breaks[0]) + 1
-                rounds[a:cut] = new_round
-                spans += [(new_round, task, a, cut), (r, task, cut, b)]
-                continue
-        spans.append((r, task, a, b))
-    if len(spans) == len(t.spans):
-        return example
-    tokens = TokenizedDialogue(t.input_ids, t.answer_mask, rounds, t.soft_start, t.n_soft, tuple(spans))
-    return Example(tokens, example.events, example.round_tasks + (GENERATE,), example.user_id, example.branches)
+    return _move_to_new_round(example, newline_id,
+                              lambda breaks, n: (0, int(breaks[0]) + 1) if breaks.size else None)
 
 
 def closing_line_round(example: Example, newline_id: int) -> Example:
@@ -273,23 +280,9 @@ def closing_line_round(example: Example, newline_id: int) -> Example:
     one of ~300 in its round, and a model that has learned that times increase writes on past
     23:59 until the token limit. A span with one line (say the rest of a two-line answer after
     `opening_line_round`) stays. Examples without a `generate` answer come back unchanged."""
-    t = example.tokens
-    rounds = np.asarray(t.round_ids).copy()
-    new_round = len(example.round_tasks)
-    spans = []
-    for r, task, a, b in t.spans:
-        if task == GENERATE:
-            breaks = np.flatnonzero(np.asarray(t.input_ids[a:b]) == newline_id)
-            if breaks.size >= 2:  # the suffix's newline and the one before the last line
-                cut = a + int(breaks[-2]) + 1
-                rounds[cut:b] = new_round
-                spans += [(r, task, a, cut), (new_round, task, cut, b)]
-                continue
-        spans.append((r, task, a, b))
-    if len(spans) == len(t.spans):
-        return example
-    tokens = TokenizedDialogue(t.input_ids, t.answer_mask, rounds, t.soft_start, t.n_soft, tuple(spans))
-    return Example(tokens, example.events, example.round_tasks + (GENERATE,), example.user_id, example.branches)
+    # two newlines at least: the suffix's and the one before the last line
+    return _move_to_new_round(example, newline_id,
+                              lambda breaks, n: (int(breaks[-2]) + 1, n) if breaks.size >= 2 else None)
 
 
 def shared_prefix_example(group: SharedPrefix, tokenizer, n_soft, cache: dict[str, list[int]]) -> Example:
