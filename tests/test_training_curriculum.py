@@ -248,6 +248,19 @@ def test_generation_weight_scales_the_generation_rounds(tmp_path, full_run):
     assert first[3.0]["grad_norm"] == pytest.approx(3.0 * first[1.0]["grad_norm"], rel=1e-4)
 
 
+def test_end_of_turn_weight_reaches_the_gradient_not_the_logged_loss(tmp_path, full_run):
+    """The same first batch: weighting the end-of-turn tokens changes the step's gradient and
+    leaves the logged (unweighted) loss as it was."""
+    first = {}
+    for weight in (1.0, 6.0):
+        out = tmp_path / f"eot{weight}"
+        curriculum("--out", str(out), "--stages", "2", "--no-eval", "--init-from", str(full_run),
+                   "--set", "stage2.max_steps=1", "--set", f"stage2.end_of_turn_weight={weight}")
+        first[weight] = [r for r in read_log(out / "stage2" / "log.jsonl") if r.get("type") == "train"][0]
+    assert first[6.0]["loss"] == pytest.approx(first[1.0]["loss"], rel=1e-5)
+    assert abs(first[6.0]["grad_norm"] / first[1.0]["grad_norm"] - 1) > 0.01
+
+
 def test_distill_weight_adds_the_encoder_kl_to_stage2(tmp_path, full_run):
     """Same first batch and weights: the first step's loss grows by exactly weight x KL."""
     first = {}

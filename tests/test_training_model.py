@@ -345,6 +345,19 @@ def test_generation_opening_round_moves_the_first_line_to_its_own_round(model):
     assert opening_line_round(predict_only, newline) is predict_only
 
 
+def test_end_of_turn_weights_mark_each_answer_end_and_no_prompt_end(model):
+    """stage2.end_of_turn_weight reaches every answer's end of turn (a label: the answer segment
+    holds the chat suffix), once per round, and none of the prompt turns' ends."""
+    from bua.training.data import single_token_id
+    from bua.training.losses import end_of_turn_weights
+
+    batch = collate([_example(model, ["patterns", "predict"], ["Sequences: none repeats.", "gaming"])], model.pad_id)
+    eot = single_token_id(model.tokenizer, model.chat.end_of_turn)
+    marked = end_of_turn_weights(batch.labels, eot, 5.0) == 5.0
+    assert sorted(batch.loss_rounds[:, 1:][marked].tolist()) == [0, 1]
+    assert int((batch.input_ids == eot).sum()) > 2  # the system and user turns end with it too
+
+
 def test_generation_closing_round_moves_the_last_line_and_the_end_of_turn(model):
     """stage2.generation_closing_round, after the opening round: the day's last line and the end
     of the turn become a third generate round; together the rounds are the answer."""

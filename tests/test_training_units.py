@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bua.training.config import ConfigError, TrainConfig, config_from_dict, load_config
-from bua.training.losses import dialogue_losses, round_losses, token_nll
+from bua.training.losses import dialogue_losses, end_of_turn_weights, round_losses, token_nll
 from bua.training.schedule import cosine_with_warmup, lr_at, warmup_steps
 from bua.training.task_weighting import TaskWeighter
 
@@ -107,6 +107,20 @@ def test_round_weights_scale_rounds():
     assert dialogue_losses(r, "round_balanced", w).tolist() == pytest.approx([(1 + 10) / 2, 1.5])
     with pytest.raises(ValueError, match="unknown loss mode"):
         dialogue_losses(r, "mean")
+
+
+def test_token_weights_scale_a_token_within_its_round():
+    """A weighted token counts w times in its round's sum; the round's divisor stays its length."""
+    nll, rounds = _rounds_example()
+    labels = torch.tensor([[0, 7, 7, 7, 9, -100, 9], [0, 7, 9, -100, -100, -100, -100]])  # 9 = end of turn
+    weights = end_of_turn_weights(labels, 9, 3.0)
+    assert weights.tolist() == [[1, 1, 1, 3, 1, 3], [1, 3, 1, 1, 1, 1]]
+    r = round_losses(nll, rounds, 2, weights)
+    assert r.counts.tolist() == [[4, 1], [2, 0]]
+    assert r.sums.tolist() == [[1 + 1 + 1 + 3, 15], [2 + 12, 0]]
+    assert dialogue_losses(r, "round_balanced").tolist() == pytest.approx([(6 / 4 + 15) / 2, 14 / 2])
+    with pytest.raises(ValueError, match="token_weights"):
+        round_losses(nll, rounds, 2, weights[:, :3])
 
 
 def test_token_nll_matches_cross_entropy_and_ignores_unlabelled():
@@ -287,6 +301,15 @@ def test_generation_weight_is_a_positive_stage2_multiplier():
         config_from_dict({"stage2": {"generation_weight": 0.0}})
     with pytest.raises(ConfigError, match="stage3.generation_weight"):
         config_from_dict({"stage3": {"generation_weight": 2.0}})
+
+
+def test_end_of_turn_weight_is_a_positive_stage2_multiplier():
+    assert config_from_dict({}).stage2.end_of_turn_weight == 1.0
+    assert config_from_dict({"stage2": {"end_of_turn_weight": 8}}).stage2.end_of_turn_weight == 8.0
+    with pytest.raises(ConfigError, match="stage2.end_of_turn_weight"):
+        config_from_dict({"stage2": {"end_of_turn_weight": -1.0}})
+    with pytest.raises(ConfigError, match="stage1.end_of_turn_weight"):
+        config_from_dict({"stage1": {"end_of_turn_weight": 2.0}})
 
 
 def test_generation_opening_round_is_a_stage2_switch():

@@ -186,6 +186,11 @@ class StageConfig:
     # against a prediction's ~3, so under the round-balanced loss each of its tokens weighs about
     # 1/50 of a prediction token's (training/README.md, "Sixteenth round")
     generation_weight: float = 1.0
+    # stage 2, a bua extension: the end-of-turn token of every training answer counts this many
+    # times in its round's loss sum (the divisor stays the round's token count), so the one
+    # decision that ends a day or a summary is not 1 of ~300 tokens; 1 = off
+    # (training/README.md, "Seventeenth round")
+    end_of_turn_weight: float = 1.0
     continue_from: Optional[Literal["stage1", "stage2"]] = None  # None: the latest finished earlier stage
     loss: Literal["round_balanced", "token"] = "round_balanced"
     task_weighting: TaskWeightingConfig = field(default_factory=TaskWeightingConfig)
@@ -398,6 +403,8 @@ def _validate(config: TrainConfig, source: str) -> None:
                 fail(f"{name}.{switch}", getattr(stage, switch), "applies to stage2 only")
         if stage.generation_weight <= 0 or (stage.generation_weight != 1.0 and name != "stage2"):
             fail(f"{name}.generation_weight", stage.generation_weight, "must be positive, and 1 outside stage2")
+        if stage.end_of_turn_weight <= 0 or (stage.end_of_turn_weight != 1.0 and name != "stage2"):
+            fail(f"{name}.end_of_turn_weight", stage.end_of_turn_weight, "must be positive, and 1 outside stage2")
         if stage.distill_temperature <= 0:
             fail(f"{name}.distill_temperature", stage.distill_temperature, "must be positive")
         if stage.distill_prior_adjustment < 0 or (stage.distill_prior_adjustment and not stage.distill_weight):

@@ -9,8 +9,9 @@ round (-1 outside answers).
 - round_balanced (Eq. 5): each round's mean token loss, averaged over the dialogue's rounds;
   every round counts the same whatever its length (the weight W_i of sec. 3.4).
 
-Optional per-round weights (App. J task weighting) multiply each round's contribution; with
-all weights 1 both modes are exactly the equations above.
+Optional per-round weights (App. J task weighting) multiply each round's contribution, and
+optional per-token weights (`end_of_turn_weights`) a token's share of its round's sum; with all
+weights 1 both modes are exactly the equations above.
 """
 from __future__ import annotations
 
@@ -50,10 +51,23 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nll.view(shift_labels.shape)
 
 
-def round_losses(nll: torch.Tensor, round_ids: torch.Tensor, n_rounds: int) -> RoundLosses:
-    """Sums and counts of `nll` [B, S'] per round; `round_ids` [B, S'] (-1 = not an answer token)."""
+def end_of_turn_weights(labels: torch.Tensor, end_of_turn_id: int, weight: float) -> torch.Tensor:
+    """[B, S-1] token weights aligned with `token_nll(logits, labels)`: `weight` where the
+    predicted token is the end of a turn, 1 elsewhere."""
+    return torch.where(labels[:, 1:] == end_of_turn_id, weight, 1.0).to(torch.float32)
+
+
+def round_losses(nll: torch.Tensor, round_ids: torch.Tensor, n_rounds: int,
+                 token_weights: torch.Tensor | None = None) -> RoundLosses:
+    """Sums and counts of `nll` [B, S'] per round; `round_ids` [B, S'] (-1 = not an answer token).
+    `token_weights` [B, S'] multiply each token's NLL in the sums; the counts stay token counts,
+    so a round's mean is its weighted sum over its length."""
     if nll.shape != round_ids.shape:
         raise ValueError(f"nll {tuple(nll.shape)} and round_ids {tuple(round_ids.shape)} differ in shape")
+    if token_weights is not None:
+        if token_weights.shape != nll.shape:
+            raise ValueError(f"token_weights {tuple(token_weights.shape)} and nll {tuple(nll.shape)} differ in shape")
+        nll = nll * token_weights.to(nll)
     b = nll.shape[0]
     valid = round_ids >= 0
     idx = torch.where(valid, round_ids, torch.zeros_like(round_ids))

@@ -26,9 +26,10 @@ from bua.training import distributed
 from bua.training.checkpoint import stage_dir
 from bua.training.collate import Batch, Example, collate
 from bua.training.config import StageConfig
+from bua.training.data import single_token_id
 from bua.training.distill import FirstTokens, distillation_loss, first_token_log_prior, teacher_distribution
 from bua.training.inference import evaluating
-from bua.training.losses import dialogue_losses, round_losses
+from bua.training.losses import dialogue_losses, end_of_turn_weights, round_losses
 from bua.training.model import BUAModel
 from bua.training.runlog import JsonlLog
 from bua.training.schedule import cosine_with_warmup
@@ -143,6 +144,8 @@ class StageTrainer:
                 if not behavior_counts:
                     raise ValueError(f"{stage}.distill_prior_adjustment needs the training behavior counts")
                 self.log_prior = first_token_log_prior(self.first_tokens, behavior_counts, cfg.distill_prior_adjustment)
+        self.end_of_turn_id = (single_token_id(model.tokenizer, model.chat.end_of_turn)
+                               if cfg.end_of_turn_weight != 1.0 else None)
         self.n_rounds = max(len(e.round_tasks) for e in self.train + self.val)
         self.wrapped = self._wrap(strategy, find_unused_parameters)
         self.log = JsonlLog(self.run_dir / stage / "log.jsonl", enabled=ctx.is_main)
@@ -194,6 +197,12 @@ class StageTrainer:
         rows = [[w.get(t, 1.0) for t in tasks] + [1.0] * (self.n_rounds - len(tasks)) for tasks in batch.round_tasks]
         return torch.tensor(rows, dtype=torch.float32, device=self.ctx.device)
 
+    def _token_weights(self, batch: Batch) -> Optional[torch.Tensor]:
+        """[B, S-1] `end_of_turn_weights` of the batch; None when `end_of_turn_weight` is 1."""
+        if self.end_of_turn_id is None:
+            return None
+        return end_of_turn_weights(batch.labels, self.end_of_turn_id, self.cfg.end_of_turn_weight)
+
     def _stats_size(self) -> int:
         return 3 + 2 * len(self.tasks) + 2 * self.n_rounds + 3
 
@@ -233,11 +242,14 @@ class StageTrainer:
             out["distill"] = float(v[-2] / v[-1])
         return out
 
-    def _micro_losses(self, batch: Batch, module: torch.nn.Module, weights: Optional[torch.Tensor]):
-        """(round losses, [B] dialogue losses with `weights`, [B] distillation KL or None); the
-        distillation term, weighted, is part of the dialogue losses."""
+    def _micro_losses(self, batch: Batch, module: torch.nn.Module, weights: Optional[torch.Tensor],
+                      token_weights: Optional[torch.Tensor] = None):
+        """(round losses, unweighted; [B] dialogue losses with round `weights` and `token_weights`;
+        [B] distillation KL or None); the distillation term, weighted, is part of the dialogue losses."""
         out = module(batch, self.first_tokens.ids if self.first_tokens is not None else None)
-        rounds = round_losses(out.nll, out.loss_rounds, max(self.n_rounds, batch.n_rounds))
+        n_rounds = max(self.n_rounds, batch.n_rounds)
+        rounds = round_losses(out.nll, out.loss_rounds, n_rounds)
+        weighted = rounds if token_weights is None else round_losses(out.nll, out.loss_rounds, n_rounds, token_weights)
         if weights is not None and weights.shape[1] < rounds.sums.shape[1]:
             pad = torch.ones(weights.shape[0], rounds.sums.shape[1] - weights.shape[1], device=weights.device)
             weights = torch.cat([weights, pad], dim=1)
@@ -249,7 +261,7 @@ class StageTrainer:
             per_prediction = distillation_loss(out.first_token_logits, teacher, self.first_tokens,
                                                self.log_prior) * valid
             distill = per_prediction.sum(dim=1) / valid.sum(dim=1).clamp(min=1)
-        return rounds, self._dialogue_losses(rounds, weights, distill), distill
+        return rounds, self._dialogue_losses(weighted, weights, distill), distill
 
     def _dialogue_losses(self, rounds, weights: Optional[torch.Tensor], distill: Optional[torch.Tensor]):
         losses = dialogue_losses(rounds, self.cfg.loss, weights)
@@ -264,13 +276,14 @@ class StageTrainer:
         for k, idx in enumerate(micro):
             batch = self.collate([self.train[i] for i in idx])
             weights = self._round_weights(batch)
+            token_weights = self._token_weights(batch)
             last = k == len(micro) - 1
             defer_sync = self.ctx.distributed and not last and hasattr(self.wrapped, "no_sync")
             sync = self.wrapped.no_sync() if defer_sync else contextlib.nullcontext()
             with sync:
-                rounds, losses, distill = self._micro_losses(batch, self.wrapped, weights)
+                rounds, losses, distill = self._micro_losses(batch, self.wrapped, weights, token_weights)
                 (losses.sum() / per_rank).backward()
-            if weights is not None:
+            if weights is not None or token_weights is not None:
                 losses = self._dialogue_losses(rounds, None, distill)
             v = self._stats_vector(rounds, losses, batch, distill)
             stats = v if stats is None else stats + v
@@ -380,6 +393,7 @@ class StageTrainer:
                   f"{self.ctx.world_size} ranks), {n_params:,} trainable parameters, loss {self.cfg.loss}"
                   + (" + App. J task weighting" if self.weighter else "")
                   + (f", generate rounds x{self.cfg.generation_weight:g}" if self.cfg.generation_weight != 1 else "")
+                  + (f", end of turn x{self.cfg.end_of_turn_weight:g}" if self.cfg.end_of_turn_weight != 1 else "")
                   + (f", resumed at step {self.step}" if self.resumed_from is not None else ""), flush=True)
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.stage, disable=not self.progress,
                    dynamic_ncols=True)
