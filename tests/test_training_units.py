@@ -294,22 +294,15 @@ def test_direct_first_moves_prediction_dialogues_to_the_front_of_the_same_set():
         config_from_dict({"stage2": {"direct_first": 1.5}})
 
 
-def test_generation_weight_is_a_positive_stage2_multiplier():
-    assert config_from_dict({}).stage2.generation_weight == 1.0
-    assert config_from_dict({"stage2": {"generation_weight": 4}}).stage2.generation_weight == 4.0
-    with pytest.raises(ConfigError, match="stage2.generation_weight"):
-        config_from_dict({"stage2": {"generation_weight": 0.0}})
-    with pytest.raises(ConfigError, match="stage3.generation_weight"):
-        config_from_dict({"stage3": {"generation_weight": 2.0}})
-
-
-def test_end_of_turn_weight_is_a_positive_stage2_multiplier():
-    assert config_from_dict({}).stage2.end_of_turn_weight == 1.0
-    assert config_from_dict({"stage2": {"end_of_turn_weight": 8}}).stage2.end_of_turn_weight == 8.0
-    with pytest.raises(ConfigError, match="stage2.end_of_turn_weight"):
-        config_from_dict({"stage2": {"end_of_turn_weight": -1.0}})
-    with pytest.raises(ConfigError, match="stage1.end_of_turn_weight"):
-        config_from_dict({"stage1": {"end_of_turn_weight": 2.0}})
+@pytest.mark.parametrize("field, good, bad, other_stage", [("generation_weight", 4, 0.0, "stage3"),
+                                                            ("end_of_turn_weight", 8, -1.0, "stage1")])
+def test_loss_multipliers_are_positive_and_stage2_only(field, good, bad, other_stage):
+    assert getattr(config_from_dict({}).stage2, field) == 1.0
+    assert getattr(config_from_dict({"stage2": {field: good}}).stage2, field) == float(good)
+    with pytest.raises(ConfigError, match=f"stage2.{field}"):
+        config_from_dict({"stage2": {field: bad}})
+    with pytest.raises(ConfigError, match=f"{other_stage}.{field}"):
+        config_from_dict({other_stage: {field: 2.0}})
 
 
 def test_generation_opening_round_is_a_stage2_switch():

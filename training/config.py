@@ -401,10 +401,10 @@ def _validate(config: TrainConfig, source: str) -> None:
         for switch in ("generation_opening_round", "generation_closing_round"):
             if getattr(stage, switch) and name != "stage2":
                 fail(f"{name}.{switch}", getattr(stage, switch), "applies to stage2 only")
-        if stage.generation_weight <= 0 or (stage.generation_weight != 1.0 and name != "stage2"):
-            fail(f"{name}.generation_weight", stage.generation_weight, "must be positive, and 1 outside stage2")
-        if stage.end_of_turn_weight <= 0 or (stage.end_of_turn_weight != 1.0 and name != "stage2"):
-            fail(f"{name}.end_of_turn_weight", stage.end_of_turn_weight, "must be positive, and 1 outside stage2")
+        for multiplier in ("generation_weight", "end_of_turn_weight"):
+            value = getattr(stage, multiplier)
+            if value <= 0 or (value != 1.0 and name != "stage2"):
+                fail(f"{name}.{multiplier}", value, "must be positive, and 1 outside stage2")
         if stage.distill_temperature <= 0:
             fail(f"{name}.distill_temperature", stage.distill_temperature, "must be positive")
         if stage.distill_prior_adjustment < 0 or (stage.distill_prior_adjustment and not stage.distill_weight):
