@@ -34,6 +34,15 @@ def test_prediction_report_tables_and_json(tmp_path):
     d = np.array([0, -1, 1, 1])
     assert rep.paired["natural"]["prior"] == pytest.approx([0.25, d.std(ddof=1) / 2])
     assert "long_tail" not in rep.paired  # one model only
+    # Tail: class 2 holds one sample, too few for a standard error, so no Tail sentence
+    assert all(math.isnan(v) for v in rep.paired_tail["natural"]["prior"]) and rep.tail_support["natural"] == [1, 1]
+    assert "Tail (" not in rep.to_markdown()
+    two = prediction_report({"good": np.eye(3)[[0, 2, 2]], "prior": np.eye(3)[[0, 0, 2]]}, np.array([0, 2, 2]), 3,
+                            ["head", "medium", "tail"])
+    tail_d = np.array([1, 0])  # good hits both tail samples, prior the second
+    assert two.paired_tail["test"]["prior"] == pytest.approx([0.5, tail_d.std(ddof=1) / math.sqrt(2)])
+    assert ("Tail (1 tail behaviors, 2 samples): good minus each other method on the same samples (paired SE): "
+            f"prior +0.500 ± {tail_d.std(ddof=1) / math.sqrt(2):.3f}.") in two.to_markdown()
     se = rep.metrics["natural"]["good"]["rec_w_se"]
     assert f"Rec_w standard error: ±{se:.3f} (good). good minus each other method on the same " \
            f"samples (paired SE): prior +0.250 ± {d.std(ddof=1) / 2:.3f}." in md

@@ -17,6 +17,7 @@ from bua.metrics import (
     jsd,
     long_tail_indices,
     named_behaviors,
+    paired_group_recall_difference,
     paired_rec_w_difference,
     prediction_metrics,
     tvd,
@@ -34,6 +35,26 @@ def test_paired_rec_w_difference_hand_computed():
     assert paired_rec_w_difference(y, a, a, 3) == (0.0, 0.0)  # same errors: no noise
     with pytest.raises(ValueError, match="pred_b has 4 predictions for 5 samples"):
         paired_rec_w_difference(y, a, a[:4], 3)
+
+
+def test_paired_group_recall_difference_hand_computed():
+    groups = ["head", "tail", "tail", "tail"]
+    y = np.array([0, 0, 1, 1, 1, 2, 0])          # tail classes present: 1 (3 samples), 2 (1)
+    a = np.array([0, 1, 1, 1, 0, 2, 0])          # tail hits 1 1 0 | 1
+    b = np.array([0, 0, 1, 0, 0, 1, 0])          # tail hits 1 0 0 | 0
+    diff, se = paired_group_recall_difference(y, a, np.eye(4)[b], 4, groups)
+    m_a, m_b = (prediction_metrics(y, p, 4, groups)["tail"] for p in (a, b))
+    assert diff == pytest.approx(m_a - m_b) == pytest.approx((1 / 3 + 1) / 2)
+    d = np.array([0, 1, 0, 1])                   # the tail samples' hit differences, pooled
+    assert se == pytest.approx(math.sqrt(d.var(ddof=1) / 3 + d.var(ddof=1) / 1) / 2)
+    head = paired_group_recall_difference(y, a, b, 4, dict(enumerate(groups)), "head")
+    d_head = np.array([0, -1, 0])                # a misses the second sample of class 0
+    assert head == pytest.approx((-1 / 3, math.sqrt(d_head.var(ddof=1) / 3)))
+    assert all(math.isnan(v) for v in paired_group_recall_difference(y, a, b, 4, groups, "medium"))
+    with pytest.raises(ValueError, match="group must be one of"):
+        paired_group_recall_difference(y, a, b, 4, groups, "rare")
+    with pytest.raises(ValueError, match="freq_classes has 3 entries but n_classes=4"):
+        paired_group_recall_difference(y, a, b, 4, groups[:3])
 
 
 def test_prediction_metrics_hand_computed():

@@ -106,6 +106,10 @@ def test_evaluation_report_puts_bua_next_to_baselines(full_run):
         assert "BUA" not in paired and {"most-frequent", "markov"} <= set(paired)
         diff, se = paired["markov"]
         assert diff == pytest.approx(rows["BUA"]["rec_w"] - rows["markov"]["rec_w"]) and se >= 0
+        _, tail_samples = report["prediction_tail_support"][test_set]
+        tail_diff, _ = report["prediction_paired_tail"][test_set]["markov"]
+        if tail_samples >= 2:
+            assert tail_diff == pytest.approx(rows["BUA"]["tail"] - rows["markov"]["tail"])
     gen = report["generation"]
     assert set(gen) == {"BUA", "repeat previous day"}
     assert set(gen["BUA"]) == {"event", "timestamp", "location"}

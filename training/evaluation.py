@@ -177,6 +177,7 @@ def evaluate_model(run_dir: str | Path, stage: Optional[str], config: TrainConfi
         "run_dir": str(run_dir), "stage": stage, "prediction_mode": config.eval.prediction_mode,
         "prediction": _clean(report.to_dict()["metrics"]), "prediction_samples": report.n_samples,
         "prediction_paired": _clean(report.paired),
+        "prediction_paired_tail": _clean(report.paired_tail), "prediction_tail_support": report.tail_support,
         "frequency_classes": report.frequency_classes, "baseline_details": _clean(details),
         "bua_prediction_seconds": round(bua_pred_s, 1)}
     n_gen = config.eval.generation_samples
@@ -258,9 +259,12 @@ def report_markdown(report: dict[str, Any]) -> str:
                 cells[0] += f" ± {m['rec_w_se']:.3f}"
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-        paired = paired_sentence(next(iter(models), ""), report.get("prediction_paired", {}).get(test_set, {}))
-        if paired:
-            lines += [paired, ""]
+        first = next(iter(models), "")
+        paired = paired_sentence(first, report.get("prediction_paired", {}).get(test_set, {}))
+        tail = paired_sentence(first, report.get("prediction_paired_tail", {}).get(test_set, {}),
+                               report.get("prediction_tail_support", {}).get(test_set))
+        if paired or tail:
+            lines += [" ".join(t for t in (paired, tail) if t), ""]
     if "generation" in report:
         lines += [
             f"### Next-day generation ({report['generation_samples']} samples; lines parsed "

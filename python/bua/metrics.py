@@ -9,7 +9,7 @@ Prediction (labels are behavior ids ``0..n_classes-1``):
   ``rec_w_se`` is its standard error, sqrt(p (1 - p) / N). Two methods scored on the same
   samples are compared by ``paired_rec_w_difference``: the mean of the per-sample difference
   of their hits and its standard error, which is smaller than either SE when they err on the
-  same samples.
+  same samples; ``paired_group_recall_difference`` does the same for head, medium or tail.
 - ``prec_w``: precision weighted by **true support** (TP + FN), as scikit-learn's
   ``precision_score(average="weighted")`` does; classes never predicted count as precision 0.
   Eq. 6 as printed weights precision by TP + FP (the predicted support); that weighting sums to
@@ -66,6 +66,7 @@ __all__ = [
     "jsd",
     "long_tail_indices",
     "named_behaviors",
+    "paired_group_recall_difference",
     "paired_rec_w_difference",
     "prediction_metrics",
     "tvd",
@@ -177,6 +178,44 @@ def paired_rec_w_difference(
 
     Predictions are ids ``[N]`` or score matrices ``[N, n_classes]`` (argmax is taken).
     """
+    y_true, d = _hit_differences(y_true, pred_a, pred_b, n_classes)
+    if d.size < 2:
+        raise ValueError("a paired difference needs at least two samples")
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+
+
+def paired_group_recall_difference(
+    y_true: Sequence[int] | np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int,
+    freq_classes: Sequence[str] | Mapping[int, str], group: str = "tail",
+) -> tuple[float, float]:
+    """The ``group`` metric (head, medium or tail: macro recall over the group's classes present
+    in ``y_true``) of A minus B on the same samples, and the standard error of that difference.
+
+    The difference is the mean over the K present classes of each class's mean per-sample hit
+    difference; the classes are independent means, so SE = sqrt(sum_c s^2 / n_c) / K, with the
+    per-sample variance s^2 pooled over the group's samples (a tail class may hold one sample).
+    NaN, NaN when no class of the group is present or the group holds fewer than two samples.
+    """
+    if group not in FREQUENCY_GROUPS:
+        raise ValueError(f"group must be one of {FREQUENCY_GROUPS}, got {group!r}")
+    if isinstance(freq_classes, Mapping):
+        freq_classes = [freq_classes[c] for c in range(n_classes)]
+    if len(freq_classes) != n_classes:
+        raise ValueError(f"freq_classes has {len(freq_classes)} entries but n_classes={n_classes}")
+    y_true, d = _hit_differences(y_true, pred_a, pred_b, n_classes)
+    classes = [c for c in np.unique(y_true) if freq_classes[c] == group]
+    in_group = np.isin(y_true, classes)
+    if not classes or in_group.sum() < 2:
+        return math.nan, math.nan
+    variance = d[in_group].var(ddof=1)
+    diff = np.mean([d[y_true == c].mean() for c in classes])
+    se = math.sqrt(sum(variance / np.count_nonzero(y_true == c) for c in classes)) / len(classes)
+    return float(diff), float(se)
+
+
+def _hit_differences(y_true: Sequence[int] | np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
+                     n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Checked labels and the per-sample hit of A minus that of B (ids or score matrices)."""
     y_true = _labels(y_true, n_classes, "y_true")
     hits = []
     for name, pred in (("pred_a", pred_a), ("pred_b", pred_b)):
@@ -187,10 +226,7 @@ def paired_rec_w_difference(
         if pred.shape != y_true.shape:
             raise ValueError(f"{name} has {pred.size} predictions for {y_true.size} samples")
         hits.append((pred == y_true).astype(np.float64))
-    d = hits[0] - hits[1]
-    if d.size < 2:
-        raise ValueError("a paired difference needs at least two samples")
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+    return y_true, hits[0] - hits[1]
 
 
 def long_tail_indices(

@@ -31,7 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from bua.metrics import PREDICTION_METRICS, long_tail_indices, paired_rec_w_difference, prediction_metrics
+from bua.metrics import (
+    PREDICTION_METRICS,
+    long_tail_indices,
+    paired_group_recall_difference,
+    paired_rec_w_difference,
+    prediction_metrics,
+)
 
 METRIC_TITLES = {"rec_w": "Rec_w", "prec_w": "Prec_w", "overall": "Overall", "head": "Head",
                  "medium": "Medium", "tail": "Tail"}
@@ -53,6 +59,10 @@ class PredictionReport:
     meta: dict[str, Any] = field(default_factory=dict)
     # test set -> model -> [Rec_w of the first row minus this model's, its paired SE]
     paired: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # the same for Tail (bua.metrics.paired_group_recall_difference), and per test set the tail
+    # classes present and their samples, which set how far Tail can tell methods apart
+    paired_tail: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    tail_support: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +89,8 @@ class PredictionReport:
                 se = rows[first].get("rec_w_se")
                 text = f"Rec_w standard error: ±{se:.3f} ({first})." if se is not None else ""
                 text += " " + paired_sentence(first, self.paired.get(test_set, {}))
+                text += " " + paired_sentence(first, self.paired_tail.get(test_set, {}),
+                                              self.tail_support.get(test_set))
                 if text.strip():
                     lines += [text.strip(), ""]
         return "\n".join(lines)
@@ -94,12 +106,17 @@ class PredictionReport:
         return md, js
 
 
-def paired_sentence(first: str, pairs: Mapping[str, Sequence[float]]) -> str:
-    """``PredictionReport.paired`` of one test set as a sentence ("" when there is none)."""
+def paired_sentence(first: str, pairs: Mapping[str, Sequence[float]],
+                    tail_support: Sequence[int] | None = None) -> str:
+    """``PredictionReport.paired`` of one test set as a sentence ("" when there is none), or with
+    ``tail_support`` (tail classes, samples) ``paired_tail``'s."""
+    pairs = {m: v for m, v in pairs.items() if v[0] is not None and not math.isnan(v[0])}
     if not pairs:
         return ""
-    return (f"{first} minus each other method on the same samples (paired SE): "
-            + ", ".join(f"{m} {d:+.3f} ± {e:.3f}" for m, (d, e) in pairs.items()) + ".")
+    lead = f"{first} minus each other method on the same samples (paired SE)"
+    if tail_support is not None:
+        lead = f"Tail ({tail_support[0]} tail behaviors, {tail_support[1]} samples): {lead}"
+    return f"{lead}: " + ", ".join(f"{m} {d:+.3f} ± {e:.3f}" for m, (d, e) in pairs.items()) + "."
 
 
 def prediction_report(rows: Mapping[str, Any], targets: Mapping[str, np.ndarray] | np.ndarray,
@@ -113,7 +130,8 @@ def prediction_report(rows: Mapping[str, Any], targets: Mapping[str, np.ndarray]
     scores or ``[N]`` predicted ids; with a single test set a row may be the scores alone.
     Models may leave out test sets. ``freq_classes`` as for ``bua.metrics.prediction_metrics``.
     ``paired`` compares the first row with every other one on each test set (Rec_w difference
-    and its paired standard error), so "A beats B" can be told from noise.
+    and its paired standard error), so "A beats B" can be told from noise; ``paired_tail`` the
+    same for Tail, with ``freq_classes``.
     """
     if not isinstance(targets, Mapping):
         targets = {"test": np.asarray(targets)}
@@ -136,6 +154,10 @@ def prediction_report(rows: Mapping[str, Any], targets: Mapping[str, np.ndarray]
             metrics[test_set][model] = prediction_metrics(y, scores, n_classes, freq_classes)
             scored[test_set][model] = np.asarray(scores)
     paired: dict[str, dict[str, list[float]]] = {}
+    paired_tail: dict[str, dict[str, list[float]]] = {}
+    tail_support: dict[str, list[int]] = {}
+    classes = None if freq_classes is None else (
+        [freq_classes[c] for c in range(n_classes)] if isinstance(freq_classes, Mapping) else list(freq_classes))
     for test_set, by_model in scored.items():
         y = np.asarray(targets[test_set])
         if len(by_model) < 2 or len(y) < 2:
@@ -143,13 +165,19 @@ def prediction_report(rows: Mapping[str, Any], targets: Mapping[str, np.ndarray]
         first, *others = by_model
         paired[test_set] = {m: list(paired_rec_w_difference(y, by_model[first], by_model[m], n_classes))
                             for m in others}
+        if freq_classes is not None:
+            paired_tail[test_set] = {m: list(paired_group_recall_difference(
+                y, by_model[first], by_model[m], n_classes, freq_classes)) for m in others}
+            is_tail = np.array([c == "tail" for c in classes])[y]
+            tail_support[test_set] = [len(np.unique(y[is_tail])), int(is_tail.sum())]
     counts: dict[str, int] = {}
     if freq_classes is not None:
         values = list(freq_classes.values()) if isinstance(freq_classes, Mapping) else list(freq_classes)
         counts = {g: values.count(g) for g in ("head", "medium", "tail")}
     return PredictionReport(title=title, metrics=metrics,
                             n_samples={k: len(v) for k, v in targets.items()},
-                            frequency_classes=counts, meta=dict(meta or {}), paired=paired)
+                            frequency_classes=counts, meta=dict(meta or {}), paired=paired,
+                            paired_tail=paired_tail, tail_support=tail_support)
 
 
 def _nan_to_none(x: Any) -> Any:
