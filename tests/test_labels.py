@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from bua import scenes
-from bua.dialogue import STAGE1_TASKS, STAGE2_EXPLAIN_TASKS
+from bua.dialogue import EXPLAIN_ANSWER_END, STAGE1_TASKS, STAGE2_EXPLAIN_TASKS
 from bua.events import Event, UserHistory
 from bua.labels import ISSUES, LabelConfig, Labeler, OpenAITeacher, Teacher, make_reflection
 from bua.labels import tasks as T
@@ -322,7 +322,11 @@ def test_stage2_labels_pass_the_explanation_checks(sim):
     labeler = Labeler(split.train)
     held_out = list({s.user_id: s for s in prediction_samples(split.test, stride=37)}.values())
     names = list(sim.vocab.behaviors)
-    m = explanation_metrics([labeler.stage2(s) for s in held_out],
+    answers = [labeler.stage2(s) for s in held_out]
+    # the runtime ends an understanding round at its first newline (bua.dialogue.EXPLAIN_ANSWER_END)
+    assert set(answers[0]) == set(STAGE2_EXPLAIN_TASKS)
+    assert not [a for ans in answers for a in ans.values() if EXPLAIN_ANSWER_END in a.strip()]
+    m = explanation_metrics(answers,
                             [[names[e.behavior] for e in s.history] for s in held_out], names)
     assert m["users"] > 50
     assert m["rounds_repeating_a_line"] == 0

@@ -152,7 +152,7 @@ def test_explain_runs_the_understanding_rounds(predictor, history):
     assert result.prompt_tokens > predictor.predict(history, explain=False).prompt_tokens
 
 
-def test_understanding_rounds_decode_under_the_configured_dry_penalty(bundle_dir, history):
+def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at_a_newline(bundle_dir, history):
     predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, max_answer_tokens=8,
                                               dry_multiplier=2.0, dry_allowed_length=3)
     calls = []
@@ -164,14 +164,16 @@ def test_understanding_rounds_decode_under_the_configured_dry_penalty(bundle_dir
         def __getattr__(self, name):
             return getattr(self.session, name)
 
-        def generate(self, *args, **kwargs):
-            calls.append(kwargs)
-            return self.session.generate(*args, **kwargs)
+        def generate(self, max_tokens, stop, **kwargs):
+            calls.append({"stop": stop, **kwargs})
+            return self.session.generate(max_tokens, stop, **kwargs)
 
     predictor.engine.session = Recording(predictor.engine.session)
-    predictor.predict(history, explain=True)
+    explanation = predictor.predict(history, explain=True).explanation
     assert len(calls) == 3
     assert all(c["dry_multiplier"] == 2.0 and c["dry_allowed_length"] == 3 for c in calls), calls
+    # the trained answers are one line, so each round ends at its first newline
+    assert all(c["stop"] == ["\n"] for c in calls) and not [a for a in explanation.values() if "\n" in a]
 
 
 def test_generate_falls_back_to_the_grammar_and_parses(predictor, history):

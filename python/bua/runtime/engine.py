@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bua.dialogue import STAGE2_EXPLAIN_TASKS, Segment, answer_suffix, round_prompt_segments
+from bua.dialogue import EXPLAIN_ANSWER_END, STAGE2_EXPLAIN_TASKS, Segment, answer_suffix, round_prompt_segments
 from bua.runtime.bundle import Bundle
 
 
@@ -155,8 +155,8 @@ class PromptEngine:
         for k, task in enumerate(tasks):
             if k > 0:
                 self.eval_segments(round_prompt_segments(self.template, self.chat, task, False, k), soft)
-            # every understanding answer the curriculum trains on is one paragraph: a blank line ends it
-            out = self.session.generate(max_answer_tokens, ["\n\n"], dry_multiplier=self.dry_multiplier,
+            # a model that writes a newline instead of ending the turn starts the answer over
+            out = self.session.generate(max_answer_tokens, [EXPLAIN_ANSWER_END], dry_multiplier=self.dry_multiplier,
                                         dry_allowed_length=self.dry_allowed_length)
             answers[task] = out["text"].strip()
             self.session.eval_tokens(self.suffix)
