@@ -152,15 +152,8 @@ def prediction_metrics(
         "prec_w": float((support * precision).sum() / support.sum()),
         "overall": float(recall[present].mean()),
     }
-    if isinstance(freq_classes, Mapping):
-        missing = [c for c in range(n_classes) if c not in freq_classes]
-        if missing:
-            raise ValueError(f"freq_classes has no class for behavior ids {missing[:5]}")
-        freq_classes = [freq_classes[c] for c in range(n_classes)]
-    if freq_classes is not None and len(freq_classes) != n_classes:
-        raise ValueError(
-            f"freq_classes has {len(freq_classes)} entries but n_classes={n_classes}"
-        )
+    if freq_classes is not None:
+        freq_classes = _group_list(freq_classes, n_classes)
     for group in FREQUENCY_GROUPS:
         if freq_classes is None:
             out[group] = math.nan
@@ -198,10 +191,7 @@ def paired_group_recall_difference(
     """
     if group not in FREQUENCY_GROUPS:
         raise ValueError(f"group must be one of {FREQUENCY_GROUPS}, got {group!r}")
-    if isinstance(freq_classes, Mapping):
-        freq_classes = [freq_classes[c] for c in range(n_classes)]
-    if len(freq_classes) != n_classes:
-        raise ValueError(f"freq_classes has {len(freq_classes)} entries but n_classes={n_classes}")
+    freq_classes = _group_list(freq_classes, n_classes)
     y_true, d = _hit_differences(y_true, pred_a, pred_b, n_classes)
     classes = [c for c in np.unique(y_true) if freq_classes[c] == group]
     in_group = np.isin(y_true, classes)
@@ -211,6 +201,18 @@ def paired_group_recall_difference(
     diff = np.mean([d[y_true == c].mean() for c in classes])
     se = math.sqrt(sum(variance / np.count_nonzero(y_true == c) for c in classes)) / len(classes)
     return float(diff), float(se)
+
+
+def _group_list(freq_classes: Sequence[str] | Mapping[int, str], n_classes: int) -> list[str]:
+    """``freq_classes`` (a list, or a ``{id: class}`` dict) as a checked list of ``n_classes``."""
+    if isinstance(freq_classes, Mapping):
+        missing = [c for c in range(n_classes) if c not in freq_classes]
+        if missing:
+            raise ValueError(f"freq_classes has no class for behavior ids {missing[:5]}")
+        freq_classes = [freq_classes[c] for c in range(n_classes)]
+    if len(freq_classes) != n_classes:
+        raise ValueError(f"freq_classes has {len(freq_classes)} entries but n_classes={n_classes}")
+    return list(freq_classes)
 
 
 def _hit_differences(y_true: Sequence[int] | np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
