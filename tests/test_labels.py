@@ -4,12 +4,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 import urllib.request
 
 import pytest
 
 from bua import scenes
-from bua.dialogue import EXPLAIN_ANSWER_END, STAGE1_TASKS, STAGE2_EXPLAIN_TASKS
+from bua.dialogue import EXPLAIN_ANSWER_END, EXPLAIN_LAST_SECTION, STAGE1_TASKS, STAGE2_EXPLAIN_TASKS
 from bua.events import Event, UserHistory
 from bua.labels import ISSUES, LabelConfig, Labeler, OpenAITeacher, Teacher, make_reflection
 from bua.labels import tasks as T
@@ -326,6 +327,14 @@ def test_stage2_labels_pass_the_explanation_checks(sim):
     # the runtime ends an understanding round at its first newline (bua.dialogue.EXPLAIN_ANSWER_END)
     assert set(answers[0]) == set(STAGE2_EXPLAIN_TASKS)
     assert not [a for ans in answers for a in ans.values() if EXPLAIN_ANSWER_END in a.strip()]
+    # the runtime ends each answer with the sentence after its last section's header
+    # (bua.dialogue.EXPLAIN_LAST_SECTION): that sentence ends every label, and no label repeats
+    # a clause (OnDevicePredictor's unique_clauses)
+    for ans in answers:
+        for task, header in EXPLAIN_LAST_SECTION.items():
+            text = ans[task]
+            assert text.count(header) == 1 and not re.search(r"[.!?]\s", text[text.index(header):]), text
+            assert text.endswith("."), text
     m = explanation_metrics(answers,
                             [[names[e.behavior] for e in s.history] for s in held_out], names)
     assert m["users"] > 50

@@ -162,3 +162,48 @@ def test_dry_penalty_breaks_a_greedy_loop(smollm2):
     session.eval_tokens(prompt)
     with pytest.raises(native.LlamaError, match="dry_base"):
         session.generate(4, dry_multiplier=0.8, dry_base=0.5)
+
+
+def _clause_repeats(text: str) -> int:
+    from bua.metrics import explanation_metrics
+    return explanation_metrics([{"answer": text}], [[]], [])["rounds_repeating_a_line"]
+
+
+def _generate_after(model, prompt: str, n: int, **kwargs):
+    session = native.Session(model, n_ctx=256, n_threads=2)
+    ids = list(model.tokenize(prompt, add_special=True, parse_special=True))
+    session.eval_tokens(ids)
+    return session.generate(n, **kwargs), session, ids
+
+
+def test_unique_clauses_take_back_a_repeated_list_item(smollm2):
+    prompt = "Fruits: apple, pear, apple, pear, apple, pear,"
+    plain, _, _ = _generate_after(smollm2, prompt, 40)
+    assert plain["text"].startswith(" pear, pear,") and _clause_repeats(plain["text"])  # greedy SmolLM2 loops
+    out, session, ids = _generate_after(smollm2, prompt, 40, unique_clauses=True)
+    # the same text up to the first repeated clause, then new items; none repeats as bua.metrics reads it
+    assert out["text"].startswith(" pear,") and out["text"] != plain["text"][:len(out["text"])]
+    assert _clause_repeats(out["text"]) == 0 and out["clauses_retaken"] > 0
+    # what was taken back left the KV cache: it holds the prompt and the kept tokens, whose logits
+    # are those of a fresh evaluation of the same tokens
+    assert session.n_past == len(ids) + len(out["tokens"])
+    fresh = native.Session(smollm2, n_ctx=256, n_threads=2)
+    fresh.eval_tokens(ids + list(out["tokens"]))
+    np.testing.assert_allclose(session.last_logits(), fresh.last_logits(), atol=1e-3)
+    # out of retries, the generation ends before the repeated clause
+    once, _, _ = _generate_after(smollm2, prompt, 40, unique_clauses=True, max_clause_retries=0)
+    assert once["stop_reason"] == "repeat" and once["text"] == " pear,"
+    with pytest.raises(native.LlamaError, match="max_clause_retries"):
+        _generate_after(smollm2, prompt, 4, unique_clauses=True, max_clause_retries=-1)
+
+
+def test_end_after_ends_with_the_sentence_after_a_header(smollm2):
+    prompt = "A: 1. B: 2. C: 3. A: 1. B: 2. C: 3. A: 1. B:"
+    plain, _, _ = _generate_after(smollm2, prompt, 30)
+    assert plain["text"].startswith(" 2. C: 3. A:") and plain["stop_reason"] == "max_tokens"
+    out, session, ids = _generate_after(smollm2, prompt, 30, end_after="C:")
+    assert out["text"] == " 2. C: 3." and out["stop_reason"] == "end_after"
+    assert session.n_past == len(ids) + len(out["tokens"])
+    assert smollm2.detokenize(out["tokens"], special=False) == out["text"]
+    # a header never written ends nothing
+    assert _generate_after(smollm2, prompt, 30, end_after="D:")[0]["text"] == plain["text"]

@@ -152,9 +152,11 @@ def test_explain_runs_the_understanding_rounds(predictor, history):
     assert result.prompt_tokens > predictor.predict(history, explain=False).prompt_tokens
 
 
-def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at_a_newline(bundle_dir, history):
+@pytest.mark.parametrize("layout", [True, False])
+def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at_a_newline(bundle_dir, history, layout):
     predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, max_answer_tokens=8,
-                                              dry_multiplier=2.0, dry_allowed_length=3)
+                                              dry_multiplier=2.0, dry_allowed_length=3, unique_clauses=layout,
+                                              end_after_last_section=layout)
     calls = []
 
     class Recording:  # the native session, with its generate calls recorded
@@ -174,6 +176,9 @@ def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at
     assert all(c["dry_multiplier"] == 2.0 and c["dry_allowed_length"] == 3 for c in calls), calls
     # the trained answers are one line, so each round ends at its first newline
     assert all(c["stop"] == ["\n"] for c in calls) and not [a for a in explanation.values() if "\n" in a]
+    # no clause repeats, and each answer ends with the sentence after its last section's header
+    assert [c["unique_clauses"] for c in calls] == [layout] * 3
+    assert [c["end_after"] for c in calls] == (["Phase shifts:", "Place:", "Anchors:"] if layout else [""] * 3)
 
 
 def test_generate_falls_back_to_the_grammar_and_parses(predictor, history):

@@ -1,6 +1,7 @@
 #include "bua/runtime.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -447,6 +448,63 @@ Generation Session::generate(int max_tokens, const std::vector<std::string>& sto
     return generate_kept(max_tokens, stop, sampling);
 }
 
+namespace {
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_word(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+
+// A clause as SamplingParams::unique_clauses compares it (the normalization of
+// bua.metrics.explanation_metrics): lowercased; digits, an "x" closing a digit run and every
+// character outside a-z @ ' - become spaces; runs of white space become one space, none at the ends.
+std::string clause_key(const std::string& text) {
+    std::string spaced;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const char c = static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));
+        const bool after_digit = i > 0 && std::isdigit(static_cast<unsigned char>(text[i - 1]));
+        const bool x_count = c == 'x' && after_digit && (i + 1 == text.size() || !is_word(text[i + 1]));
+        const bool kept = (c >= 'a' && c <= 'z') || c == '@' || c == '\'' || c == '-' || c == ' ';
+        spaced += kept && !x_count ? c : ' ';
+    }
+    std::string key;
+    for (size_t i = 0; i < spaced.size(); ++i) {
+        if (spaced[i] == ' ') continue;
+        if (!key.empty() && spaced[i - 1] == ' ') key += ' ';
+        key += spaced[i];
+    }
+    return key;
+}
+
+// Position of the first clause separator in text[from, text.size()): a new line, or one of
+// , ; : . ! ? followed by white space; npos if none is complete yet.
+size_t next_separator(const std::string& text, size_t from) {
+    for (size_t i = from; i < text.size(); ++i) {
+        if (text[i] == '\n') return i;
+        if (std::strchr(",;:.!?", text[i]) && text[i] != '\0' && i + 1 < text.size() && is_space(text[i + 1])) return i;
+    }
+    return std::string::npos;
+}
+
+// Position just past the first sentence end (. ! or ? followed by white space) in text[from, ...).
+size_t sentence_end(const std::string& text, size_t from) {
+    for (size_t i = from; i + 1 < text.size(); ++i)
+        if ((text[i] == '.' || text[i] == '!' || text[i] == '?') && is_space(text[i + 1])) return i + 1;
+    return std::string::npos;
+}
+
+}  // namespace
+
+void Session::restore_logits_at(int n, const std::vector<float>& logits_at_start, int n_start,
+                                const std::vector<Token>& generated) {
+    if (n == n_start) {
+        truncate(n_start);
+        logits_ = logits_at_start;
+        have_logits_ = true;
+    } else {
+        truncate(n - 1);
+        eval_tokens({generated[n - 1 - n_start]});
+    }
+}
+
 Generation Session::generate_kept(int max_tokens, const std::vector<std::string>& stop,
                                   const SamplingParams& sampling) {
     llama_sampler_chain_params sp = llama_sampler_chain_default_params();
@@ -466,6 +524,8 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
                                                                    sampling.dry_base, sampling.dry_allowed_length,
                                                                    max_tokens, breakers, 4));
     }
+    if (sampling.unique_clauses && sampling.max_clause_retries < 0)
+        throw Error(ErrorKind::invalid_argument, "max_clause_retries must be >= 0");
     if (sampling.temperature <= 0.0f) {
         llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
     } else {
@@ -475,35 +535,95 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
     }
 
     const int n_vocab = model_->n_vocab();
+    const int n_start = n_past_;
+    const std::vector<float> logits_at_start = sampling.unique_clauses ? logits_ : std::vector<float>();
     std::vector<llama_token_data> cand(n_vocab);
     Generation out;
     out.stop_reason = "max_tokens";
+    // unique_clauses: the clauses before the current one, where it starts (text, token), the
+    // text offset of every generated token and the tokens banned at a position
+    std::set<std::string> clauses;
+    size_t clause_text = 0;
+    size_t clause_token = 0;
+    std::vector<size_t> token_text;
+    std::map<size_t, std::vector<Token>> banned;
+    // Takes back the current clause, `tok` (not yet kept) included, and bans its first token
+    // there; false when that position is out of retries (the generation then ends before it).
+    auto retake_clause = [&](Token tok) {
+        std::vector<Token>& bans = banned[clause_token];
+        bans.push_back(clause_token < out.tokens.size() ? out.tokens[clause_token] : tok);
+        ++out.clauses_retaken;
+        if (clause_token < out.tokens.size()) {
+            out.text.resize(token_text[clause_token]);
+            out.tokens.resize(clause_token);
+            token_text.resize(clause_token);
+            restore_logits_at(n_start + static_cast<int>(clause_token), logits_at_start, n_start, out.tokens);
+            llama_sampler_reset(chain.get());
+            for (Token t : out.tokens) llama_sampler_accept(chain.get(), t);
+        }
+        return static_cast<int>(bans.size()) <= sampling.max_clause_retries;
+    };
+    // Records the clauses `text` completes (its last one too when `final`); false at the first
+    // that repeats an earlier one, which is then the current clause.
+    auto clauses_unique = [&](const std::string& text, bool final) {
+        for (;;) {
+            const size_t sep = next_separator(text, clause_text);
+            if (sep == std::string::npos && !final) return true;
+            const size_t end = sep == std::string::npos ? text.size() : sep;
+            const std::string key = clause_key(text.substr(clause_text, end - clause_text));
+            if (!key.empty() && !clauses.insert(key).second) return false;
+            if (sep == std::string::npos) return true;
+            clause_text = sep + 1;
+            clause_token = std::lower_bound(token_text.begin(), token_text.end(), clause_text) - token_text.begin();
+        }
+    };
     for (int step = 0; step < max_tokens; ++step) {
         for (int i = 0; i < n_vocab; ++i) cand[i] = llama_token_data{i, logits_[i], 0.0f};
+        auto ban = banned.find(out.tokens.size());
+        if (ban != banned.end())
+            for (Token t : ban->second) cand[t].logit = -INFINITY;
         llama_token_data_array arr{cand.data(), cand.size(), -1, false};
         llama_sampler_apply(chain.get(), &arr);
         if (arr.selected < 0 || arr.selected >= static_cast<int64_t>(arr.size)) throw Error(ErrorKind::llama, "sampler selected no token");
         const Token tok = arr.data[arr.selected].id;
-        if (model_->is_end_of_generation(tok)) {
-            out.stop_reason = "eog";
-            break;
-        }
-        llama_sampler_accept(chain.get(), tok);
-        const std::string piece = model_->token_to_piece(tok, false);
-        std::string text = out.text + piece;
+        const bool eog = model_->is_end_of_generation(tok);
+        std::string text = out.text + (eog ? std::string() : model_->token_to_piece(tok, false));
         size_t cut = std::string::npos;
         for (const std::string& s : stop) {
-            if (s.empty()) continue;
+            if (s.empty() || eog) continue;
             size_t from = out.text.size() >= s.size() ? out.text.size() - s.size() + 1 : 0;
             size_t at = text.find(s, from);
             if (at != std::string::npos) cut = std::min(cut, at);
         }
+        if (cut != std::string::npos) text.resize(cut);
+        const bool ends = eog || cut != std::string::npos;
+        if (sampling.unique_clauses && !clauses_unique(text, ends)) {
+            if (retake_clause(tok)) continue;
+            out.stop_reason = "repeat";
+            return out;
+        }
+        if (eog) {
+            out.stop_reason = "eog";
+            break;
+        }
         if (cut != std::string::npos) {
-            out.text = text.substr(0, cut);
+            out.text = std::move(text);
             out.stop_reason = "stop_string";
             break;
         }
+        if (!sampling.end_after.empty()) {
+            // the first sentence end after end_after: this token revealed it, or the last would have
+            const size_t at = text.find(sampling.end_after);
+            const size_t done = at == std::string::npos ? at : sentence_end(text, at + sampling.end_after.size());
+            if (done != std::string::npos) {
+                out.text = text.substr(0, done);
+                out.stop_reason = "end_after";
+                break;
+            }
+        }
+        llama_sampler_accept(chain.get(), tok);
         eval_tokens({tok});
+        token_text.push_back(out.text.size());
         out.tokens.push_back(tok);
         out.text = std::move(text);
     }

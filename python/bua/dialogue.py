@@ -60,6 +60,9 @@ STAGE1_TASKS = (RECONSTRUCT, CURRENT_SCENE, FUTURE_SCENE, HOME_WORK, HOBBIES)
 STAGE2_EXPLAIN_TASKS = (KEY_BEHAVIORS, PATTERNS, SUMMARY)
 # every understanding answer is one line (the labels; tests/test_labels.py): at run time a newline ends it
 EXPLAIN_ANSWER_END = "\n"
+# Each understanding answer is "Header: ..." sentences in a fixed order (bua.labels.tasks,
+# bua.labels.profile.Summary); the sentence after its last header ends it (tests/test_labels.py).
+EXPLAIN_LAST_SECTION = {KEY_BEHAVIORS: "Phase shifts:", PATTERNS: "Place:", SUMMARY: "Anchors:"}
 FINAL_TASKS = (PREDICT, GENERATE)
 STAGE3_TASKS = (REFLECT,)
 ALL_TASKS = STAGE1_TASKS + STAGE2_EXPLAIN_TASKS + FINAL_TASKS + STAGE3_TASKS

@@ -130,6 +130,19 @@ struct SamplingParams {
     float dry_multiplier = 0.0f;
     float dry_base = 1.75f;
     int dry_allowed_length = 2;
+    // Clauses: the text between separators (one of , ; : . ! ? followed by white space, or a
+    // new line), compared lowercased with digits, an "x" after digits ("3x") and every
+    // character other than a-z @ ' - and space removed (bua.metrics.explanation_metrics reads
+    // repeats the same way). With unique_clauses, a clause that would repeat an earlier one of
+    // this generation is taken back: decoding returns to the clause's first token and bans that
+    // token there, at most max_clause_retries times per position; then the generation ends
+    // before the clause (stop_reason "repeat").
+    bool unique_clauses = false;
+    int max_clause_retries = 3;
+    // When not empty: once this text has been generated, the next sentence end (. ! or ? followed
+    // by white space) ends the generation, the punctuation kept (stop_reason "end_after"); e.g. the
+    // last section's header of an answer made of "Header: ..." sentences.
+    std::string end_after;
 };
 
 // What Session::score_top_continuations must get exactly right. A continuation is at most as
@@ -160,7 +173,8 @@ struct ShortlistScores {
 struct Generation {
     std::vector<Token> tokens;  // the generated tokens, stop token excluded
     std::string text;           // their text, with a matched stop string removed
-    std::string stop_reason;    // "eog", "stop_string", "max_tokens" or "grammar"
+    std::string stop_reason;    // "eog", "stop_string", "end_after", "repeat", "max_tokens" or "grammar"
+    int clauses_retaken = 0;    // clauses taken back by SamplingParams::unique_clauses
 };
 
 class Session {
@@ -221,6 +235,10 @@ public:
 
 private:
     Generation generate_kept(int max_tokens, const std::vector<std::string>& stop, const SamplingParams& sampling);
+    // Leaves the first n positions of a generation that began at n_start (generated: its tokens
+    // up to n) with the logits for position n.
+    void restore_logits_at(int n, const std::vector<float>& logits_at_start, int n_start,
+                           const std::vector<Token>& generated);
     void decode_chunked(int n, const Token* tokens, const float* rows);
     // Log-probability of each candidate's first token (checks the candidates).
     std::vector<double> first_token_logprobs(const std::vector<std::vector<Token>>& candidates, const char* who) const;

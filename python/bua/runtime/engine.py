@@ -13,7 +13,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bua.dialogue import EXPLAIN_ANSWER_END, STAGE2_EXPLAIN_TASKS, Segment, answer_suffix, round_prompt_segments
+from bua.dialogue import (
+    EXPLAIN_ANSWER_END,
+    EXPLAIN_LAST_SECTION,
+    STAGE2_EXPLAIN_TASKS,
+    Segment,
+    answer_suffix,
+    round_prompt_segments,
+)
 from bua.runtime.bundle import Bundle
 
 
@@ -44,6 +51,17 @@ class Shortlist:
         return p / p.sum()
 
 
+@dataclass(frozen=True)
+class AnswerDecoding:
+    """How the understanding rounds' greedy answers are decoded (OnDevicePredictor's
+    parameters of the same names document each)."""
+
+    dry_multiplier: float = 0.0
+    dry_allowed_length: int = 2
+    unique_clauses: bool = False
+    end_after_last_section: bool = False
+
+
 class PromptEngine:
     """`session` is the native `bua._native.Session` it evaluates on; `opening` the token ids
     the KV cache holds before the soft slot (system prompt and the first user text up to the
@@ -52,11 +70,9 @@ class PromptEngine:
     vocabulary order."""
 
     def __init__(self, bundle: Bundle, native: Any, model: Any, n_threads: int, n_ctx: int,
-                 dry_multiplier: float = 0.0, dry_allowed_length: int = 2) -> None:
+                 decoding: AnswerDecoding = AnswerDecoding()) -> None:
         self.bundle = bundle
-        # DRY penalty on the understanding rounds' answers (see OnDevicePredictor)
-        self.dry_multiplier = dry_multiplier
-        self.dry_allowed_length = dry_allowed_length
+        self.decoding = decoding
         self.template = bundle.dialogue_template
         self.chat = bundle.chat_format
         self.native = native
@@ -156,8 +172,11 @@ class PromptEngine:
             if k > 0:
                 self.eval_segments(round_prompt_segments(self.template, self.chat, task, False, k), soft)
             # a model that writes a newline instead of ending the turn starts the answer over
-            out = self.session.generate(max_answer_tokens, [EXPLAIN_ANSWER_END], dry_multiplier=self.dry_multiplier,
-                                        dry_allowed_length=self.dry_allowed_length)
+            d = self.decoding
+            end_after = EXPLAIN_LAST_SECTION.get(task, "") if d.end_after_last_section else ""
+            out = self.session.generate(max_answer_tokens, [EXPLAIN_ANSWER_END], dry_multiplier=d.dry_multiplier,
+                                        dry_allowed_length=d.dry_allowed_length, unique_clauses=d.unique_clauses,
+                                        end_after=end_after)
             answers[task] = out["text"].strip()
             self.session.eval_tokens(self.suffix)
         return answers

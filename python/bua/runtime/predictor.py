@@ -23,7 +23,7 @@ import numpy as np
 from bua.dialogue import GENERATE, PREDICT, SCORING_RULES, answer_prefix, question_context, round_prompt_segments
 from bua.events import DataError, Event, UserHistory, events_from_array, events_to_batch, validate_events
 from bua.runtime.bundle import Bundle
-from bua.runtime.engine import PromptEngine, Shortlist
+from bua.runtime.engine import AnswerDecoding, PromptEngine, Shortlist
 from bua.runtime.grammar import event_lines_grammar
 from bua.runtime.native import check_llama_build, load_native
 from bua.textformat import parse_events, parse_events_report
@@ -124,8 +124,13 @@ class OnDevicePredictor:
     `dry_allowed_length` set llama.cpp's DRY penalty on verbatim repeats within an
     understanding round's greedy answer: a token that would extend a repeat longer than
     `dry_allowed_length` tokens loses `dry_multiplier * 1.75 ** (run - dry_allowed_length)`
-    logits (0 = plain greedy). The fast path's (`explain=False`) behavior scores never depend
-    on it.
+    logits (0 = plain greedy). With `unique_clauses`, no clause of a round's answer (the text
+    between , ; : . ! ? and a space; numbers and brackets ignored) repeats an earlier one:
+    decoding takes the clause back and bans its first token there (at most 3 times, then the
+    answer ends before it). With `end_after_last_section`, an answer ends with the sentence
+    after its last section's header (`bua.dialogue.EXPLAIN_LAST_SECTION`: the layout of the
+    computed labels; turn it off for a curriculum whose teacher rephrased them). The fast
+    path's (`explain=False`) behavior scores never depend on these.
 
     `scoring` says how a behavior name is scored as the answer. "constrained" (the default):
     the answer must be a behavior name, so at each branch of the names' token trie the
@@ -142,7 +147,8 @@ class OnDevicePredictor:
 
     def __init__(self, bundle: Bundle, n_threads: int | None = None, n_ctx: int = 4096,
                  max_answer_tokens: int = 192, max_generation_tokens: int = 640, dry_multiplier: float = 3.0,
-                 dry_allowed_length: int = 1, score_tolerance: float = 1e-2, scoring: str = "constrained"):
+                 dry_allowed_length: int = 1, unique_clauses: bool = True, end_after_last_section: bool = True,
+                 score_tolerance: float = 1e-2, scoring: str = "constrained"):
         if n_threads is not None:
             _check_count("n_threads", n_threads, 1, 512)
         _check_count("n_ctx", n_ctx, 64, MAX_CONTEXT)
@@ -174,8 +180,9 @@ class OnDevicePredictor:
                              f"manifest's projector width is {bundle.n_embd}")
         # The dialogue's opening (system prompt, first user prefix) never changes: the engine
         # keeps it in the KV cache between calls and re-evaluates only what follows it.
-        self.engine = PromptEngine(bundle, native, self.model, self.n_threads, n_ctx, dry_multiplier,
-                                   dry_allowed_length)
+        self.engine = PromptEngine(bundle, native, self.model, self.n_threads, n_ctx,
+                                   AnswerDecoding(dry_multiplier, dry_allowed_length, bool(unique_clauses),
+                                                  bool(end_after_last_section)))
         self._lock = threading.Lock()
         self._stream_rows = 0  # soft rows the engine's owning stream has after the opening (see stream())
 
