@@ -1,6 +1,7 @@
 """The native extension: build wiring, and decoding token-embedding rows in place of token ids."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -183,7 +184,7 @@ def test_unique_clauses_take_back_a_repeated_list_item(smollm2):
     out, session, ids = _generate_after(smollm2, prompt, 40, unique_clauses=True)
     # the same text up to the first repeated clause, then new items; none repeats as bua.metrics reads it
     assert out["text"].startswith(" pear,") and out["text"] != plain["text"][:len(out["text"])]
-    assert _clause_repeats(out["text"]) == 0 and out["clauses_retaken"] > 0
+    assert _clause_repeats(out["text"]) == 0 and out["retaken"] > 0
     # what was taken back left the KV cache: it holds the prompt and the kept tokens, whose logits
     # are those of a fresh evaluation of the same tokens
     assert session.n_past == len(ids) + len(out["tokens"])
@@ -191,10 +192,10 @@ def test_unique_clauses_take_back_a_repeated_list_item(smollm2):
     fresh.eval_tokens(ids + list(out["tokens"]))
     np.testing.assert_allclose(session.last_logits(), fresh.last_logits(), atol=1e-3)
     # out of retries, the generation ends before the repeated clause
-    once, _, _ = _generate_after(smollm2, prompt, 40, unique_clauses=True, max_clause_retries=0)
+    once, _, _ = _generate_after(smollm2, prompt, 40, unique_clauses=True, max_retakes=0)
     assert once["stop_reason"] == "repeat" and once["text"] == " pear,"
-    with pytest.raises(native.LlamaError, match="max_clause_retries"):
-        _generate_after(smollm2, prompt, 4, unique_clauses=True, max_clause_retries=-1)
+    with pytest.raises(native.LlamaError, match="max_retakes"):
+        _generate_after(smollm2, prompt, 4, unique_clauses=True, max_retakes=-1)
 
 
 def test_end_after_ends_with_the_sentence_after_a_header(smollm2):
@@ -207,3 +208,21 @@ def test_end_after_ends_with_the_sentence_after_a_header(smollm2):
     assert smollm2.detokenize(out["tokens"], special=False) == out["text"]
     # a header never written ends nothing
     assert _generate_after(smollm2, prompt, 30, end_after="D:")[0]["text"] == plain["text"]
+
+
+def test_banned_phrases_are_taken_back_from_their_first_token(smollm2):
+    prompt = "Fruits: apple, pear, apple, pear, apple, pear,"
+    plain, _, _ = _generate_after(smollm2, prompt, 12)
+    assert "pear" in plain["text"]
+    out, session, ids = _generate_after(smollm2, prompt, 40, banned_phrases=["PEAR", "grape"])
+    # whole words, any case: never "pear" nor "grape", and the text before the first ban is greedy's
+    assert not re.search(r"(?<![a-z0-9])(pear|grape)(?![a-z0-9])", out["text"].lower()), out["text"]
+    assert out["retaken"] > 0 and out["tokens"][0] != plain["tokens"][0]
+    assert session.n_past == len(ids) + len(out["tokens"])
+    fresh = native.Session(smollm2, n_ctx=256, n_threads=2)
+    fresh.eval_tokens(ids + list(out["tokens"]))
+    np.testing.assert_allclose(session.last_logits(), fresh.last_logits(), atol=1e-3)
+    # a phrase inside a longer word is not the phrase
+    assert _generate_after(smollm2, prompt, 12, banned_phrases=["pea"])[0]["text"] == plain["text"]
+    once, _, _ = _generate_after(smollm2, prompt, 40, banned_phrases=["pear"], max_retakes=0)
+    assert once["stop_reason"] == "banned_phrase" and once["text"] == ""

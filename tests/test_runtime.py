@@ -156,7 +156,7 @@ def test_explain_runs_the_understanding_rounds(predictor, history):
 def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at_a_newline(bundle_dir, history, layout):
     predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, max_answer_tokens=8,
                                               dry_multiplier=2.0, dry_allowed_length=3, unique_clauses=layout,
-                                              end_after_last_section=layout)
+                                              end_after_last_section=layout, grounded_names=layout)
     calls = []
 
     class Recording:  # the native session, with its generate calls recorded
@@ -179,6 +179,11 @@ def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at
     # no clause repeats, and each answer ends with the sentence after its last section's header
     assert [c["unique_clauses"] for c in calls] == [layout] * 3
     assert [c["end_after"] for c in calls] == (["Phase shifts:", "Place:", "Anchors:"] if layout else [""] * 3)
+    # grounded: every round may name only the behaviors of the window the encoder reads
+    names = predictor.vocab.behaviors
+    seen = {names[e.behavior] for e in history[-predictor.bundle.max_history:]}
+    absent = sorted(set(names) - seen) if layout else []
+    assert all(sorted(c["banned_phrases"]) == absent for c in calls), (calls[0]["banned_phrases"], absent)
 
 
 def test_generate_falls_back_to_the_grammar_and_parses(predictor, history):
@@ -562,3 +567,16 @@ def test_stream_arguments_and_explanations(predictor, history):
     assert s.events == history[:7]
     with pytest.raises(ValueError, match="no events yet"):
         predictor.stream().explain()
+
+
+def test_absent_names_keep_a_name_that_a_present_one_contains():
+    from types import SimpleNamespace
+
+    from bua.runtime.engine import PromptEngine
+
+    engine = SimpleNamespace(bundle=SimpleNamespace(vocab=SimpleNamespace(
+        behaviors=["music", "live music", "gaming", "Food", "Fast Food"])))
+    # "music" is part of "live music", which the history has: banning it would ban "live music"
+    assert PromptEngine.absent_names(engine, {1}) == ["gaming", "Food", "Fast Food"]
+    assert PromptEngine.absent_names(engine, {4}) == ["music", "live music", "gaming"]
+    assert PromptEngine.absent_names(engine, range(5)) == []

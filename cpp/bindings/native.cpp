@@ -135,7 +135,8 @@ PYBIND11_MODULE(_native, m) {
         .def("generate", [](bua::Session& self, int max_tokens, const std::vector<std::string>& stop, float temperature,
                             float top_p, uint32_t seed, const std::string& grammar, bool keep,
                             float dry_multiplier, float dry_base, int dry_allowed_length, bool unique_clauses,
-                            int max_clause_retries, const std::string& end_after) {
+                            const std::vector<std::string>& banned_phrases, int max_retakes,
+                            const std::string& end_after) {
             bua::SamplingParams sp;
             sp.temperature = temperature;
             sp.top_p = top_p;
@@ -145,7 +146,8 @@ PYBIND11_MODULE(_native, m) {
             sp.dry_base = dry_base;
             sp.dry_allowed_length = dry_allowed_length;
             sp.unique_clauses = unique_clauses;
-            sp.max_clause_retries = max_clause_retries;
+            sp.banned_phrases = banned_phrases;
+            sp.max_retakes = max_retakes;
             sp.end_after = end_after;
             bua::Generation g;
             {
@@ -156,12 +158,13 @@ PYBIND11_MODULE(_native, m) {
             d["tokens"] = g.tokens;
             d["text"] = py::bytes(g.text).attr("decode")("utf-8", "replace");
             d["stop_reason"] = g.stop_reason;
-            d["clauses_retaken"] = g.clauses_retaken;
+            d["retaken"] = g.retaken;
             return d;
         }, py::arg("max_tokens"), py::arg("stop") = std::vector<std::string>(), py::arg("temperature") = 0.0f,
            py::arg("top_p") = 1.0f, py::arg("seed") = 0u, py::arg("grammar") = std::string(), py::arg("keep") = true,
            py::arg("dry_multiplier") = 0.0f, py::arg("dry_base") = 1.75f, py::arg("dry_allowed_length") = 2,
-           py::arg("unique_clauses") = false, py::arg("max_clause_retries") = 3, py::arg("end_after") = std::string())
+           py::arg("unique_clauses") = false, py::arg("banned_phrases") = std::vector<std::string>(),
+           py::arg("max_retakes") = 3, py::arg("end_after") = std::string())
         .def("score_continuations", [](bua::Session& self, const std::vector<std::vector<bua::Token>>& cands) {
             std::vector<double> s;
             {

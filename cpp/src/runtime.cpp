@@ -484,6 +484,30 @@ size_t next_separator(const std::string& text, size_t from) {
     return std::string::npos;
 }
 
+std::string ascii_lower(std::string text) {
+    for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return text;
+}
+
+// Offset of the first of `phrases` (lowercase) that `text` holds as whole words: no ASCII letter
+// or digit on either side, its end confirmed by the next character, or by the end of the text
+// when `final`; npos if none.
+size_t first_phrase(const std::string& text, const std::vector<std::string>& phrases, bool final) {
+    if (phrases.empty()) return std::string::npos;
+    const std::string lower = ascii_lower(text);
+    auto alnum = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
+    size_t first = std::string::npos;
+    for (const std::string& p : phrases) {
+        for (size_t at = lower.find(p); at != std::string::npos && at < first; at = lower.find(p, at + 1)) {
+            const size_t end = at + p.size();
+            if (at > 0 && alnum(lower[at - 1])) continue;
+            if (end < lower.size() ? alnum(lower[end]) : !final) continue;
+            first = at;
+        }
+    }
+    return first;
+}
+
 // Position just past the first sentence end (. ! or ? followed by white space) in text[from, ...).
 size_t sentence_end(const std::string& text, size_t from) {
     for (size_t i = from; i + 1 < text.size(); ++i)
@@ -524,8 +548,7 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
                                                                    sampling.dry_base, sampling.dry_allowed_length,
                                                                    max_tokens, breakers, 4));
     }
-    if (sampling.unique_clauses && sampling.max_clause_retries < 0)
-        throw Error(ErrorKind::invalid_argument, "max_clause_retries must be >= 0");
+    if (sampling.max_retakes < 0) throw Error(ErrorKind::invalid_argument, "max_retakes must be >= 0");
     if (sampling.temperature <= 0.0f) {
         llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
     } else {
@@ -536,33 +559,21 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
 
     const int n_vocab = model_->n_vocab();
     const int n_start = n_past_;
-    const std::vector<float> logits_at_start = sampling.unique_clauses ? logits_ : std::vector<float>();
+    const bool retakes = sampling.unique_clauses || !sampling.banned_phrases.empty();
+    const std::vector<float> logits_at_start = retakes ? logits_ : std::vector<float>();
+    std::vector<std::string> phrases;
+    for (const std::string& p : sampling.banned_phrases)
+        if (!p.empty()) phrases.push_back(ascii_lower(p));
     std::vector<llama_token_data> cand(n_vocab);
     Generation out;
     out.stop_reason = "max_tokens";
-    // unique_clauses: the clauses before the current one, where it starts (text, token), the
-    // text offset of every generated token and the tokens banned at a position
+    // For taking text back: the text offset of every generated token, the tokens banned at a
+    // position; for unique_clauses: the clauses before the current one, where it starts.
+    std::vector<size_t> token_text;
+    std::map<size_t, std::vector<Token>> banned;
     std::set<std::string> clauses;
     size_t clause_text = 0;
     size_t clause_token = 0;
-    std::vector<size_t> token_text;
-    std::map<size_t, std::vector<Token>> banned;
-    // Takes back the current clause, `tok` (not yet kept) included, and bans its first token
-    // there; false when that position is out of retries (the generation then ends before it).
-    auto retake_clause = [&](Token tok) {
-        std::vector<Token>& bans = banned[clause_token];
-        bans.push_back(clause_token < out.tokens.size() ? out.tokens[clause_token] : tok);
-        ++out.clauses_retaken;
-        if (clause_token < out.tokens.size()) {
-            out.text.resize(token_text[clause_token]);
-            out.tokens.resize(clause_token);
-            token_text.resize(clause_token);
-            restore_logits_at(n_start + static_cast<int>(clause_token), logits_at_start, n_start, out.tokens);
-            llama_sampler_reset(chain.get());
-            for (Token t : out.tokens) llama_sampler_accept(chain.get(), t);
-        }
-        return static_cast<int>(bans.size()) <= sampling.max_clause_retries;
-    };
     // Records the clauses `text` completes (its last one too when `final`); false at the first
     // that repeats an earlier one, which is then the current clause.
     auto clauses_unique = [&](const std::string& text, bool final) {
@@ -576,6 +587,25 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
             clause_text = sep + 1;
             clause_token = std::lower_bound(token_text.begin(), token_text.end(), clause_text) - token_text.begin();
         }
+    };
+    // Takes everything from token k on back (`tok`, not yet kept, is token out.tokens.size())
+    // and bans token k there; false when that position is out of retakes.
+    auto retake = [&](size_t k, Token tok) {
+        std::vector<Token>& bans = banned[k];
+        bans.push_back(k < out.tokens.size() ? out.tokens[k] : tok);
+        ++out.retaken;
+        if (k < out.tokens.size()) {
+            out.text.resize(token_text[k]);
+            out.tokens.resize(k);
+            token_text.resize(k);
+            restore_logits_at(n_start + static_cast<int>(k), logits_at_start, n_start, out.tokens);
+            llama_sampler_reset(chain.get());
+            for (Token t : out.tokens) llama_sampler_accept(chain.get(), t);
+        }
+        clauses.clear();  // the clauses of what is kept
+        clause_text = clause_token = 0;
+        clauses_unique(out.text, false);
+        return static_cast<int>(bans.size()) <= sampling.max_retakes;
     };
     for (int step = 0; step < max_tokens; ++step) {
         for (int i = 0; i < n_vocab; ++i) cand[i] = llama_token_data{i, logits_[i], 0.0f};
@@ -596,9 +626,24 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
             if (at != std::string::npos) cut = std::min(cut, at);
         }
         if (cut != std::string::npos) text.resize(cut);
-        const bool ends = eog || cut != std::string::npos;
+        size_t done = std::string::npos;  // end_after: the first sentence end after it
+        if (!sampling.end_after.empty() && cut == std::string::npos && !eog) {
+            const size_t at = text.find(sampling.end_after);
+            if (at != std::string::npos) done = sentence_end(text, at + sampling.end_after.size());
+            if (done != std::string::npos) text.resize(done);
+        }
+        const bool ends = eog || cut != std::string::npos || done != std::string::npos;
+        const size_t phrase = first_phrase(text, phrases, ends);
+        if (phrase != std::string::npos) {
+            const size_t k = phrase >= out.text.size()
+                ? out.tokens.size()
+                : static_cast<size_t>(std::upper_bound(token_text.begin(), token_text.end(), phrase) - token_text.begin()) - 1;
+            if (retake(k, tok)) continue;
+            out.stop_reason = "banned_phrase";
+            return out;
+        }
         if (sampling.unique_clauses && !clauses_unique(text, ends)) {
-            if (retake_clause(tok)) continue;
+            if (retake(clause_token, tok)) continue;
             out.stop_reason = "repeat";
             return out;
         }
@@ -606,20 +651,10 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
             out.stop_reason = "eog";
             break;
         }
-        if (cut != std::string::npos) {
+        if (ends) {  // a stop string or end_after: the token that completed it is not evaluated
             out.text = std::move(text);
-            out.stop_reason = "stop_string";
+            out.stop_reason = cut != std::string::npos ? "stop_string" : "end_after";
             break;
-        }
-        if (!sampling.end_after.empty()) {
-            // the first sentence end after end_after: this token revealed it, or the last would have
-            const size_t at = text.find(sampling.end_after);
-            const size_t done = at == std::string::npos ? at : sentence_end(text, at + sampling.end_after.size());
-            if (done != std::string::npos) {
-                out.text = text.substr(0, done);
-                out.stop_reason = "end_after";
-                break;
-            }
         }
         llama_sampler_accept(chain.get(), tok);
         eval_tokens({tok});

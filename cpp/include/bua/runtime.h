@@ -135,10 +135,15 @@ struct SamplingParams {
     // character other than a-z @ ' - and space removed (bua.metrics.explanation_metrics reads
     // repeats the same way). With unique_clauses, a clause that would repeat an earlier one of
     // this generation is taken back: decoding returns to the clause's first token and bans that
-    // token there, at most max_clause_retries times per position; then the generation ends
-    // before the clause (stop_reason "repeat").
+    // token there; then it goes on (stop_reason "repeat" when a position is out of retakes).
     bool unique_clauses = false;
-    int max_clause_retries = 3;
+    // Phrases the text may not hold (ASCII case-insensitive, as whole words: no letter or digit on
+    // either side), e.g. behaviors the user's history lacks. One that appears is taken back like a
+    // repeated clause, from the token where it starts (stop_reason "banned_phrase").
+    std::vector<std::string> banned_phrases;
+    // How often a position may be taken back; after that the generation ends before it. Every
+    // token sampled counts against max_tokens, taken-back ones too.
+    int max_retakes = 3;
     // When not empty: once this text has been generated, the next sentence end (. ! or ? followed
     // by white space) ends the generation, the punctuation kept (stop_reason "end_after"); e.g. the
     // last section's header of an answer made of "Header: ..." sentences.
@@ -173,8 +178,9 @@ struct ShortlistScores {
 struct Generation {
     std::vector<Token> tokens;  // the generated tokens, stop token excluded
     std::string text;           // their text, with a matched stop string removed
-    std::string stop_reason;    // "eog", "stop_string", "end_after", "repeat", "max_tokens" or "grammar"
-    int clauses_retaken = 0;    // clauses taken back by SamplingParams::unique_clauses
+    // "eog", "stop_string", "end_after", "repeat", "banned_phrase", "max_tokens" or "grammar"
+    std::string stop_reason;
+    int retaken = 0;            // times text was taken back (SamplingParams::unique_clauses, banned_phrases)
 };
 
 class Session {

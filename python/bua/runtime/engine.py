@@ -8,8 +8,9 @@ Not thread-safe: the predictor serializes calls with its lock.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
@@ -60,6 +61,7 @@ class AnswerDecoding:
     dry_allowed_length: int = 2
     unique_clauses: bool = False
     end_after_last_section: bool = False
+    grounded_names: bool = False
 
 
 class PromptEngine:
@@ -165,31 +167,44 @@ class PromptEngine:
         """Records that `owner` (e.g. a stream) evaluated what now follows the opening."""
         self.owner = owner
 
-    def explain_rounds(self, soft: np.ndarray, tasks: Sequence[str], max_answer_tokens: int) -> dict[str, str]:
-        """Generates each task's answer in turn after a started first round; task -> answer."""
+    def explain_rounds(self, soft: np.ndarray, tasks: Sequence[str], max_answer_tokens: int,
+                       behaviors: Collection[int] = ()) -> dict[str, str]:
+        """Generates each task's answer in turn after a started first round; task -> answer.
+        `behaviors`: the ids in the history (with `grounded_names`, the only names the answers
+        may write)."""
+        d = self.decoding
+        banned = self.absent_names(behaviors) if d.grounded_names else []
         answers: dict[str, str] = {}
         for k, task in enumerate(tasks):
             if k > 0:
                 self.eval_segments(round_prompt_segments(self.template, self.chat, task, False, k), soft)
             # a model that writes a newline instead of ending the turn starts the answer over
-            d = self.decoding
             end_after = EXPLAIN_LAST_SECTION.get(task, "") if d.end_after_last_section else ""
             out = self.session.generate(max_answer_tokens, [EXPLAIN_ANSWER_END], dry_multiplier=d.dry_multiplier,
                                         dry_allowed_length=d.dry_allowed_length, unique_clauses=d.unique_clauses,
-                                        end_after=end_after)
+                                        banned_phrases=banned, end_after=end_after)
             answers[task] = out["text"].strip()
             self.session.eval_tokens(self.suffix)
         return answers
 
+    def absent_names(self, behaviors: Collection[int]) -> list[str]:
+        """The behavior names not in `behaviors`, less any that occurs as whole words inside a
+        name that is (banning it would ban that name too)."""
+        names = self.bundle.vocab.behaviors
+        present = [names[b].lower() for b in set(behaviors)]
+        return [n for i, n in enumerate(names) if i not in set(behaviors) and not any(
+            re.search(r"(?<![a-z0-9])" + re.escape(n.lower()) + r"(?![a-z0-9])", p) for p in present)]
+
     def begin(self, final_task: str, soft: np.ndarray, explain: bool, context: dict[str, str] | None,
-              max_answer_tokens: int, score: bool = False) -> tuple[dict[str, str], Shortlist | None]:
+              max_answer_tokens: int, score: bool = False,
+              behaviors: Collection[int] = ()) -> tuple[dict[str, str], Shortlist | None]:
         """Evaluates everything before the final round's answer (with `explain`, the
-        understanding rounds first); returns their answers and, with `score`, the behavior
-        names scored as the final answer (`eval_segments`)."""
+        understanding rounds first, `explain_rounds`); returns their answers and, with `score`,
+        the behavior names scored as the final answer (`eval_segments`)."""
         if not explain:
             return {}, self.start(final_task, soft, context, score)[1]
         self.start(STAGE2_EXPLAIN_TASKS[0], soft)
-        answers = self.explain_rounds(soft, STAGE2_EXPLAIN_TASKS, max_answer_tokens)
+        answers = self.explain_rounds(soft, STAGE2_EXPLAIN_TASKS, max_answer_tokens, behaviors)
         final = round_prompt_segments(self.template, self.chat, final_task, False, len(STAGE2_EXPLAIN_TASKS),
                                       context)
         return answers, self.eval_segments(final, soft, score)

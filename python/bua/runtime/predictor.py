@@ -129,8 +129,10 @@ class OnDevicePredictor:
     decoding takes the clause back and bans its first token there (at most 3 times, then the
     answer ends before it). With `end_after_last_section`, an answer ends with the sentence
     after its last section's header (`bua.dialogue.EXPLAIN_LAST_SECTION`: the layout of the
-    computed labels; turn it off for a curriculum whose teacher rephrased them). The fast
-    path's (`explain=False`) behavior scores never depend on these.
+    computed labels; turn it off for a curriculum whose teacher rephrased them). With
+    `grounded_names`, the rounds name only behaviors of the history they explain: a behavior
+    name the history lacks is taken back the same way. The fast path's (`explain=False`)
+    behavior scores never depend on these.
 
     `scoring` says how a behavior name is scored as the answer. "constrained" (the default):
     the answer must be a behavior name, so at each branch of the names' token trie the
@@ -148,7 +150,7 @@ class OnDevicePredictor:
     def __init__(self, bundle: Bundle, n_threads: int | None = None, n_ctx: int = 4096,
                  max_answer_tokens: int = 192, max_generation_tokens: int = 640, dry_multiplier: float = 3.0,
                  dry_allowed_length: int = 1, unique_clauses: bool = True, end_after_last_section: bool = True,
-                 score_tolerance: float = 1e-2, scoring: str = "constrained"):
+                 grounded_names: bool = True, score_tolerance: float = 1e-2, scoring: str = "constrained"):
         if n_threads is not None:
             _check_count("n_threads", n_threads, 1, 512)
         _check_count("n_ctx", n_ctx, 64, MAX_CONTEXT)
@@ -182,7 +184,7 @@ class OnDevicePredictor:
         # keeps it in the KV cache between calls and re-evaluates only what follows it.
         self.engine = PromptEngine(bundle, native, self.model, self.n_threads, n_ctx,
                                    AnswerDecoding(dry_multiplier, dry_allowed_length, bool(unique_clauses),
-                                                  bool(end_after_last_section)))
+                                                  bool(end_after_last_section), bool(grounded_names)))
         self._lock = threading.Lock()
         self._stream_rows = 0  # soft rows the engine's owning stream has after the opening (see stream())
 
@@ -236,6 +238,10 @@ class OnDevicePredictor:
         rows = soft[0][soft_mask[0].astype(bool)]
         return np.ascontiguousarray(rows, dtype=np.float32)
 
+    def _window_behaviors(self, events: Sequence[Event]) -> set[int]:
+        """The behavior ids of the events the encoder reads (the last `max_history`)."""
+        return {e.behavior for e in events[-self.bundle.max_history:]}
+
     # ------------------------------------------------------------------ public API
     def predict(self, history, top_k: int = 5, explain: bool = True) -> Prediction:
         """Top-k next behaviors with probabilities (always vocabulary entries).
@@ -248,7 +254,8 @@ class OnDevicePredictor:
         soft = self._soft_rows(events)
         with self._lock:
             explanation, scores = self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens,
-                                                    score=self.scoring == "constrained")
+                                                    score=self.scoring == "constrained",
+                                                    behaviors=self._window_behaviors(events))
             n_prompt = self.engine.n_past
             if scores is None:  # summed scoring: the shortlist after the prompt
                 scores = self.engine.shortlist_candidates(top_k, self.score_tolerance)
@@ -295,11 +302,14 @@ class OnDevicePredictor:
     def behavior_logprobs(self, history, explain: bool = False) -> np.ndarray:
         """log P(behavior name | dialogue) for every behavior id, as `scoring` scores them (for
         evaluation)."""
-        soft = self._soft_rows(self._events(history))
+        events = self._events(history)
+        soft = self._soft_rows(events)
+        seen = self._window_behaviors(events)
         with self._lock:
             if self.scoring == "constrained":
-                return self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens, score=True)[1].logprob
-            self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens)
+                return self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens, score=True,
+                                         behaviors=seen)[1].logprob
+            self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens, behaviors=seen)
             return self.engine.score_candidates()
 
     def generate(self, history, horizon: str = "1d", explain: bool = True,
@@ -330,7 +340,8 @@ class OnDevicePredictor:
         next_day = (events[-1].day + 1) % 7
         grammar = event_lines_grammar(self.vocab, days=[next_day], after_day=True)
         with self._lock:
-            explanation = self.engine.begin(GENERATE, soft, explain, context, self.max_answer_tokens)[0]
+            explanation = self.engine.begin(GENERATE, soft, explain, context, self.max_answer_tokens,
+                                            behaviors=self._window_behaviors(events))[0]
             self.engine.session.eval_tokens(self.engine.tokens(prefix))
             attempts: list[str] = []
             for attempt in range(1 + max_retries):
