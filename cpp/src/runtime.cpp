@@ -591,6 +591,7 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
     // Takes everything from token k on back (`tok`, not yet kept, is token out.tokens.size())
     // and bans token k there; false when that position is out of retakes.
     auto retake = [&](size_t k, Token tok) {
+        banned.erase(banned.upper_bound(k), banned.end());  // later positions get a new prefix
         std::vector<Token>& bans = banned[k];
         bans.push_back(k < out.tokens.size() ? out.tokens[k] : tok);
         ++out.retaken;

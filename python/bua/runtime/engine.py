@@ -191,8 +191,9 @@ class PromptEngine:
         """The behavior names not in `behaviors`, less any that occurs as whole words inside a
         name that is (banning it would ban that name too)."""
         names = self.bundle.vocab.behaviors
-        present = [names[b].lower() for b in set(behaviors)]
-        return [n for i, n in enumerate(names) if i not in set(behaviors) and not any(
+        ids = set(behaviors)
+        present = [names[b].lower() for b in ids]
+        return [n for i, n in enumerate(names) if i not in ids and not any(
             re.search(r"(?<![a-z0-9])" + re.escape(n.lower()) + r"(?![a-z0-9])", p) for p in present)]
 
     def begin(self, final_task: str, soft: np.ndarray, explain: bool, context: dict[str, str] | None,
