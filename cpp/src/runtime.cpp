@@ -451,15 +451,22 @@ Generation Session::generate(int max_tokens, const std::vector<std::string>& sto
 namespace {
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-bool is_word(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+bool is_alnum(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
+bool is_word(char c) { return is_alnum(c) || c == '_'; }
+
+std::string ascii_lower(std::string text) {
+    for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return text;
+}
 
 // A clause as SamplingParams::unique_clauses compares it (the normalization of
 // bua.metrics.explanation_metrics): lowercased; digits, an "x" closing a digit run and every
 // character outside a-z @ ' - become spaces; runs of white space become one space, none at the ends.
 std::string clause_key(const std::string& text) {
+    const std::string lower = ascii_lower(text);
     std::string spaced;
     for (size_t i = 0; i < text.size(); ++i) {
-        const char c = static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));
+        const char c = lower[i];
         const bool after_digit = i > 0 && std::isdigit(static_cast<unsigned char>(text[i - 1]));
         const bool x_count = c == 'x' && after_digit && (i + 1 == text.size() || !is_word(text[i + 1]));
         const bool kept = (c >= 'a' && c <= 'z') || c == '@' || c == '\'' || c == '-' || c == ' ';
@@ -479,14 +486,9 @@ std::string clause_key(const std::string& text) {
 size_t next_separator(const std::string& text, size_t from) {
     for (size_t i = from; i < text.size(); ++i) {
         if (text[i] == '\n') return i;
-        if (std::strchr(",;:.!?", text[i]) && text[i] != '\0' && i + 1 < text.size() && is_space(text[i + 1])) return i;
+        if (text[i] != '\0' && std::strchr(",;:.!?", text[i]) && i + 1 < text.size() && is_space(text[i + 1])) return i;
     }
     return std::string::npos;
-}
-
-std::string ascii_lower(std::string text) {
-    for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return text;
 }
 
 // Offset of the first of `phrases` (lowercase) that `text` holds as whole words: no ASCII letter
@@ -495,13 +497,12 @@ std::string ascii_lower(std::string text) {
 size_t first_phrase(const std::string& text, const std::vector<std::string>& phrases, bool final) {
     if (phrases.empty()) return std::string::npos;
     const std::string lower = ascii_lower(text);
-    auto alnum = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
     size_t first = std::string::npos;
     for (const std::string& p : phrases) {
         for (size_t at = lower.find(p); at != std::string::npos && at < first; at = lower.find(p, at + 1)) {
             const size_t end = at + p.size();
-            if (at > 0 && alnum(lower[at - 1])) continue;
-            if (end < lower.size() ? alnum(lower[end]) : !final) continue;
+            if (at > 0 && is_alnum(lower[at - 1])) continue;
+            if (end < lower.size() ? is_alnum(lower[end]) : !final) continue;
             first = at;
         }
     }

@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from bua.vocab import name_pattern
+
 HEAD_MIN_FREQUENCY = 0.05
 TAIL_MAX_FREQUENCY = 0.01
 FREQUENCY_GROUPS = ("head", "medium", "tail")
@@ -403,7 +405,7 @@ def named_behaviors(text: str, behavior_names: Sequence[str]) -> list[str]:
     found: list[tuple[int, str]] = []
     lowered = text.lower()
     for name in sorted(set(behavior_names), key=len, reverse=True):
-        pattern = re.compile(r"(?<![a-z0-9])" + re.escape(name.lower()) + r"(?![a-z0-9])")
+        pattern = name_pattern(name)
         for m in pattern.finditer(lowered):
             found.append((m.start(), name))
         lowered = pattern.sub(lambda m: " " * len(m.group()), lowered)

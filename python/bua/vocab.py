@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Literal
@@ -32,7 +33,7 @@ HEAD_THRESHOLD = 0.05   # App. C.1: head > 5 % of the training events
 TAIL_THRESHOLD = 0.01   # tail < 1 %; medium in between (1 % .. 5 %, both inclusive)
 FORMAT_VERSION = 1
 
-__all__ = ["FrequencyClass", "Vocabulary", "frequency_class_of_share"]
+__all__ = ["FrequencyClass", "Vocabulary", "frequency_class_of_share", "name_pattern"]
 
 
 def _check_name(kind: str, i: int, name: object, *, allow_spaces: bool) -> None:
@@ -53,6 +54,12 @@ def _check_name(kind: str, i: int, name: object, *, allow_spaces: bool) -> None:
     if not allow_spaces and any(c.isspace() for c in name):
         raise DataError(src, "location names may not contain spaces (use e.g. 'zone_3')",
                         row=i, field=kind, value=name)
+
+
+def name_pattern(name: str) -> re.Pattern:
+    """`name` as whole words in lowercased text: no ASCII letter or digit on either side (how
+    `bua.metrics.named_behaviors` finds a name, and the runtime a name to keep out of an answer)."""
+    return re.compile(r"(?<![a-z0-9])" + re.escape(name.lower()) + r"(?![a-z0-9])")
 
 
 def frequency_class_of_share(share: float) -> FrequencyClass:

@@ -8,7 +8,6 @@ Not thread-safe: the predictor serializes calls with its lock.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Collection, Sequence
 
@@ -23,6 +22,7 @@ from bua.dialogue import (
     round_prompt_segments,
 )
 from bua.runtime.bundle import Bundle
+from bua.vocab import name_pattern
 
 
 @dataclass(frozen=True)
@@ -193,8 +193,8 @@ class PromptEngine:
         names = self.bundle.vocab.behaviors
         ids = set(behaviors)
         present = [names[b].lower() for b in ids]
-        return [n for i, n in enumerate(names) if i not in ids and not any(
-            re.search(r"(?<![a-z0-9])" + re.escape(n.lower()) + r"(?![a-z0-9])", p) for p in present)]
+        return [n for i, n in enumerate(names)
+                if i not in ids and not any(name_pattern(n).search(p) for p in present)]
 
     def begin(self, final_task: str, soft: np.ndarray, explain: bool, context: dict[str, str] | None,
               max_answer_tokens: int, score: bool = False,
