@@ -219,9 +219,23 @@ def test_generate_samples_reproducibly_from_its_seed(predictor, history):
     assert free_text(7) == free_text(7)
     assert len({free_text(seed) for seed in range(4)}) > 1
     for bad in (dict(temperature=-0.1), dict(temperature=6.0), dict(top_p=0.0), dict(top_p=1.5),
-                dict(seed=-1)):
+                dict(min_p=-0.1), dict(min_p=1.0), dict(seed=-1)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             predictor.generate(history, explain=False, **bad)
+
+
+def test_min_p_drops_the_unlikely_tokens(predictor, history):
+    """min_p keeps the tokens at least min_p times as likely as the best one: near 1 only the
+    best survives, so sampling at any temperature writes the greedy text."""
+    def free_text(**sampling):
+        try:
+            return predictor.generate(history, explain=False, max_retries=0, **sampling).free_text
+        except GenerationError as e:
+            return e.attempts[0]
+
+    greedy = free_text(temperature=0.0)
+    assert {free_text(temperature=2.0, top_p=1.0, min_p=0.999, seed=seed) for seed in range(3)} == {greedy}
+    assert len({free_text(temperature=2.0, top_p=1.0, seed=seed) for seed in range(3)}) > 1
 
 
 def test_grammar_is_valid_gbnf_for_llama_cpp(predictor, history):

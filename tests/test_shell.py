@@ -78,6 +78,8 @@ def test_generate_and_explain(tiny_bundle, logs):
     assert first.returncode in (0, 1) and (first.stdout, first.stderr) == (again.stdout, again.stderr)
     bad = bua("generate", "--bundle", tiny_bundle, "--history", logs["text"], "--top-p", 2)
     assert bad.returncode != 0 and "top_p must lie in (0, 1]" in bad.stderr and "Traceback" not in bad.stderr
+    bad = bua("generate", "--bundle", tiny_bundle, "--history", logs["text"], "--min-p", 1)
+    assert bad.returncode != 0 and "min_p must lie in [0, 1)" in bad.stderr and "Traceback" not in bad.stderr
     explained = bua("predict", "--bundle", tiny_bundle, "--history", logs["text"], "--explain", "--threads", 1)
     assert explained.returncode == 0 and "[key_behaviors]" in explained.stdout
 

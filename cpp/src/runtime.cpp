@@ -550,10 +550,12 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
                                                                    max_tokens, breakers, 4));
     }
     if (sampling.max_retakes < 0) throw Error(ErrorKind::invalid_argument, "max_retakes must be >= 0");
+    if (!(sampling.min_p >= 0.0f && sampling.min_p < 1.0f)) throw Error(ErrorKind::invalid_argument, "min_p must lie in [0, 1)");
     if (sampling.temperature <= 0.0f) {
         llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
     } else {
         if (sampling.top_p < 1.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(sampling.top_p, 1));
+        if (sampling.min_p > 0.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_min_p(sampling.min_p, 1));
         llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(sampling.temperature));
         llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(sampling.seed));
     }

@@ -121,6 +121,9 @@ struct SessionParams {
 struct SamplingParams {
     float temperature = 0.0f;   // 0 = greedy
     float top_p = 1.0f;
+    // min-p (llama_sampler_init_min_p): tokens less likely than min_p times the most likely one
+    // are dropped before temperature; 0 = off.
+    float min_p = 0.0f;
     uint32_t seed = 0;
     std::string grammar;        // GBNF; empty = unconstrained
     std::string grammar_root = "root";

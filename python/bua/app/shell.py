@@ -95,7 +95,7 @@ def run_generate(args: argparse.Namespace) -> int:
     predictor = _predictor(args)
     user, events = read_history(args.history, predictor.vocab, args.column, args.user, predictor.bundle.max_history)
     t = time.monotonic()
-    sampling = {k: getattr(args, k) for k in ("temperature", "top_p") if getattr(args, k) is not None}
+    sampling = {k: getattr(args, k) for k in ("temperature", "top_p", "min_p") if getattr(args, k) is not None}
     day = predictor.generate(events, explain=args.explain, seed=args.seed, **sampling)
     seconds = round(time.monotonic() - t, 3)
     text = format_events(day.events, predictor.vocab)
@@ -189,6 +189,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature of the day, 0 = greedy (default: OnDevicePredictor.generate's)")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling share (default: generate's)")
+    p.add_argument("--min-p", type=float, default=None,
+                   help="drop tokens less likely than this share of the best one, 0 = off (default: generate's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed: one seed, one day (default 0)")
     p.set_defaults(func=run_generate)
     p = sub.add_parser("info", help="what a bundle is, whether it verifies, the llama.cpp it runs on")

@@ -32,6 +32,7 @@ HISTORY_SOURCE = "history"
 # `generate`'s default decoding of a day (training/README.md, "Thirteenth round")
 GENERATION_TEMPERATURE = 0.7
 GENERATION_TOP_P = 0.95
+GENERATION_MIN_P = 0.0
 
 
 class GenerationError(RuntimeError):
@@ -314,11 +315,13 @@ class OnDevicePredictor:
 
     def generate(self, history, horizon: str = "1d", explain: bool = True,
                  max_retries: int = 1, temperature: float = GENERATION_TEMPERATURE,
-                 top_p: float = GENERATION_TOP_P, seed: int = 0) -> GeneratedDay:
+                 top_p: float = GENERATION_TOP_P, seed: int = 0,
+                 min_p: float = GENERATION_MIN_P) -> GeneratedDay:
         """The next day's events, parsed in the bundle's serialization format.
 
         The answer starts with the next day's abbreviation (`bua.dialogue.answer_prefix`), the
-        model writes the rest, sampled at `temperature` within nucleus `top_p` from `seed` (the
+        model writes the rest, sampled at `temperature` within nucleus `top_p`, without the tokens
+        less likely than `min_p` times the most likely one (0 = off), from `seed` (the
         same call gives the same day; temperature 0 decodes greedily, which writes the single
         most likely line over and over). The first attempt decodes freely and must parse
         strictly; if it does not, up to `max_retries` retries decode under a GBNF grammar of
@@ -332,6 +335,8 @@ class OnDevicePredictor:
             raise ValueError(f"temperature must lie in [0, 5] (0 = greedy), got {temperature!r}")
         if not (isinstance(top_p, numbers.Real) and 0.0 < top_p <= 1.0):
             raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
+        if not (isinstance(min_p, numbers.Real) and 0.0 <= min_p < 1.0):
+            raise ValueError(f"min_p must lie in [0, 1), got {min_p!r}")
         _check_count("seed", seed, 0, 2**32 - 1)
         events = self._events(history)
         soft = self._soft_rows(events)
@@ -347,7 +352,7 @@ class OnDevicePredictor:
             for attempt in range(1 + max_retries):
                 constrained = attempt > 0
                 out = self.engine.session.generate(self.max_generation_tokens, temperature=temperature,
-                                                   top_p=top_p, seed=seed + attempt,
+                                                   top_p=top_p, min_p=min_p, seed=seed + attempt,
                                                    grammar=grammar if constrained else "", keep=False)
                 text = (prefix + out["text"]).strip()
                 attempts.append(text)
