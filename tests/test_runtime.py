@@ -205,16 +205,19 @@ def test_generate_reports_unparseable_text(predictor, history):
     assert len(caught.value.attempts) == 1 and repr(caught.value.attempts[0][:300]) in str(caught.value)
 
 
+def free_day_text(predictor, history, **sampling) -> str:
+    """The free (unconstrained) attempt's text of a day, parsed or not."""
+    try:
+        return predictor.generate(history, explain=False, max_retries=0, **sampling).free_text
+    except GenerationError as e:
+        return e.attempts[0]
+
+
 def test_generate_samples_reproducibly_from_its_seed(predictor, history):
     """temperature > 0 samples the day: one seed gives one text, another seed another; each
     attempt gets its own seed, so a grammar retry is not the free attempt's draw again."""
-    kwargs = dict(explain=False, max_retries=0, temperature=1.0, top_p=0.95)
-
     def free_text(seed):
-        try:
-            return predictor.generate(history, seed=seed, **kwargs).free_text
-        except GenerationError as e:
-            return e.attempts[0]
+        return free_day_text(predictor, history, temperature=1.0, top_p=0.95, seed=seed)
 
     assert free_text(7) == free_text(7)
     assert len({free_text(seed) for seed in range(4)}) > 1
@@ -228,10 +231,7 @@ def test_min_p_drops_the_unlikely_tokens(predictor, history):
     """min_p keeps the tokens at least min_p times as likely as the best one: near 1 only the
     best survives, so sampling at any temperature writes the greedy text."""
     def free_text(**sampling):
-        try:
-            return predictor.generate(history, explain=False, max_retries=0, **sampling).free_text
-        except GenerationError as e:
-            return e.attempts[0]
+        return free_day_text(predictor, history, **sampling)
 
     greedy = free_text(temperature=0.0)
     assert {free_text(temperature=2.0, top_p=1.0, min_p=0.999, seed=seed) for seed in range(3)} == {greedy}
