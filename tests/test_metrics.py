@@ -11,6 +11,7 @@ from sklearn.metrics import precision_score, recall_score
 from bua.metrics import (
     bleu,
     confusion_counts,
+    count_claims,
     explanation_metrics,
     frequency_classes,
     generation_metrics,
@@ -207,6 +208,29 @@ def test_explanation_metrics_counts_repeats_history_mentions_and_distinct_summar
     assert m["users_naming_a_behavior"] == 2
     assert m["distinct_summaries"] == 2
     assert m["distinct_summaries_per_user"] == pytest.approx(2 / 3)
+
+
+def test_count_claims_reads_bracketed_counts_after_names():
+    text = "Frequent: short videos (3), gaming(2), music. Sequences: gaming -> music (2x). videos (1)"
+    assert count_claims(text, NAMES) == [("short videos", 3), ("gaming", 2)]
+    assert count_claims("Frequent: no behavior repeats.", NAMES) == []
+
+
+def test_explanation_metrics_checks_claimed_counts_against_the_history():
+    explanations = [
+        {"key_behaviors": "Frequent: gaming (2), music (2).", "summary": "Habits: gaming (5)."},
+        {"key_behaviors": "Frequent: music (1).", "summary": "Trait: quiet."},
+        {"key_behaviors": "Frequent: no behavior repeats.", "summary": "Trait: busy."},
+    ]
+    histories = [["gaming", "music", "gaming"], ["music", "short videos", "short videos"], ["gaming", "music"]]
+    m = explanation_metrics(explanations, histories, NAMES)
+    # claims: gaming 2 (right), music 2 (1 in history), gaming 5 (2) | music 1 (right)
+    assert m["count_claims"] == 4
+    assert m["count_claims_right"] == pytest.approx(2 / 4)
+    # users 0 and 1 repeat a behavior; user 0 claims gaming (its most frequent), user 1 only music
+    assert m["most_frequent_claimed"] == pytest.approx(1 / 2)
+    no_claims = explanation_metrics([{"summary": "none"}], [["gaming"]], NAMES)
+    assert math.isnan(no_claims["count_claims_right"]) and math.isnan(no_claims["most_frequent_claimed"])
 
 
 @pytest.mark.parametrize("text, repeats", [

@@ -35,7 +35,8 @@ Generation (App. D), each separately for three streams of the generated vs. real
 
 Explanations (bua's own check, no paper equivalent): ``explanation_metrics`` over the
 understanding rounds of several users: rounds that repeat a line, the share of behavior names
-mentioned that occur in that user's history, and distinct summaries per user.
+mentioned that occur in that user's history, distinct summaries per user, and whether the
+counts the rounds claim ("gaming (3)") are the history's.
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ __all__ = [
     "PREDICTION_METRICS",
     "bleu",
     "confusion_counts",
+    "count_claims",
     "explanation_metrics",
     "frequency_classes",
     "generation_metrics",
@@ -412,6 +414,20 @@ def named_behaviors(text: str, behavior_names: Sequence[str]) -> list[str]:
     return [name for _, name in sorted(found)]
 
 
+def count_claims(text: str, behavior_names: Sequence[str]) -> list[tuple[str, int]]:
+    """The "<behavior> (<n>)" claims in `text` ("Frequent: gaming (3), music (2)"): each behavior
+    name followed by a bracketed count, in order (names found as `named_behaviors` finds them;
+    "(2x)", a sequence's count, is not a claim)."""
+    found: list[tuple[int, str, int]] = []
+    lowered = text.lower()
+    for name in sorted(set(behavior_names), key=len, reverse=True):
+        pattern = name_pattern(name)
+        for m in re.finditer(pattern.pattern + r"\s*\((\d+)\)", lowered):
+            found.append((m.start(), name, int(m.group(1))))
+        lowered = pattern.sub(lambda m: " " * len(m.group()), lowered)
+    return [(name, n) for _, name, n in sorted(found)]
+
+
 def explanation_metrics(
     explanations: Sequence[Mapping[str, str]],
     history_behaviors: Sequence[Sequence[str]],
@@ -421,23 +437,35 @@ def explanation_metrics(
     """Quality of the understanding rounds of several users (one explanation per user).
 
     ``explanations[i]`` maps each round's task to its answer text for user i;
-    ``history_behaviors[i]`` are the behavior names in that user's history. Returns
+    ``history_behaviors[i]`` are the behavior names of that user's history, one per event. Returns
     ``users``, ``rounds``; ``rounds_repeating_a_line`` (rounds in which a line, sentence or list
     item occurs twice, numbers and brackets ignored, so "1. gaming (3). 2. gaming (2)" repeats);
     ``mentions`` (behavior names mentioned, with repeats) and ``mentions_in_history`` (the share
     of them that occur in the user's history; NaN without mentions);
-    ``users_naming_a_behavior``; ``distinct_summaries`` and ``distinct_summaries_per_user``.
+    ``users_naming_a_behavior``; ``distinct_summaries`` and ``distinct_summaries_per_user``;
+    whether the rounds are right where they count: ``count_claims`` ("gaming (3)",
+    `count_claims`), ``count_claims_right`` (the share whose count is the behavior's number of
+    events in the history; NaN without claims) and ``most_frequent_claimed`` (of the users whose
+    history repeats a behavior, the share whose claims include a most frequent one; NaN if none).
     """
     if len(explanations) != len(history_behaviors):
         raise ValueError(f"{len(explanations)} explanations but {len(history_behaviors)} histories")
     if not explanations:
         raise ValueError("explanation_metrics needs at least one user")
     rounds = repeating = mentions = in_history = naming = 0
+    claims = claims_right = repeaters = top_claimed = 0
     summaries = []
     for explanation, history in zip(explanations, history_behaviors):
         seen = {b.lower() for b in history}
+        counts = Counter(b.lower() for b in history)
+        top = max(counts.values(), default=0)
+        claimed = set()
         named_any = False
         for task, text in explanation.items():
+            for name, n in count_claims(text, behavior_names):
+                claims += 1
+                claims_right += counts[name.lower()] == n
+                claimed.add(name.lower())
             rounds += 1
             parts = [_REPEAT_NOISE.sub(" ", part).split() for part in _CLAUSE_END.split(text.lower())]
             parts = [" ".join(words) for words in parts if words]
@@ -447,6 +475,9 @@ def explanation_metrics(
             in_history += sum(n.lower() in seen for n in names)
             named_any = named_any or bool(names)
         naming += named_any
+        if top >= 2:
+            repeaters += 1
+            top_claimed += any(counts[name] == top for name in claimed)
         if summary_task in explanation:
             summaries.append(explanation[summary_task].strip())
     distinct = len(set(summaries))
@@ -459,4 +490,7 @@ def explanation_metrics(
         "users_naming_a_behavior": naming,
         "distinct_summaries": distinct,
         "distinct_summaries_per_user": distinct / len(explanations),
+        "count_claims": claims,
+        "count_claims_right": claims_right / claims if claims else math.nan,
+        "most_frequent_claimed": top_claimed / repeaters if repeaters else math.nan,
     }
