@@ -112,8 +112,29 @@ def test_question_first_template_puts_the_question_before_the_history():
     assert segs[3:] == render_dialogue(TPL, CHAT, TASKS, ANSWERS)[3:]
     # a version-1 template (bundles written before the field existed) still reads
     assert DialogueTemplate.from_dict({**TPL.to_dict(), "version": 1}).preamble == TPL.preamble
-    with pytest.raises(ValueError, match="unsupported dialogue template version 3"):
-        DialogueTemplate.from_dict({**TPL.to_dict(), "version": 3})
+    with pytest.raises(ValueError, match="unsupported dialogue template version 4"):
+        DialogueTemplate.from_dict({**TPL.to_dict(), "version": 4})
+
+
+def test_question_first_tasks_ask_first_only_in_their_own_first_round():
+    pf = default_template(question_first_tasks=[PREDICT])
+    assert pf.asks_first(PREDICT) and not pf.asks_first("key_behaviors") and not pf.question_first
+    assert DialogueTemplate.from_dict(json.loads(json.dumps(pf.to_dict()))) == pf
+    head, soft, after = round_prompt_segments(pf, CHAT, PREDICT, True)
+    want_head, _, want_after = round_prompt_segments(default_template(question_first=True), CHAT, PREDICT, True)
+    assert (head, soft, after) == (want_head, soft, want_after)  # as if every task asked first
+    # another task's dialogue, and every later round, are the history-first layout's
+    assert render_dialogue(pf, CHAT, TASKS, ANSWERS) == render_dialogue(TPL, CHAT, TASKS, ANSWERS)
+    assert render_dialogue(pf, CHAT, [PREDICT], ["gaming"])[2:] == render_dialogue(
+        default_template(question_first=True), CHAT, [PREDICT], ["gaming"])[2:]
+    # a version-2 template (no such tasks) still reads; the field needs version 3
+    assert DialogueTemplate.from_dict({**TPL.to_dict(), "version": 2}).question_first_tasks == ()
+    with pytest.raises(ValueError, match="needs dialogue template version 3"):
+        DialogueTemplate.from_dict({**pf.to_dict(), "version": 2})
+    with pytest.raises(ValueError, match="tasks without a question: nap"):
+        default_template(question_first_tasks=["nap"])
+    with pytest.raises(ValueError, match="redundant"):
+        default_template(question_first=True, question_first_tasks=[PREDICT])
 
 
 def test_prompt_stops_after_assistant_prefix():

@@ -531,15 +531,19 @@ def test_stream_equals_fresh_predict_across_window_drops_and_users(predictor, bu
     assert len(a.events) <= limit
 
 
-def test_question_first_stream_re_evaluates_only_the_new_row_and_the_turn_end(tiny_bundle_question_first, dataset):
-    """With the question before the history, an append evaluates the new soft row and the few
-    tokens that close the user turn; predictions equal a fresh predict's, also after calls
-    whose first round is another task (their opening shares only a prefix with the cached one)."""
+@pytest.mark.parametrize("layout", ["tiny_bundle_question_first", "tiny_bundle_predict_first"])
+def test_question_first_stream_re_evaluates_only_the_new_row_and_the_turn_end(layout, request, dataset):
+    """With the prediction's question before the history (every task's, or the prediction's
+    only), an append evaluates the new soft row and the few tokens that close the user turn;
+    predictions equal a fresh predict's, also after calls whose first round is another task
+    (their opening shares only a prefix with the cached one)."""
     from bua.dialogue import PREDICT, round_prompt_segments
 
-    p = OnDevicePredictor.from_bundle(tiny_bundle_question_first, n_threads=1)
-    reference = OnDevicePredictor.from_bundle(tiny_bundle_question_first, n_threads=1)
-    assert p.template.question_first
+    bundle = request.getfixturevalue(layout)
+    p = OnDevicePredictor.from_bundle(bundle, n_threads=1)
+    reference = OnDevicePredictor.from_bundle(bundle, n_threads=1)
+    assert p.template.asks_first(PREDICT)
+    assert p.template.question_first == (layout == "tiny_bundle_question_first")
     after = round_prompt_segments(p.template, p.chat, PREDICT, True)[2].text
     n_after = len(p.engine.tokens(after))
     log = list(dataset.users[2].events)[:12]

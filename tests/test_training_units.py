@@ -41,6 +41,11 @@ def test_bad_value_names_field_and_value(tmp_path):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match=r"'model.pad_to_multiple' = -8 must be >= 0"):
         config_from_dict({"model": {"pad_to_multiple": -8}})
+    with pytest.raises(ConfigError, match=r"'data.question_first_tasks' = \['nap'\] names unknown tasks"):
+        config_from_dict({"data": {"question_first_tasks": ["nap"]}})
+    with pytest.raises(ConfigError, match="redundant with data.question_first"):
+        config_from_dict({"data": {"question_first": True, "question_first_tasks": ["predict"]}})
+    assert config_from_dict({"data": {"question_first_tasks": ["predict"]}}).data.question_first_tasks == ["predict"]
 
 
 def test_stage_optimizer_inherits_top_level_key_by_key():

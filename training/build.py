@@ -77,7 +77,7 @@ def build_model(config: TrainConfig, encoder, backbone_dir: Path, device: torch.
                                           states=config.encoder.projector_states))
     soft = SoftTokenizer(encoder, projector)
     m = config.model
-    template = template or default_template(config.data.question_first)
+    template = template or default_template(config.data.question_first, config.data.question_first_tasks)
     return BUAModel.from_backbone(backbone_dir, soft, m.lora, template, dtype=m.dtype,
                                   device=device, gradient_checkpointing=m.gradient_checkpointing, chat=chat,
                                   adapter_dir=adapter_dir, autocast=m.autocast)

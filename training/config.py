@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+from bua.dialogue import ALL_TASKS
+
 STAGES = ("stage1", "stage2", "stage3")
 
 
@@ -42,6 +44,10 @@ class DataConfig:
     # it, so the text after the soft slot is the same for every task and a streamed event costs
     # its soft row plus that short text (bua.dialogue.default_template; training/README.md)
     question_first: bool = False
+    # a bua extension: only these tasks' first round asks first (e.g. [predict]: the prediction
+    # dialogues, and so every fast-path prediction and stream, re-evaluate only the short text
+    # after the history, while the understanding rounds keep the question after it)
+    question_first_tasks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -370,6 +376,13 @@ def _validate(config: TrainConfig, source: str) -> None:
 
     if config.model.pad_to_multiple < 0:
         fail("model.pad_to_multiple", config.model.pad_to_multiple, "must be >= 0 (0: auto)")
+    unknown = [t for t in config.data.question_first_tasks if t not in ALL_TASKS]
+    if unknown:
+        fail("data.question_first_tasks", config.data.question_first_tasks,
+             f"names unknown tasks {unknown} (tasks: {', '.join(ALL_TASKS)})")
+    if config.data.question_first and config.data.question_first_tasks:
+        fail("data.question_first_tasks", config.data.question_first_tasks,
+             "is redundant with data.question_first: true (every task asks first)")
     for name in STAGES:
         stage = config.stage(name)
         if stage.global_batch_size < 1:

@@ -74,7 +74,7 @@ SCORING_RULES = ("constrained", "summed")
 
 DEFAULT_MARKER = "<behavior_history>"
 QUESTION_FIELD = "{question}"  # where a question-first preamble puts the first round's question
-TEMPLATE_VERSION = 2  # written by this bua; version 1 (no QUESTION_FIELD) is still read
+TEMPLATE_VERSION = 3  # written by this bua; 1 (no QUESTION_FIELD) and 2 (no question_first_tasks) are still read
 SOFT_TOKEN_ID = -1  # placeholder id of soft-token positions in `tokenize_segments`
 
 _FIELD = re.compile(r"\{([a-z_]+)\}")
@@ -102,7 +102,8 @@ class DialogueTemplate:
 
     `preamble` opens the first user turn and contains `marker` exactly once; a task's
     `questions[task]` follows it in the first round, or takes the place of `QUESTION_FIELD` in
-    it (question first), and stands alone in later rounds.
+    it (question first), or, for the tasks in `question_first_tasks`, comes on a line of its own
+    before it; it stands alone in later rounds.
     """
 
     system: str
@@ -110,6 +111,7 @@ class DialogueTemplate:
     marker: str = DEFAULT_MARKER
     preamble: str = "Behavior history: " + DEFAULT_MARKER + "\n"
     version: int = TEMPLATE_VERSION
+    question_first_tasks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.marker:
@@ -125,6 +127,16 @@ class DialogueTemplate:
         if self.question_first and self.version < 2:
             raise ValueError(f"a preamble with {QUESTION_FIELD} needs dialogue template version 2, "
                              f"got version {self.version}")
+        object.__setattr__(self, "question_first_tasks", tuple(self.question_first_tasks))
+        if self.question_first_tasks:
+            if self.question_first:
+                raise ValueError(f"question_first_tasks is redundant when the preamble holds {QUESTION_FIELD} "
+                                 "(every task's question comes first)")
+            if self.version < 3:
+                raise ValueError(f"question_first_tasks needs dialogue template version 3, got version {self.version}")
+            unknown = [t for t in self.question_first_tasks if t not in self.questions]
+            if unknown:
+                raise ValueError(f"question_first_tasks names tasks without a question: {', '.join(unknown)}")
         if self.marker in self.system:
             raise ValueError("the system prompt may not contain the marker")
         for task, q in self.questions.items():
@@ -137,9 +149,13 @@ class DialogueTemplate:
 
     @property
     def question_first(self) -> bool:
-        """True when the first round's question precedes the soft slot: the text after the slot
-        is then the same for every task (a stream re-evaluates only it per event)."""
+        """True when every task's first-round question precedes the soft slot: the text after the
+        slot is then the same for every task (a stream re-evaluates only it per event)."""
         return QUESTION_FIELD in self.preamble
+
+    def asks_first(self, task: str) -> bool:
+        """Whether `task`'s first-round question precedes the soft slot."""
+        return self.question_first or task in self.question_first_tasks
 
     def first_turn(self, task: str, context: dict[str, str] | None = None) -> tuple[str, str]:
         """The first round's user text before and after the soft-token marker."""
@@ -147,6 +163,8 @@ class DialogueTemplate:
         before, after = self.preamble.split(self.marker)
         if self.question_first:
             return before.replace(QUESTION_FIELD, q), after
+        if task in self.question_first_tasks:
+            return q + "\n" + before, after
         return before, after + q
 
     def fields(self, task: str) -> list[str]:
@@ -178,18 +196,19 @@ class DialogueTemplate:
 
     def to_dict(self) -> dict:
         return {"version": self.version, "system": self.system, "marker": self.marker,
-                "preamble": self.preamble, "questions": dict(self.questions)}
+                "preamble": self.preamble, "questions": dict(self.questions),
+                "question_first_tasks": list(self.question_first_tasks)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DialogueTemplate":
         v = d.get("version", TEMPLATE_VERSION)
-        if v not in (1, TEMPLATE_VERSION):
-            raise ValueError(f"unsupported dialogue template version {v} (this bua reads 1 and "
+        if v not in range(1, TEMPLATE_VERSION + 1):
+            raise ValueError(f"unsupported dialogue template version {v} (this bua reads 1 to "
                              f"{TEMPLATE_VERSION})")
         return cls(system=d["system"], questions=dict(d["questions"]),
                    marker=d.get("marker", DEFAULT_MARKER),
                    preamble=d.get("preamble", "Behavior history: " + DEFAULT_MARKER + "\n"),
-                   version=v)
+                   version=v, question_first_tasks=tuple(d.get("question_first_tasks", ())))
 
 
 # The questions name the fields of an event line in words, never as a written sample: a
@@ -197,12 +216,14 @@ class DialogueTemplate:
 _EVENT_FIELDS = "one per line with its day, time, place and behavior"
 
 
-def default_template(question_first: bool = False) -> DialogueTemplate:
-    """bua's template; `question_first` puts the first round's question before the history
-    (a bua extension, `data.question_first`)."""
+def default_template(question_first: bool = False, question_first_tasks: Sequence[str] = ()) -> DialogueTemplate:
+    """bua's template; `question_first` puts every first round's question before the history,
+    `question_first_tasks` only those tasks' (bua extensions, `data.question_first` and
+    `data.question_first_tasks`)."""
     preamble = "Behavior history: " + DEFAULT_MARKER + "\n"
     return DialogueTemplate(
         preamble=QUESTION_FIELD + "\n" + preamble if question_first else preamble,
+        question_first_tasks=tuple(question_first_tasks),
         system=("You are a behavior understanding assistant. You read a user's encoded daily "
                 "behavior history and answer questions about the user."),
         questions={
