@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from bua import OnDevicePredictor
-from bua.dialogue import SCORING_RULES
+from bua.dialogue import PREDICT, SCORING_RULES
 from bua.simulate import simulate
 
 
@@ -40,7 +40,8 @@ def main(bundles: list[str], scoring: str) -> None:
             t = time.perf_counter()
             agree += p.predict(window, top_k=5, explain=False).top[0].behavior == top
             fresh_s.append(time.perf_counter() - t)
-        layout = "question first" if p.template.question_first else "history first"
+        layout = ("question first" if p.template.question_first else
+                  "the prediction's question first" if p.template.asks_first(PREDICT) else "history first")
         stream_ms, fresh_ms = 1e3 * np.median(stream_s), 1e3 * np.median(fresh_s)
         print(f"{path} ({layout}, {scoring} scoring): stream {stream_ms:.0f} ms, fresh {fresh_ms:.0f} ms, "
               f"ratio {fresh_ms / stream_ms:.2f}x, "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import numpy as np
 DEFAULT_CONFIG = "smollm2-135m-cpu"
 QUICK_CONFIG = "tiny-cpu"
 SHOWN_HISTORY = 12
-EVAL_FORMAT = 9  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
+EVAL_FORMAT = 10  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
 
 
 def configs_dir() -> Path:
@@ -188,7 +189,17 @@ def explanation_line(report: dict[str, Any]) -> str:
     return (f"understanding rounds of {users}: {report['rounds_repeating_a_line']} of "
             f"{report['rounds']} rounds repeat a line; {report['users_naming_a_behavior']} users' rounds name a "
             f"behavior, {report['mentions']} names in all, {share:.0%} of them in that user's history; "
-            f"{report['distinct_summaries']} distinct summaries ({report['distinct_summaries_per_user']:.2f} per user)")
+            f"{report['distinct_summaries']} distinct summaries ({report['distinct_summaries_per_user']:.2f} per "
+            f"user); {_claims_clause(report)}")
+
+
+def _claims_clause(report: dict[str, Any]) -> str:
+    if not report["count_claims"]:
+        return "no behavior counts claimed"
+    top = report["most_frequent_claimed"]
+    return (f"{report['count_claims']} behavior counts claimed (\"gaming (3)\"), {report['count_claims_right']:.0%} of "
+            f"them right" + ("" if math.isnan(top) else
+                             f"; a most frequent behavior among them for {top:.0%} of the users who repeat one"))
 
 
 def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict[str, Any], str]:

@@ -67,7 +67,7 @@ class AnswerDecoding:
 class PromptEngine:
     """`session` is the native `bua._native.Session` it evaluates on; `opening` the token ids
     the KV cache holds before the soft slot (system prompt and the first user text up to the
-    marker: the same for every task unless the template puts the question first), None before
+    marker: the same for every task unless the template puts a task's question first), None before
     the first call; `candidates` the token ids of each behavior name plus the end of turn, in
     vocabulary order."""
 
