@@ -39,9 +39,8 @@ def _tiny_bundle(root, dataset, question_first: bool = False, question_first_tas
     Projector(ProjectorConfig(in_dim=encoder.config.d_model, out_dim=64)).save(root / "projector")
     out = root / "bundle"
     export_bundle(backbone, None, root / "encoder", root / "projector", vocab,
-                  ChatFormat.from_tokenizer(backbone), default_template(question_first, question_first_tasks), out,
-                  "q8_0",
-                  n_threads=1, progress=lambda msg: None)
+                  ChatFormat.from_tokenizer(backbone), default_template(question_first, question_first_tasks),
+                  out, "q8_0", n_threads=1, progress=lambda msg: None)
     return out
 
 

@@ -208,7 +208,7 @@ class DialogueTemplate:
         return cls(system=d["system"], questions=dict(d["questions"]),
                    marker=d.get("marker", DEFAULT_MARKER),
                    preamble=d.get("preamble", "Behavior history: " + DEFAULT_MARKER + "\n"),
-                   version=v, question_first_tasks=tuple(d.get("question_first_tasks", ())))
+                   version=v, question_first_tasks=d.get("question_first_tasks", ()))
 
 
 # The questions name the fields of an event line in words, never as a written sample: a
@@ -223,7 +223,7 @@ def default_template(question_first: bool = False, question_first_tasks: Sequenc
     preamble = "Behavior history: " + DEFAULT_MARKER + "\n"
     return DialogueTemplate(
         preamble=QUESTION_FIELD + "\n" + preamble if question_first else preamble,
-        question_first_tasks=tuple(question_first_tasks),
+        question_first_tasks=question_first_tasks,
         system=("You are a behavior understanding assistant. You read a user's encoded daily "
                 "behavior history and answer questions about the user."),
         questions={

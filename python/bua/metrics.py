@@ -401,31 +401,37 @@ _CLAUSE_END = re.compile(r"\n|[.;:,!?](?:\s|$)")
 _REPEAT_NOISE = re.compile(r"\d+x?\b|[^a-z@' -]")
 
 
+_CLAIMED_COUNT = re.compile(r"\s*\((\d+)\)")
+
+
+def _name_spans(lowered: str, behavior_names: Sequence[str]) -> list[tuple[int, int, str]]:
+    """(start, end, name) of every behavior name in lowercased text, in order, as whole words; a
+    longer name wins over a shorter one inside it."""
+    found: list[tuple[int, int, str]] = []
+    for name in sorted(set(behavior_names), key=len, reverse=True):
+        pattern = name_pattern(name)
+        found += [(m.start(), m.end(), name) for m in pattern.finditer(lowered)]
+        lowered = pattern.sub(lambda m: " " * len(m.group()), lowered)
+    return sorted(found)
+
+
 def named_behaviors(text: str, behavior_names: Sequence[str]) -> list[str]:
     """The behavior names mentioned in `text`, in order, matched case-insensitively as whole
     words; a longer name wins over a shorter one inside it ("short videos" is not also "videos")."""
-    found: list[tuple[int, str]] = []
-    lowered = text.lower()
-    for name in sorted(set(behavior_names), key=len, reverse=True):
-        pattern = name_pattern(name)
-        for m in pattern.finditer(lowered):
-            found.append((m.start(), name))
-        lowered = pattern.sub(lambda m: " " * len(m.group()), lowered)
-    return [name for _, name in sorted(found)]
+    return [name for _, _, name in _name_spans(text.lower(), behavior_names)]
 
 
 def count_claims(text: str, behavior_names: Sequence[str]) -> list[tuple[str, int]]:
     """The "<behavior> (<n>)" claims in `text` ("Frequent: gaming (3), music (2)"): each behavior
     name followed by a bracketed count, in order (names found as `named_behaviors` finds them;
     "(2x)", a sequence's count, is not a claim)."""
-    found: list[tuple[int, str, int]] = []
     lowered = text.lower()
-    for name in sorted(set(behavior_names), key=len, reverse=True):
-        pattern = name_pattern(name)
-        for m in re.finditer(pattern.pattern + r"\s*\((\d+)\)", lowered):
-            found.append((m.start(), name, int(m.group(1))))
-        lowered = pattern.sub(lambda m: " " * len(m.group()), lowered)
-    return [(name, n) for _, name, n in sorted(found)]
+    claims = []
+    for _, end, name in _name_spans(lowered, behavior_names):
+        m = _CLAIMED_COUNT.match(lowered, end)
+        if m:
+            claims.append((name, int(m.group(1))))
+    return claims
 
 
 def explanation_metrics(
@@ -456,7 +462,6 @@ def explanation_metrics(
     claims = claims_right = repeaters = top_claimed = 0
     summaries = []
     for explanation, history in zip(explanations, history_behaviors):
-        seen = {b.lower() for b in history}
         counts = Counter(b.lower() for b in history)
         top = max(counts.values(), default=0)
         claimed = set()
@@ -472,7 +477,7 @@ def explanation_metrics(
             repeating += len(parts) != len(set(parts))
             names = named_behaviors(text, behavior_names)
             mentions += len(names)
-            in_history += sum(n.lower() in seen for n in names)
+            in_history += sum(n.lower() in counts for n in names)
             named_any = named_any or bool(names)
         naming += named_any
         if top >= 2:
