@@ -24,7 +24,7 @@ def tiny_dataset():
     return simulate(n_users=4, n_days=7, seed=3)
 
 
-def _tiny_bundle(root, dataset, question_first: bool = False, question_first_tasks=()):
+def _tiny_bundle(root, dataset, question_first: bool = False, question_first_tasks=(), history_in_reply_tasks=()):
     from bua.backbones import resolve_backbone
     from bua.chat import ChatFormat
     from bua.dialogue import default_template
@@ -39,7 +39,8 @@ def _tiny_bundle(root, dataset, question_first: bool = False, question_first_tas
     Projector(ProjectorConfig(in_dim=encoder.config.d_model, out_dim=64)).save(root / "projector")
     out = root / "bundle"
     export_bundle(backbone, None, root / "encoder", root / "projector", vocab,
-                  ChatFormat.from_tokenizer(backbone), default_template(question_first, question_first_tasks),
+                  ChatFormat.from_tokenizer(backbone),
+                  default_template(question_first, question_first_tasks, history_in_reply_tasks),
                   out, "q8_0", n_threads=1, progress=lambda msg: None)
     return out
 
@@ -61,3 +62,9 @@ def tiny_bundle_question_first(tmp_path_factory, tiny_dataset):
 def tiny_bundle_predict_first(tmp_path_factory, tiny_dataset):
     """The same with only the prediction's question before the history (`data.question_first_tasks`)."""
     return _tiny_bundle(tmp_path_factory.mktemp("runtime_pf"), tiny_dataset, question_first_tasks=("predict",))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_history_in_reply(tmp_path_factory, tiny_dataset):
+    """The same with the prediction's history in the reply (`data.history_in_reply_tasks`)."""
+    return _tiny_bundle(tmp_path_factory.mktemp("runtime_hr"), tiny_dataset, history_in_reply_tasks=("predict",))

@@ -112,8 +112,8 @@ def test_question_first_template_puts_the_question_before_the_history():
     assert segs[3:] == render_dialogue(TPL, CHAT, TASKS, ANSWERS)[3:]
     # a version-1 template (bundles written before the field existed) still reads
     assert DialogueTemplate.from_dict({**TPL.to_dict(), "version": 1}).preamble == TPL.preamble
-    with pytest.raises(ValueError, match="unsupported dialogue template version 4"):
-        DialogueTemplate.from_dict({**TPL.to_dict(), "version": 4})
+    with pytest.raises(ValueError, match="unsupported dialogue template version 5"):
+        DialogueTemplate.from_dict({**TPL.to_dict(), "version": 5})
 
 
 def test_question_first_tasks_ask_first_only_in_their_own_first_round():
@@ -135,6 +135,51 @@ def test_question_first_tasks_ask_first_only_in_their_own_first_round():
         default_template(question_first_tasks=["nap"])
     with pytest.raises(ValueError, match="redundant"):
         default_template(question_first=True, question_first_tasks=[PREDICT])
+
+
+def test_history_in_reply_tasks_open_the_reply_with_the_history():
+    hr = default_template(history_in_reply_tasks=[PREDICT])
+    assert hr.history_in_reply(PREDICT) and hr.asks_first(PREDICT) and not hr.history_in_reply("key_behaviors")
+    assert DialogueTemplate.from_dict(json.loads(json.dumps(hr.to_dict()))) == hr
+    head, soft, after = round_prompt_segments(hr, CHAT, PREDICT, True)
+    # the user turn is the question; the reply opens with the history and the answer follows its newline
+    assert head.text.endswith(CHAT.user_prefix + hr.questions[PREDICT] + CHAT.user_suffix + CHAT.assistant_prefix
+                              + "Behavior history: ")
+    assert soft.kind == "soft" and after.text == "\n"
+    segs = render_dialogue(hr, CHAT, [PREDICT], ["gaming"])
+    assert dialogue_text(segs) == CHAT.render(hr.system, [(hr.questions[PREDICT], TPL.preamble + "gaming")])
+    assert hr.user_text(PREDICT, True) == hr.questions[PREDICT]
+    # other tasks' dialogues, and the prediction round after the understanding rounds, keep their layout
+    assert render_dialogue(hr, CHAT, TASKS, ANSWERS) == render_dialogue(TPL, CHAT, TASKS, ANSWERS)
+    # a version-3 template (no such tasks) still reads; the field needs version 4
+    assert DialogueTemplate.from_dict({**TPL.to_dict(), "version": 3}).history_in_reply_tasks == ()
+    with pytest.raises(ValueError, match="needs dialogue template version 4"):
+        DialogueTemplate.from_dict({**hr.to_dict(), "version": 3})
+    with pytest.raises(ValueError, match="tasks without a question: nap"):
+        default_template(history_in_reply_tasks=["nap"])
+    with pytest.raises(ValueError, match="cannot be combined"):
+        default_template(question_first=True, history_in_reply_tasks=[PREDICT])
+    with pytest.raises(ValueError, match="both question_first_tasks and history_in_reply_tasks: predict"):
+        default_template(question_first_tasks=[PREDICT], history_in_reply_tasks=[PREDICT])
+    with pytest.raises(ValueError, match="text after the marker"):
+        DialogueTemplate(system="s", questions={PREDICT: "q"}, preamble="History: " + TPL.marker,
+                         history_in_reply_tasks=(PREDICT,))
+
+
+def test_history_in_reply_tokenizes_as_the_chat_template_with_the_marker_in_the_reply(smol_tok):
+    hr = default_template(history_in_reply_tasks=[PREDICT])
+    segs = render_dialogue(hr, CHAT, [PREDICT], ["watching video"])
+    full = smol_tok.apply_chat_template([{"role": "system", "content": hr.system},
+                                         {"role": "user", "content": hr.user_text(PREDICT, True)},
+                                         {"role": "assistant", "content": hr.preamble + "watching video"}],
+                                        tokenize=False)
+    assert full == dialogue_text(segs, hr.marker)
+    before, after = full.split(hr.marker)
+    tok = tokenize_segments(segs, smol_tok)
+    assert tok.input_ids.tolist() == (smol_tok(before, add_special_tokens=False)["input_ids"] + [SOFT_TOKEN_ID]
+                                      + smol_tok(after, add_special_tokens=False)["input_ids"])
+    (_, _, s, e), = tok.spans
+    assert s == tok.soft_start + 2  # the answer starts right after the soft row and one newline
 
 
 def test_prompt_stops_after_assistant_prefix():

@@ -10,7 +10,13 @@ import urllib.request
 import pytest
 
 from bua import scenes
-from bua.dialogue import EXPLAIN_ANSWER_END, EXPLAIN_LAST_SECTION, STAGE1_TASKS, STAGE2_EXPLAIN_TASKS
+from bua.dialogue import (
+    EXPLAIN_ANSWER_END,
+    EXPLAIN_FIRST_SECTION,
+    EXPLAIN_LAST_SECTION,
+    STAGE1_TASKS,
+    STAGE2_EXPLAIN_TASKS,
+)
 from bua.events import Event, UserHistory
 from bua.labels import ISSUES, LabelConfig, Labeler, OpenAITeacher, Teacher, make_reflection
 from bua.labels import tasks as T
@@ -335,6 +341,9 @@ def test_stage2_labels_pass_the_explanation_checks(sim):
             text = ans[task]
             assert text.count(header) == 1 and not re.search(r"[.!?]\s", text[text.index(header):]), text
             assert text.endswith("."), text
+        # and writes each answer's first header before the model goes on (EXPLAIN_FIRST_SECTION)
+        for task, header in EXPLAIN_FIRST_SECTION.items():
+            assert ans[task].startswith(header + " "), ans[task]
     m = explanation_metrics(answers,
                             [[names[e.behavior] for e in s.history] for s in held_out], names)
     assert m["users"] > 50

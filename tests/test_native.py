@@ -210,6 +210,29 @@ def test_end_after_ends_with_the_sentence_after_a_header(smollm2):
     assert _generate_after(smollm2, prompt, 30, end_after="D:")[0]["text"] == plain["text"]
 
 
+def test_counts_write_the_given_number_after_a_name_and_its_bracket(smollm2):
+    prompt = "Counts: apple (3), pear (5), plum (4), apple (3), pear (5), plum (4),"
+    plain, _, _ = _generate_after(smollm2, prompt, 16)
+    assert plain["text"].startswith(" apple (3), pear (5), plum (4),")  # greedy SmolLM2 continues the list
+    out, session, ids = _generate_after(smollm2, prompt, 16, counts=[("PEAR", 12), ("apple", 7), ("le", 1)])
+    # the named counts replace the model's numbers (whole names, any case; "plum" has none), and
+    # the number ends where the count does; the model writes everything else
+    assert out["text"].startswith(" apple (7), pear (12),"), out["text"]
+    claims = re.findall(r"(\w+) \((\d+)", out["text"])
+    assert len(claims) >= 3 and all(n == {"apple": "7", "pear": "12"}.get(name, n) for name, n in claims), claims
+    assert smollm2.detokenize(out["tokens"], special=False) == out["text"]
+    assert session.n_past == len(ids) + len(out["tokens"])
+    fresh = native.Session(smollm2, n_ctx=256, n_threads=2)
+    fresh.eval_tokens(ids + list(out["tokens"]))
+    np.testing.assert_allclose(session.last_logits(), fresh.last_logits(), atol=1e-3)
+    # a bracket that does not start a number is left alone
+    places = "Moves: gaming (@home -> @cafe), music (@cafe -> @home), gaming ("
+    assert _generate_after(smollm2, places, 8, counts=[("gaming", 2)])[0]["text"] == \
+        _generate_after(smollm2, places, 8)[0]["text"]
+    with pytest.raises(native.LlamaError, match="negative"):
+        _generate_after(smollm2, prompt, 4, counts=[("pear", -1)])
+
+
 def test_banned_phrases_are_taken_back_from_their_first_token(smollm2):
     prompt = "Fruits: apple, pear, apple, pear, apple, pear,"
     plain, _, _ = _generate_after(smollm2, prompt, 12)

@@ -156,7 +156,8 @@ def test_explain_runs_the_understanding_rounds(predictor, history):
 def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at_a_newline(bundle_dir, history, layout):
     predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, max_answer_tokens=8,
                                               dry_multiplier=2.0, dry_allowed_length=3, unique_clauses=layout,
-                                              end_after_last_section=layout, grounded_names=layout)
+                                              end_after_last_section=layout, grounded_names=layout,
+                                              grounded_counts=layout)
     calls = []
 
     class Recording:  # the native session, with its generate calls recorded
@@ -184,6 +185,10 @@ def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at
     seen = {names[e.behavior] for e in history[-predictor.bundle.max_history:]}
     absent = sorted(set(names) - seen) if layout else []
     assert all(sorted(c["banned_phrases"]) == absent for c in calls), (calls[0]["banned_phrases"], absent)
+    # counted: the key-behaviors round writes each behavior's number of events in that window
+    window = [names[e.behavior] for e in history[-predictor.bundle.max_history:]]
+    want = sorted((n, window.count(n)) for n in set(window)) if layout else []
+    assert [sorted(c["counts"]) for c in calls] == [want, [], []]
 
 
 def test_generate_falls_back_to_the_grammar_and_parses(predictor, history):
@@ -531,12 +536,14 @@ def test_stream_equals_fresh_predict_across_window_drops_and_users(predictor, bu
     assert len(a.events) <= limit
 
 
-@pytest.mark.parametrize("layout", ["tiny_bundle_question_first", "tiny_bundle_predict_first"])
+@pytest.mark.parametrize("layout", ["tiny_bundle_question_first", "tiny_bundle_predict_first",
+                                    "tiny_bundle_history_in_reply"])
 def test_question_first_stream_re_evaluates_only_the_new_row_and_the_turn_end(layout, request, dataset):
     """With the prediction's question before the history (every task's, or the prediction's
-    only), an append evaluates the new soft row and the few tokens that close the user turn;
-    predictions equal a fresh predict's, also after calls whose first round is another task
-    (their opening shares only a prefix with the cached one)."""
+    only, or with the history in the reply), an append evaluates the new soft row and the few
+    tokens after it (the user turn's end; one newline in the reply); predictions equal a fresh
+    predict's, also after calls whose first round is another task (their opening shares only a
+    prefix with the cached one)."""
     from bua.dialogue import PREDICT, round_prompt_segments
 
     bundle = request.getfixturevalue(layout)
@@ -546,6 +553,8 @@ def test_question_first_stream_re_evaluates_only_the_new_row_and_the_turn_end(la
     assert p.template.question_first == (layout == "tiny_bundle_question_first")
     after = round_prompt_segments(p.template, p.chat, PREDICT, True)[2].text
     n_after = len(p.engine.tokens(after))
+    if layout == "tiny_bundle_history_in_reply":
+        assert p.template.history_in_reply(PREDICT) and after == "\n" and n_after == 1
     log = list(dataset.users[2].events)[:12]
     s = p.stream(log[:3], top_k=3)
     for i, event in enumerate(log[3:], start=4):

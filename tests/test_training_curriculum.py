@@ -236,6 +236,20 @@ def test_init_from_takes_the_finished_stages_of_an_older_run(tmp_path):
     assert proc.returncode == 2 and "its stage1 has status 'skipped'" in proc.stderr
 
 
+def test_init_from_ignores_a_layout_switch_for_tasks_the_taken_stages_never_render(tmp_path, full_run):
+    """Stage 1 never renders a prediction dialogue: a run that moves the prediction's history into
+    the reply may take it over; stage 2 renders them, so taking it fails with the difference."""
+    layout = ("--set", "data.history_in_reply_tasks=[predict]")
+    out = tmp_path / "hr"
+    curriculum("--out", str(out), "--stages", "2", "--no-eval", "--init-from", str(full_run),
+               "--set", "stage2.max_steps=1", *layout)
+    record = json.loads((out / "run.json").read_text())
+    assert record["stages"]["stage1"]["copied_from"] == str(full_run) and record["stages"]["stage2"]["status"] == "done"
+    proc = curriculum("--out", str(tmp_path / "x"), "--stages", "3", "--no-eval", "--init-from", str(full_run),
+                      *layout, check=False)
+    assert proc.returncode == 2 and "x.history_in_reply_tasks: [] -> ['predict']" in proc.stderr
+
+
 def test_generation_weight_scales_the_generation_rounds(tmp_path, full_run):
     """Only direct generation dialogues, the same first batch: weight 3 triples the gradient
     (every round is a generation round) and leaves the logged, unweighted loss as it was."""

@@ -260,12 +260,16 @@ def _shared_prefix(model, cuts, answers):
     return shared_prefix_example(SharedPrefix(dialogues), model.tokenizer, model.n_soft_tokens, {})
 
 
-@pytest.mark.parametrize("arch,attn", [("qwen2", "sdpa"), ("llama", "sdpa"), ("qwen2", "eager")])
-def test_shared_prefix_branches_equal_separate_dialogues(arch, attn):
+@pytest.mark.parametrize("arch,attn,in_reply", [("qwen2", "sdpa", False), ("llama", "sdpa", False),
+                                                ("qwen2", "eager", False), ("llama", "sdpa", True)])
+def test_shared_prefix_branches_equal_separate_dialogues(arch, attn, in_reply):
     """stage2.prefix_predictions: each branch of one forward pass has exactly the answer NLL of
-    its own dialogue (history prefix + question + answer), also next to an ordinary example."""
+    its own dialogue (history prefix + question + answer), also next to an ordinary example, and
+    with the history in the reply (`data.history_in_reply_tasks`: a branch is the newline + answer)."""
     model = _model(arch)
     model.lm.config._attn_implementation = attn
+    if in_reply:
+        model.template = default_template(history_in_reply_tasks=["predict"])
     cuts, answers = [4, 2, 3], ["gaming", "check weather", "subway"]
     shared = _shared_prefix(model, cuts, answers)
     assert [b.sees - shared.tokens.soft_start for b in shared.branches] == cuts

@@ -46,6 +46,14 @@ def test_bad_value_names_field_and_value(tmp_path):
     with pytest.raises(ConfigError, match="redundant with data.question_first"):
         config_from_dict({"data": {"question_first": True, "question_first_tasks": ["predict"]}})
     assert config_from_dict({"data": {"question_first_tasks": ["predict"]}}).data.question_first_tasks == ["predict"]
+    with pytest.raises(ConfigError, match=r"'data.history_in_reply_tasks' = \['nap'\] names unknown tasks"):
+        config_from_dict({"data": {"history_in_reply_tasks": ["nap"]}})
+    with pytest.raises(ConfigError, match="cannot be combined with data.question_first"):
+        config_from_dict({"data": {"question_first": True, "history_in_reply_tasks": ["predict"]}})
+    with pytest.raises(ConfigError, match=r"also in data.question_first_tasks: \['predict'\]"):
+        config_from_dict({"data": {"question_first_tasks": ["predict"], "history_in_reply_tasks": ["predict"]}})
+    data = config_from_dict({"data": {"history_in_reply_tasks": ["predict"]}}).data
+    assert data.history_in_reply_tasks == ["predict"] and data.template().history_in_reply("predict")
 
 
 def test_stage_optimizer_inherits_top_level_key_by_key():

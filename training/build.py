@@ -64,7 +64,6 @@ def build_model(config: TrainConfig, encoder, backbone_dir: Path, device: torch.
     """A BUAModel with a fresh projector (seeded by `config.seed`) and a fresh LoRA (or `adapter_dir`)."""
     from transformers import AutoConfig
 
-    from bua.dialogue import default_template
     from bua.models.projector import Projector, ProjectorConfig, SoftTokenizer
     from bua.training.model import BUAModel
 
@@ -77,7 +76,7 @@ def build_model(config: TrainConfig, encoder, backbone_dir: Path, device: torch.
                                           states=config.encoder.projector_states))
     soft = SoftTokenizer(encoder, projector)
     m = config.model
-    template = template or default_template(config.data.question_first, config.data.question_first_tasks)
+    template = template or config.data.template()
     return BUAModel.from_backbone(backbone_dir, soft, m.lora, template, dtype=m.dtype,
                                   device=device, gradient_checkpointing=m.gradient_checkpointing, chat=chat,
                                   adapter_dir=adapter_dir, autocast=m.autocast)

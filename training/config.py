@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from bua.dialogue import ALL_TASKS
+from bua.dialogue import ALL_TASKS, DialogueTemplate, default_template
 
 STAGES = ("stage1", "stage2", "stage3")
 
@@ -48,6 +48,14 @@ class DataConfig:
     # dialogues, and so every fast-path prediction and stream, re-evaluate only the short text
     # after the history, while the understanding rounds keep the question after it)
     question_first_tasks: list[str] = field(default_factory=list)
+    # a bua extension: these tasks' first round is the question alone in the user turn, and the
+    # assistant's reply opens with the history; the answer follows the newline after it, so a
+    # streamed event costs its soft row and one more position (training/README.md)
+    history_in_reply_tasks: list[str] = field(default_factory=list)
+
+    def template(self) -> DialogueTemplate:
+        """bua's dialogue template in this config's layout."""
+        return default_template(self.question_first, self.question_first_tasks, self.history_in_reply_tasks)
 
 
 @dataclass
@@ -383,6 +391,17 @@ def _validate(config: TrainConfig, source: str) -> None:
     if config.data.question_first and config.data.question_first_tasks:
         fail("data.question_first_tasks", config.data.question_first_tasks,
              "is redundant with data.question_first: true (every task asks first)")
+    unknown = [t for t in config.data.history_in_reply_tasks if t not in ALL_TASKS]
+    if unknown:
+        fail("data.history_in_reply_tasks", config.data.history_in_reply_tasks,
+             f"names unknown tasks {unknown} (tasks: {', '.join(ALL_TASKS)})")
+    if config.data.question_first and config.data.history_in_reply_tasks:
+        fail("data.history_in_reply_tasks", config.data.history_in_reply_tasks,
+             "cannot be combined with data.question_first: true (that puts the question beside the history)")
+    both = [t for t in config.data.history_in_reply_tasks if t in config.data.question_first_tasks]
+    if both:
+        fail("data.history_in_reply_tasks", config.data.history_in_reply_tasks,
+             f"names tasks also in data.question_first_tasks: {both}")
     for name in STAGES:
         stage = config.stage(name)
         if stage.global_batch_size < 1:

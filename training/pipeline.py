@@ -24,6 +24,7 @@ from bua.training.checkpoint import (
     write_run,
 )
 from bua.training.config import TrainConfig, config_from_dict, load_config
+from bua.training.data import STAGE_TASKS
 from bua.training.model import resolve_pad_multiple
 
 STAGE_NAMES = {"1": "stage1", "2": "stage2", "3": "stage3", "stage1": "stage1", "stage2": "stage2", "stage3": "stage3"}
@@ -128,6 +129,11 @@ def _copy_earlier_stages(
     if opts.init_stages is None:  # by default, the earlier stages the other run finished
         take = [s for s in take if other["stages"][s].get("status") == "done"]
     theirs, ours = _recorded_config(other, src), config.to_dict()
+    # a layout switch for tasks that the taken stages never render does not change them
+    rendered = {t for s in take for t in (config.stage(s).tasks or STAGE_TASKS[s])}
+    for data in (theirs["data"], ours["data"]):
+        for key in ("question_first_tasks", "history_in_reply_tasks"):
+            data[key] = [t for t in data.get(key, []) if t in rendered]
     for section in ("data", "encoder", "model", "seed"):
         diff = _config_diff({"x": theirs[section]}, {"x": ours[section]})
         if diff:

@@ -136,7 +136,8 @@ PYBIND11_MODULE(_native, m) {
                             float top_p, uint32_t seed, const std::string& grammar, bool keep,
                             float dry_multiplier, float dry_base, int dry_allowed_length, bool unique_clauses,
                             const std::vector<std::string>& banned_phrases, int max_retakes,
-                            const std::string& end_after, float min_p) {
+                            const std::string& end_after, float min_p,
+                            const std::vector<std::pair<std::string, int>>& counts) {
             bua::SamplingParams sp;
             sp.temperature = temperature;
             sp.top_p = top_p;
@@ -150,6 +151,7 @@ PYBIND11_MODULE(_native, m) {
             sp.banned_phrases = banned_phrases;
             sp.max_retakes = max_retakes;
             sp.end_after = end_after;
+            sp.counts = counts;
             bua::Generation g;
             {
                 py::gil_scoped_release release;
@@ -165,7 +167,8 @@ PYBIND11_MODULE(_native, m) {
            py::arg("top_p") = 1.0f, py::arg("seed") = 0u, py::arg("grammar") = std::string(), py::arg("keep") = true,
            py::arg("dry_multiplier") = 0.0f, py::arg("dry_base") = 1.75f, py::arg("dry_allowed_length") = 2,
            py::arg("unique_clauses") = false, py::arg("banned_phrases") = std::vector<std::string>(),
-           py::arg("max_retakes") = 3, py::arg("end_after") = std::string(), py::arg("min_p") = 0.0f)
+           py::arg("max_retakes") = 3, py::arg("end_after") = std::string(), py::arg("min_p") = 0.0f,
+           py::arg("counts") = std::vector<std::pair<std::string, int>>())
         .def("score_continuations", [](bua::Session& self, const std::vector<std::vector<bua::Token>>& cands) {
             std::vector<double> s;
             {

@@ -509,6 +509,24 @@ size_t first_phrase(const std::string& text, const std::vector<std::string>& phr
     return first;
 }
 
+// The count of the name that `text` ends with, followed by " (" (SamplingParams::counts, names
+// lowercase; the longest such name), or -1.
+int count_before(const std::string& text, const std::vector<std::pair<std::string, int>>& counts) {
+    static const std::string open = " (";
+    if (text.size() < open.size() || text.compare(text.size() - open.size(), open.size(), open) != 0) return -1;
+    const std::string lower = ascii_lower(text.substr(0, text.size() - open.size()));
+    int found = -1;
+    size_t longest = 0;
+    for (const auto& [name, count] : counts) {
+        if (name.empty() || name.size() > lower.size() || name.size() <= longest) continue;
+        const size_t at = lower.size() - name.size();
+        if (lower.compare(at, name.size(), name) != 0 || (at > 0 && is_alnum(lower[at - 1]))) continue;
+        found = count;
+        longest = name.size();
+    }
+    return found;
+}
+
 // Position just past the first sentence end (. ! or ? followed by white space) in text[from, ...).
 size_t sentence_end(const std::string& text, size_t from) {
     for (size_t i = from; i + 1 < text.size(); ++i)
@@ -567,6 +585,18 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
     std::vector<std::string> phrases;
     for (const std::string& p : sampling.banned_phrases)
         if (!p.empty()) phrases.push_back(ascii_lower(p));
+    std::vector<std::pair<std::string, int>> counts;
+    for (const auto& [name, count] : sampling.counts) {
+        if (count < 0) throw Error(ErrorKind::invalid_argument, "counts: the count of '" + name + "' is negative");
+        if (!name.empty()) counts.emplace_back(ascii_lower(name), count);
+    }
+    std::vector<Token> digit_tokens;  // tokens whose text starts with a digit (banned after a count)
+    if (!counts.empty())
+        for (Token t = 0; t < n_vocab; ++t) {
+            const std::string piece = model_->token_to_piece(t, false);
+            if (!piece.empty() && std::isdigit(static_cast<unsigned char>(piece[0]))) digit_tokens.push_back(t);
+        }
+    size_t no_digit_at = std::string::npos;  // the position right after a written count
     std::vector<llama_token_data> cand(n_vocab);
     Generation out;
     out.stop_reason = "max_tokens";
@@ -595,6 +625,7 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
     // and bans token k there; false when that position is out of retakes.
     auto retake = [&](size_t k, Token tok) {
         banned.erase(banned.upper_bound(k), banned.end());  // later positions get a new prefix
+        if (no_digit_at != std::string::npos && k < no_digit_at) no_digit_at = std::string::npos;
         std::vector<Token>& bans = banned[k];
         bans.push_back(k < out.tokens.size() ? out.tokens[k] : tok);
         ++out.retaken;
@@ -616,12 +647,30 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
         auto ban = banned.find(out.tokens.size());
         if (ban != banned.end())
             for (Token t : ban->second) cand[t].logit = -INFINITY;
+        if (out.tokens.size() == no_digit_at)
+            for (Token t : digit_tokens) cand[t].logit = -INFINITY;
         llama_token_data_array arr{cand.data(), cand.size(), -1, false};
         llama_sampler_apply(chain.get(), &arr);
         if (arr.selected < 0 || arr.selected >= static_cast<int64_t>(arr.size)) throw Error(ErrorKind::llama, "sampler selected no token");
         const Token tok = arr.data[arr.selected].id;
         const bool eog = model_->is_end_of_generation(tok);
-        std::string text = out.text + (eog ? std::string() : model_->token_to_piece(tok, false));
+        std::string piece = eog ? std::string() : model_->token_to_piece(tok, false);
+        const int count = !piece.empty() && std::isdigit(static_cast<unsigned char>(piece[0]))
+            ? count_before(out.text, counts) : -1;
+        if (count >= 0) {  // the count is written instead of the model's number; the model goes on after it
+            const std::vector<Token> written = model_->tokenize(std::to_string(count), false, false);
+            eval_tokens(written);
+            for (Token t : written) {
+                llama_sampler_accept(chain.get(), t);
+                token_text.push_back(out.text.size());
+                out.tokens.push_back(t);
+                out.text += model_->token_to_piece(t, false);
+            }
+            no_digit_at = out.tokens.size();
+            step += static_cast<int>(written.size()) - 1;
+            continue;
+        }
+        std::string text = out.text + piece;
         size_t cut = std::string::npos;
         for (const std::string& s : stop) {
             if (s.empty() || eog) continue;

@@ -18,9 +18,12 @@ from bua.events import DAY_ABBRS, DAY_NAMES, Event
 
 __all__ = [
     "ALL_TASKS",
+    "COUNTED_TASKS",
     "DEFAULT_MARKER",
     "QUESTION_FIELD",
     "DialogueTemplate",
+    "EXPLAIN_FIRST_SECTION",
+    "EXPLAIN_LAST_SECTION",
     "FINAL_TASKS",
     "GENERATE",
     "PREDICT",
@@ -61,8 +64,13 @@ STAGE2_EXPLAIN_TASKS = (KEY_BEHAVIORS, PATTERNS, SUMMARY)
 # every understanding answer is one line (the labels; tests/test_labels.py): at run time a newline ends it
 EXPLAIN_ANSWER_END = "\n"
 # Each understanding answer is "Header: ..." sentences in a fixed order (bua.labels.tasks,
-# bua.labels.profile.Summary); the sentence after its last header ends it (tests/test_labels.py).
+# bua.labels.profile.Summary): it opens with its first header, and the sentence after its last
+# header ends it (tests/test_labels.py).
+EXPLAIN_FIRST_SECTION = {KEY_BEHAVIORS: "Frequent:", PATTERNS: "Sequences:", SUMMARY: "Trait:"}
 EXPLAIN_LAST_SECTION = {KEY_BEHAVIORS: "Phase shifts:", PATTERNS: "Place:", SUMMARY: "Anchors:"}
+# the rounds whose "<behavior> (<n>)" states the behavior's number of events in the history
+# (bua.labels.tasks.key_behaviors; a "(<n>x)" elsewhere counts a sequence or an anchor)
+COUNTED_TASKS = (KEY_BEHAVIORS,)
 FINAL_TASKS = (PREDICT, GENERATE)
 STAGE3_TASKS = (REFLECT,)
 ALL_TASKS = STAGE1_TASKS + STAGE2_EXPLAIN_TASKS + FINAL_TASKS + STAGE3_TASKS
@@ -74,7 +82,9 @@ SCORING_RULES = ("constrained", "summed")
 
 DEFAULT_MARKER = "<behavior_history>"
 QUESTION_FIELD = "{question}"  # where a question-first preamble puts the first round's question
-TEMPLATE_VERSION = 3  # written by this bua; 1 (no QUESTION_FIELD) and 2 (no question_first_tasks) are still read
+# written by this bua; 1 (no QUESTION_FIELD), 2 (no question_first_tasks) and 3 (no
+# history_in_reply_tasks) are still read
+TEMPLATE_VERSION = 4
 SOFT_TOKEN_ID = -1  # placeholder id of soft-token positions in `tokenize_segments`
 
 _FIELD = re.compile(r"\{([a-z_]+)\}")
@@ -103,7 +113,9 @@ class DialogueTemplate:
     `preamble` opens the first user turn and contains `marker` exactly once; a task's
     `questions[task]` follows it in the first round, or takes the place of `QUESTION_FIELD` in
     it (question first), or, for the tasks in `question_first_tasks`, comes on a line of its own
-    before it; it stands alone in later rounds.
+    before it; it stands alone in later rounds. For the tasks in `history_in_reply_tasks` the
+    first user turn is the question alone and the preamble opens the assistant's reply, so the
+    answer follows right after the text that ends the preamble (a newline by default).
     """
 
     system: str
@@ -112,6 +124,7 @@ class DialogueTemplate:
     preamble: str = "Behavior history: " + DEFAULT_MARKER + "\n"
     version: int = TEMPLATE_VERSION
     question_first_tasks: tuple[str, ...] = ()
+    history_in_reply_tasks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.marker:
@@ -137,6 +150,23 @@ class DialogueTemplate:
             unknown = [t for t in self.question_first_tasks if t not in self.questions]
             if unknown:
                 raise ValueError(f"question_first_tasks names tasks without a question: {', '.join(unknown)}")
+        object.__setattr__(self, "history_in_reply_tasks", tuple(self.history_in_reply_tasks))
+        if self.history_in_reply_tasks:
+            if self.question_first:
+                raise ValueError(f"history_in_reply_tasks cannot be combined with a preamble holding "
+                                 f"{QUESTION_FIELD}: the question is the user turn, the preamble the reply's opening")
+            if self.version < 4:
+                raise ValueError("history_in_reply_tasks needs dialogue template version 4, "
+                                 f"got version {self.version}")
+            unknown = [t for t in self.history_in_reply_tasks if t not in self.questions]
+            if unknown:
+                raise ValueError(f"history_in_reply_tasks names tasks without a question: {', '.join(unknown)}")
+            both = [t for t in self.history_in_reply_tasks if t in self.question_first_tasks]
+            if both:
+                raise ValueError(f"tasks in both question_first_tasks and history_in_reply_tasks: {', '.join(both)}")
+            if not self.preamble.split(self.marker)[1]:
+                raise ValueError("history_in_reply_tasks needs text after the marker in the preamble (the "
+                                 f"position the answer is read from): {self.preamble!r}")
         if self.marker in self.system:
             raise ValueError("the system prompt may not contain the marker")
         for task, q in self.questions.items():
@@ -155,12 +185,19 @@ class DialogueTemplate:
 
     def asks_first(self, task: str) -> bool:
         """Whether `task`'s first-round question precedes the soft slot."""
-        return self.question_first or task in self.question_first_tasks
+        return self.question_first or task in self.question_first_tasks or task in self.history_in_reply_tasks
+
+    def history_in_reply(self, task: str) -> bool:
+        """Whether `task`'s first round puts the history in the assistant's reply."""
+        return task in self.history_in_reply_tasks
 
     def first_turn(self, task: str, context: dict[str, str] | None = None) -> tuple[str, str]:
-        """The first round's user text before and after the soft-token marker."""
+        """The first round's text before and after the soft-token marker: the user's, or for
+        `history_in_reply_tasks` the reply's opening (the question is then the user turn)."""
         q = self.question(task, context)
         before, after = self.preamble.split(self.marker)
+        if task in self.history_in_reply_tasks:
+            return before, after
         if self.question_first:
             return before.replace(QUESTION_FIELD, q), after
         if task in self.question_first_tasks:
@@ -190,14 +227,15 @@ class DialogueTemplate:
         return _FIELD.sub(fill, q)
 
     def user_text(self, task: str, first: bool, context: dict[str, str] | None = None) -> str:
-        if not first:
+        if not first or task in self.history_in_reply_tasks:
             return self.question(task, context)
         return self.marker.join(self.first_turn(task, context))
 
     def to_dict(self) -> dict:
         return {"version": self.version, "system": self.system, "marker": self.marker,
                 "preamble": self.preamble, "questions": dict(self.questions),
-                "question_first_tasks": list(self.question_first_tasks)}
+                "question_first_tasks": list(self.question_first_tasks),
+                "history_in_reply_tasks": list(self.history_in_reply_tasks)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DialogueTemplate":
@@ -208,7 +246,8 @@ class DialogueTemplate:
         return cls(system=d["system"], questions=dict(d["questions"]),
                    marker=d.get("marker", DEFAULT_MARKER),
                    preamble=d.get("preamble", "Behavior history: " + DEFAULT_MARKER + "\n"),
-                   version=v, question_first_tasks=d.get("question_first_tasks", ()))
+                   version=v, question_first_tasks=d.get("question_first_tasks", ()),
+                   history_in_reply_tasks=d.get("history_in_reply_tasks", ()))
 
 
 # The questions name the fields of an event line in words, never as a written sample: a
@@ -216,14 +255,17 @@ class DialogueTemplate:
 _EVENT_FIELDS = "one per line with its day, time, place and behavior"
 
 
-def default_template(question_first: bool = False, question_first_tasks: Sequence[str] = ()) -> DialogueTemplate:
+def default_template(question_first: bool = False, question_first_tasks: Sequence[str] = (),
+                     history_in_reply_tasks: Sequence[str] = ()) -> DialogueTemplate:
     """bua's template; `question_first` puts every first round's question before the history,
-    `question_first_tasks` only those tasks' (bua extensions, `data.question_first` and
-    `data.question_first_tasks`)."""
+    `question_first_tasks` only those tasks', `history_in_reply_tasks` moves those tasks' history
+    into the reply (bua extensions, `data.question_first`, `data.question_first_tasks` and
+    `data.history_in_reply_tasks`)."""
     preamble = "Behavior history: " + DEFAULT_MARKER + "\n"
     return DialogueTemplate(
         preamble=QUESTION_FIELD + "\n" + preamble if question_first else preamble,
         question_first_tasks=question_first_tasks,
+        history_in_reply_tasks=history_in_reply_tasks,
         system=("You are a behavior understanding assistant. You read a user's encoded daily "
                 "behavior history and answer questions about the user."),
         questions={
@@ -283,7 +325,8 @@ def answer_segment(answer: str, chat: ChatFormat, round: int, task: str) -> Segm
 def round_prompt_segments(template: DialogueTemplate, chat: ChatFormat, task: str,
                           first: bool, round: int | None = None,
                           context: dict[str, str] | None = None) -> list[Segment]:
-    """The prompt segments of one round, ending with the assistant prefix.
+    """The prompt segments of one round, ending where its answer starts (the assistant prefix,
+    or for a `history_in_reply_tasks` first round the preamble's end).
 
     First round: [text up to the marker, soft, text after it]; later rounds: one text
     segment. The runtime appends round after round (with `answer_segment` in between) on
@@ -294,8 +337,12 @@ def round_prompt_segments(template: DialogueTemplate, chat: ChatFormat, task: st
         tail = template.question(task, context) + chat.user_suffix + chat.assistant_prefix
         return [Segment("text", chat.user_prefix + tail, False, r, task)]
     before, after = template.first_turn(task, context)
-    head = chat.bos + chat.system_prefix + template.system + chat.system_suffix \
-        + chat.user_prefix + before
+    head = chat.bos + chat.system_prefix + template.system + chat.system_suffix + chat.user_prefix
+    if template.history_in_reply(task):
+        head += template.question(task, context) + chat.user_suffix + chat.assistant_prefix + before
+        return [Segment("text", head, False, r, task), Segment("soft", "", False, r, task),
+                Segment("text", after, False, r, task)]
+    head += before
     return [Segment("text", head, False, r, task), Segment("soft", "", False, r, task),
             Segment("text", after + chat.user_suffix + chat.assistant_prefix, False, r, task)]
 

@@ -20,6 +20,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 struct llama_model;
@@ -151,6 +152,12 @@ struct SamplingParams {
     // by white space) ends the generation, the punctuation kept (stop_reason "end_after"); e.g. the
     // last section's header of an answer made of "Header: ..." sentences.
     std::string end_after;
+    // Counts the text must state right, e.g. each behavior's number of events in the history:
+    // where the text ends with one of these names (ASCII case-insensitive, a whole word) and " (",
+    // a number the model starts there is written as the name's count instead: the sampled token's
+    // digits are replaced by the count's, and the next token may not continue the number
+    // ("gaming (" + "5" -> "gaming (3"). Other brackets ("gaming (@home") are left alone.
+    std::vector<std::pair<std::string, int>> counts;
 };
 
 // What Session::score_top_continuations must get exactly right. A continuation is at most as

@@ -9,12 +9,14 @@ Not thread-safe: the predictor serializes calls with its lock.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Collection, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
 from bua.dialogue import (
+    COUNTED_TASKS,
     EXPLAIN_ANSWER_END,
+    EXPLAIN_FIRST_SECTION,
     EXPLAIN_LAST_SECTION,
     STAGE2_EXPLAIN_TASKS,
     Segment,
@@ -60,8 +62,10 @@ class AnswerDecoding:
     dry_multiplier: float = 0.0
     dry_allowed_length: int = 2
     unique_clauses: bool = False
+    start_with_first_section: bool = False
     end_after_last_section: bool = False
     grounded_names: bool = False
+    grounded_counts: bool = False
 
 
 class PromptEngine:
@@ -168,22 +172,30 @@ class PromptEngine:
         self.owner = owner
 
     def explain_rounds(self, soft: np.ndarray, tasks: Sequence[str], max_answer_tokens: int,
-                       behaviors: Collection[int] = ()) -> dict[str, str]:
+                       behaviors: Mapping[int, int] | None = None) -> dict[str, str]:
         """Generates each task's answer in turn after a started first round; task -> answer.
-        `behaviors`: the ids in the history (with `grounded_names`, the only names the answers
-        may write)."""
+        `behaviors`: each behavior id in the history -> its number of events there (with
+        `grounded_names`, the only names the answers may write; with `grounded_counts`, the
+        counts the `COUNTED_TASKS` rounds write after them)."""
         d = self.decoding
+        behaviors = behaviors or {}
         banned = self.absent_names(behaviors) if d.grounded_names else []
+        names = self.bundle.vocab.behaviors
+        counts = [(names[b], int(n)) for b, n in behaviors.items()] if d.grounded_counts else []
         answers: dict[str, str] = {}
         for k, task in enumerate(tasks):
             if k > 0:
                 self.eval_segments(round_prompt_segments(self.template, self.chat, task, False, k), soft)
+            opening = EXPLAIN_FIRST_SECTION.get(task, "") if d.start_with_first_section else ""
+            if opening:
+                self.session.eval_tokens(self.tokens(opening))
             # a model that writes a newline instead of ending the turn starts the answer over
             end_after = EXPLAIN_LAST_SECTION.get(task, "") if d.end_after_last_section else ""
             out = self.session.generate(max_answer_tokens, [EXPLAIN_ANSWER_END], dry_multiplier=d.dry_multiplier,
                                         dry_allowed_length=d.dry_allowed_length, unique_clauses=d.unique_clauses,
-                                        banned_phrases=banned, end_after=end_after)
-            answers[task] = out["text"].strip()
+                                        banned_phrases=banned, end_after=end_after,
+                                        counts=counts if task in COUNTED_TASKS else [])
+            answers[task] = (opening + out["text"]).strip()
             self.session.eval_tokens(self.suffix)
         return answers
 
@@ -198,7 +210,7 @@ class PromptEngine:
 
     def begin(self, final_task: str, soft: np.ndarray, explain: bool, context: dict[str, str] | None,
               max_answer_tokens: int, score: bool = False,
-              behaviors: Collection[int] = ()) -> tuple[dict[str, str], Shortlist | None]:
+              behaviors: Mapping[int, int] | None = None) -> tuple[dict[str, str], Shortlist | None]:
         """Evaluates everything before the final round's answer (with `explain`, the
         understanding rounds first, `explain_rounds`); returns their answers and, with `score`,
         the behavior names scored as the final answer (`eval_segments`)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numbers
 import os
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -128,12 +129,17 @@ class OnDevicePredictor:
     logits (0 = plain greedy). With `unique_clauses`, no clause of a round's answer (the text
     between , ; : . ! ? and a space; numbers and brackets ignored) repeats an earlier one:
     decoding takes the clause back and bans its first token there (at most 3 times, then the
-    answer ends before it). With `end_after_last_section`, an answer ends with the sentence
-    after its last section's header (`bua.dialogue.EXPLAIN_LAST_SECTION`: the layout of the
-    computed labels; turn it off for a curriculum whose teacher rephrased them). With
+    answer ends before it). With `start_with_first_section`, the runtime writes an answer's
+    first section header (`bua.dialogue.EXPLAIN_FIRST_SECTION`, e.g. "Frequent:") and the model
+    goes on from there; with `end_after_last_section`, an answer ends with the sentence after
+    its last section's header (`bua.dialogue.EXPLAIN_LAST_SECTION`). Both follow the layout of
+    the computed labels: turn them off for a curriculum whose teacher rephrased them. With
     `grounded_names`, the rounds name only behaviors of the history they explain: a behavior
-    name the history lacks is taken back the same way. The fast path's (`explain=False`)
-    behavior scores never depend on these.
+    name the history lacks is taken back the same way. With `grounded_counts`, a count the
+    key-behaviors round writes after a behavior name ("gaming (3)") is the behavior's number of
+    events in the history: the runtime writes the number, the model goes on after it (a 135M
+    model names the frequent behaviors but rarely counts them right; training/README.md). The
+    fast path's (`explain=False`) behavior scores never depend on these.
 
     `scoring` says how a behavior name is scored as the answer. "constrained" (the default):
     the answer must be a behavior name, so at each branch of the names' token trie the
@@ -150,8 +156,9 @@ class OnDevicePredictor:
 
     def __init__(self, bundle: Bundle, n_threads: int | None = None, n_ctx: int = 4096,
                  max_answer_tokens: int = 192, max_generation_tokens: int = 640, dry_multiplier: float = 3.0,
-                 dry_allowed_length: int = 1, unique_clauses: bool = True, end_after_last_section: bool = True,
-                 grounded_names: bool = True, score_tolerance: float = 1e-2, scoring: str = "constrained"):
+                 dry_allowed_length: int = 1, unique_clauses: bool = True, start_with_first_section: bool = True,
+                 end_after_last_section: bool = True, grounded_names: bool = True, grounded_counts: bool = True,
+                 score_tolerance: float = 1e-2, scoring: str = "constrained"):
         if n_threads is not None:
             _check_count("n_threads", n_threads, 1, 512)
         _check_count("n_ctx", n_ctx, 64, MAX_CONTEXT)
@@ -185,7 +192,8 @@ class OnDevicePredictor:
         # keeps it in the KV cache between calls and re-evaluates only what follows it.
         self.engine = PromptEngine(bundle, native, self.model, self.n_threads, n_ctx,
                                    AnswerDecoding(dry_multiplier, dry_allowed_length, bool(unique_clauses),
-                                                  bool(end_after_last_section), bool(grounded_names)))
+                                                  bool(start_with_first_section), bool(end_after_last_section),
+                                                  bool(grounded_names), bool(grounded_counts)))
         self._lock = threading.Lock()
         self._stream_rows = 0  # soft rows the engine's owning stream has after the opening (see stream())
 
@@ -239,9 +247,9 @@ class OnDevicePredictor:
         rows = soft[0][soft_mask[0].astype(bool)]
         return np.ascontiguousarray(rows, dtype=np.float32)
 
-    def _window_behaviors(self, events: Sequence[Event]) -> set[int]:
-        """The behavior ids of the events the encoder reads (the last `max_history`)."""
-        return {e.behavior for e in events[-self.bundle.max_history:]}
+    def _window_behaviors(self, events: Sequence[Event]) -> Counter[int]:
+        """Behavior id -> its events among those the encoder reads (the last `max_history`)."""
+        return Counter(e.behavior for e in events[-self.bundle.max_history:])
 
     # ------------------------------------------------------------------ public API
     def predict(self, history, top_k: int = 5, explain: bool = True) -> Prediction:
