@@ -3,7 +3,8 @@
 - encoder + projector: a fresh random-init behavior encoder (default size; tiny in smoke mode)
   and a per-event projector of the backbone's width (timings do not depend on weights).
 - SmolLM2-135M-Instruct bundles, one per quant type (f16, q8_0, q5_k_m, q4_k_m), each a real
-  `bua-export` bundle of the same backbone, encoder and projector. Smoke mode: tiny-llama.
+  `bua-export` bundle of the same backbone, encoder and projector, in the dialogue layout of the
+  demo config (`demo_template`). Smoke mode: tiny-llama.
 - a Qwen2.5-0.5B-shape bundle (q4_k_m) from a random checkpoint (`shapes`), whose HF directory
   is kept for the PyTorch side. Smoke mode: a tiny qwen2 with the same padded vocabulary.
 - a Qwen2.5-1.5B-shape GGUF (q4_k_m only; the HF checkpoint and the f16 GGUF are deleted).
@@ -103,14 +104,25 @@ def hf_width(hf_dir: Path) -> int:
 
 
 def _loadable(bundle: Path) -> bool:
-    """A cached bundle this bua still reads (a bundle of an older format is exported again)."""
+    """A cached bundle this bua still reads, in the demo config's layout (a bundle of an older
+    format or layout is exported again)."""
     from bua.runtime.bundle import DIGEST_KEY, BundleError, manifest_digest, read_manifest
 
     try:
         manifest = read_manifest(bundle)
     except BundleError:
         return False
-    return manifest.get(DIGEST_KEY) == manifest_digest(manifest)
+    return (manifest.get(DIGEST_KEY) == manifest_digest(manifest)
+            and manifest.get("dialogue_template") == demo_template().to_dict())
+
+
+def demo_template():
+    """The dialogue template of the config `bua demo` trains (its layout sets what a prediction
+    and a streamed event evaluate)."""
+    from bua.app.demo import DEFAULT_CONFIG, configs_dir
+    from bua.training.config import load_config
+
+    return load_config(configs_dir() / f"{DEFAULT_CONFIG}.yaml").data.template()
 
 
 def export(s: Settings, backbone_dir: Path, name: str, quant: str, out: Path) -> Path:
@@ -121,12 +133,11 @@ def export(s: Settings, backbone_dir: Path, name: str, quant: str, out: Path) ->
         say(f"{out} was exported by an older bua; exporting it again")
         shutil.rmtree(out)
     from bua.chat import ChatFormat
-    from bua.dialogue import default_template
     from bua.export.pipeline import export_bundle
 
     say(f"exporting {name} at {quant} -> {out}")
     export_bundle(backbone_dir, None, encoder_dir(s), projector_dir(s, hf_width(backbone_dir)),
-                  dataset().vocab, ChatFormat.from_tokenizer(backbone_dir), default_template(), out,
+                  dataset().vocab, ChatFormat.from_tokenizer(backbone_dir), demo_template(), out,
                   quant, backbone_name=name, check_parity=False, n_threads=s.threads,
                   progress=say)
     return out

@@ -18,8 +18,9 @@ class TorchPredictor:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from benchkit.artifacts import demo_template
         from bua.chat import ChatFormat
-        from bua.dialogue import PREDICT, default_template, round_prompt_segments
+        from bua.dialogue import PREDICT, round_prompt_segments
         from bua.models.encoder import BehaviorEncoder
         from bua.models.projector import Projector, SoftTokenizer
         from bua.training.model import BUAModel
@@ -28,7 +29,7 @@ class TorchPredictor:
         tokenizer = AutoTokenizer.from_pretrained(str(backbone_dir))
         lm = AutoModelForCausalLM.from_pretrained(str(backbone_dir), dtype=torch.float32).eval()
         chat = ChatFormat.from_tokenizer(tokenizer)
-        template = default_template()
+        template = demo_template()  # the bundles' layout
         soft = SoftTokenizer(BehaviorEncoder.load(encoder_dir), Projector.load(projector_dir))
         self.model = BUAModel(soft, lm, tokenizer, chat, template).eval()
         self.prompt = round_prompt_segments(template, chat, PREDICT, True)
