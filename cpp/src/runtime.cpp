@@ -654,7 +654,7 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
         if (arr.selected < 0 || arr.selected >= static_cast<int64_t>(arr.size)) throw Error(ErrorKind::llama, "sampler selected no token");
         const Token tok = arr.data[arr.selected].id;
         const bool eog = model_->is_end_of_generation(tok);
-        std::string piece = eog ? std::string() : model_->token_to_piece(tok, false);
+        const std::string piece = eog ? std::string() : model_->token_to_piece(tok, false);
         const int count = !piece.empty() && std::isdigit(static_cast<unsigned char>(piece[0]))
             ? count_before(out.text, counts) : -1;
         if (count >= 0) {  // the count is written instead of the model's number; the model goes on after it
