@@ -384,17 +384,14 @@ def _validate(config: TrainConfig, source: str) -> None:
 
     if config.model.pad_to_multiple < 0:
         fail("model.pad_to_multiple", config.model.pad_to_multiple, "must be >= 0 (0: auto)")
-    unknown = [t for t in config.data.question_first_tasks if t not in ALL_TASKS]
-    if unknown:
-        fail("data.question_first_tasks", config.data.question_first_tasks,
-             f"names unknown tasks {unknown} (tasks: {', '.join(ALL_TASKS)})")
+    for key in ("question_first_tasks", "history_in_reply_tasks"):
+        tasks = getattr(config.data, key)
+        unknown = [t for t in tasks if t not in ALL_TASKS]
+        if unknown:
+            fail(f"data.{key}", tasks, f"names unknown tasks {unknown} (tasks: {', '.join(ALL_TASKS)})")
     if config.data.question_first and config.data.question_first_tasks:
         fail("data.question_first_tasks", config.data.question_first_tasks,
              "is redundant with data.question_first: true (every task asks first)")
-    unknown = [t for t in config.data.history_in_reply_tasks if t not in ALL_TASKS]
-    if unknown:
-        fail("data.history_in_reply_tasks", config.data.history_in_reply_tasks,
-             f"names unknown tasks {unknown} (tasks: {', '.join(ALL_TASKS)})")
     if config.data.question_first and config.data.history_in_reply_tasks:
         fail("data.history_in_reply_tasks", config.data.history_in_reply_tasks,
              "cannot be combined with data.question_first: true (that puts the question beside the history)")
