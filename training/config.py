@@ -53,6 +53,9 @@ class DataConfig:
     # streamed event costs its soft row and one more position (training/README.md)
     history_in_reply_tasks: list[str] = field(default_factory=list)
 
+    # the fields above that name tasks whose first round is laid out differently
+    LAYOUT_TASK_FIELDS = ("question_first_tasks", "history_in_reply_tasks")
+
     def template(self) -> DialogueTemplate:
         """bua's dialogue template in this config's layout."""
         return default_template(self.question_first, self.question_first_tasks, self.history_in_reply_tasks)
@@ -384,7 +387,7 @@ def _validate(config: TrainConfig, source: str) -> None:
 
     if config.model.pad_to_multiple < 0:
         fail("model.pad_to_multiple", config.model.pad_to_multiple, "must be >= 0 (0: auto)")
-    for key in ("question_first_tasks", "history_in_reply_tasks"):
+    for key in DataConfig.LAYOUT_TASK_FIELDS:
         tasks = getattr(config.data, key)
         unknown = [t for t in tasks if t not in ALL_TASKS]
         if unknown:

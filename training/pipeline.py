@@ -23,7 +23,7 @@ from bua.training.checkpoint import (
     update_stage,
     write_run,
 )
-from bua.training.config import TrainConfig, config_from_dict, load_config
+from bua.training.config import DataConfig, TrainConfig, config_from_dict, load_config
 from bua.training.data import STAGE_TASKS
 from bua.training.model import resolve_pad_multiple
 
@@ -132,7 +132,7 @@ def _copy_earlier_stages(
     # a layout switch for tasks that the taken stages never render does not change them
     rendered = {t for s in take for t in (config.stage(s).tasks or STAGE_TASKS[s])}
     for data in (theirs["data"], ours["data"]):
-        for key in ("question_first_tasks", "history_in_reply_tasks"):
+        for key in DataConfig.LAYOUT_TASK_FIELDS:
             data[key] = [t for t in data.get(key, []) if t in rendered]
     for section in ("data", "encoder", "model", "seed"):
         diff = _config_diff({"x": theirs[section]}, {"x": ours[section]})

@@ -185,7 +185,7 @@ class DialogueTemplate:
 
     def asks_first(self, task: str) -> bool:
         """Whether `task`'s first-round question precedes the soft slot."""
-        return self.question_first or task in self.question_first_tasks or task in self.history_in_reply_tasks
+        return self.question_first or task in self.question_first_tasks or self.history_in_reply(task)
 
     def history_in_reply(self, task: str) -> bool:
         """Whether `task`'s first round puts the history in the assistant's reply."""
@@ -194,10 +194,10 @@ class DialogueTemplate:
     def first_turn(self, task: str, context: dict[str, str] | None = None) -> tuple[str, str]:
         """The first round's text before and after the soft-token marker: the user's, or for
         `history_in_reply_tasks` the reply's opening (the question is then the user turn)."""
-        q = self.question(task, context)
         before, after = self.preamble.split(self.marker)
-        if task in self.history_in_reply_tasks:
+        if self.history_in_reply(task):
             return before, after
+        q = self.question(task, context)
         if self.question_first:
             return before.replace(QUESTION_FIELD, q), after
         if task in self.question_first_tasks:
@@ -227,7 +227,7 @@ class DialogueTemplate:
         return _FIELD.sub(fill, q)
 
     def user_text(self, task: str, first: bool, context: dict[str, str] | None = None) -> str:
-        if not first or task in self.history_in_reply_tasks:
+        if not first or self.history_in_reply(task):
             return self.question(task, context)
         return self.marker.join(self.first_turn(task, context))
 
