@@ -166,6 +166,28 @@ def test_history_in_reply_tasks_open_the_reply_with_the_history():
                          history_in_reply_tasks=(PREDICT,))
 
 
+def test_history_in_reply_for_every_opening_round_moves_only_the_first_turn():
+    """The demo config's layout: every stage-2 dialogue's first reply opens with the history;
+    the rounds after it are the history-first layout's."""
+    hr = default_template(history_in_reply_tasks=[PREDICT, "key_behaviors", GENERATE])
+    segs = render_dialogue(hr, CHAT, TASKS, ANSWERS)
+    turns = [(hr.user_text(t, i == 0), a) for i, (t, a) in enumerate(zip(TASKS, ANSWERS))]
+    turns[0] = (hr.questions["key_behaviors"], TPL.preamble + ANSWERS[0])
+    assert dialogue_text(segs) == CHAT.render(hr.system, turns)
+    assert segs[3:] == render_dialogue(TPL, CHAT, TASKS, ANSWERS)[3:]
+    # the runtime's pieces, round by round with the answers between, are the same text
+    pieces = round_prompt_segments(hr, CHAT, TASKS[0], True, 0)
+    for k, (task, answer) in enumerate(zip(TASKS, ANSWERS)):
+        if k:
+            pieces += round_prompt_segments(hr, CHAT, task, False, k)
+        pieces.append(answer_segment(answer, CHAT, k, task))
+    assert dialogue_text(pieces) == dialogue_text(segs)
+    ctx = {"day": "Sunday"}
+    head, soft, after = round_prompt_segments(hr, CHAT, GENERATE, True, 0, ctx)
+    assert head.text.endswith(hr.question(GENERATE, ctx) + CHAT.user_suffix + CHAT.assistant_prefix
+                              + "Behavior history: ") and after.text == "\n"
+
+
 def test_history_in_reply_tokenizes_as_the_chat_template_with_the_marker_in_the_reply(smol_tok):
     hr = default_template(history_in_reply_tasks=[PREDICT])
     segs = render_dialogue(hr, CHAT, [PREDICT], ["watching video"])

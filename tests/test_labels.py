@@ -20,6 +20,7 @@ from bua.dialogue import (
 from bua.events import Event, UserHistory
 from bua.labels import ISSUES, LabelConfig, Labeler, OpenAITeacher, Teacher, make_reflection
 from bua.labels import tasks as T
+from bua.labels.profile import RHYTHMS, trait_interests
 from bua.samples import generation_samples, prediction_samples
 from bua.simulate import simulate
 from bua.textformat import parse_events
@@ -120,6 +121,18 @@ def test_reconstruct_is_the_last_events(sim, labeler, samples):
     assert got == [(e.day, e.minute, e.location, e.behavior) for e in s.history[-6:]]
     lab = Labeler(sim, config=LabelConfig(reconstruct_last=3))
     assert len(lab.answer("reconstruct", s).split("\n")) == 3
+
+
+def test_every_summary_trait_is_one_the_runtime_can_choose(sim, labeler, samples):
+    """The runtime's `grounded_trait` picks among trait_interests x RHYTHMS: the labels' traits
+    must all be there (a user's hobbies and groups come from their whole log)."""
+    seen = set()
+    for s in samples:
+        log = [e.behavior for u in sim.users if u.user_id == s.user_id for e in u.events]
+        trait = labeler.answer("summary", s).split(". Habits:")[0].removeprefix("Trait: ")
+        assert trait in {f"{i} {r}" for i in trait_interests(sim.vocab, log) for r in RHYTHMS}, trait
+        seen.add(trait)
+    assert len(seen) > 5  # the simulated users differ
 
 
 def test_key_behaviors_and_patterns_reflect_the_window(sim, labeler, samples):

@@ -16,6 +16,7 @@ import pytest
 from bua import OnDevicePredictor
 from bua.dialogue import PREDICT, render_dialogue, tokenize_segments
 from bua.events import DAY_ABBRS, Event, events_to_batch
+from bua.labels.profile import RHYTHMS, trait_interests
 from bua.runtime.bundle import Bundle, BundleError
 from bua.runtime.grammar import event_lines_grammar
 from bua.runtime.native_prompt import write_native_prompt
@@ -157,10 +158,10 @@ def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at
     predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, max_answer_tokens=8,
                                               dry_multiplier=2.0, dry_allowed_length=3, unique_clauses=layout,
                                               end_after_last_section=layout, grounded_names=layout,
-                                              grounded_counts=layout)
-    calls = []
+                                              grounded_counts=layout, grounded_trait=layout)
+    calls, chosen = [], []
 
-    class Recording:  # the native session, with its generate calls recorded
+    class Recording:  # the native session, with its generate and constrained-scoring calls recorded
         def __init__(self, session):
             self.session = session
 
@@ -170,6 +171,10 @@ def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at
         def generate(self, max_tokens, stop, **kwargs):
             calls.append({"stop": stop, **kwargs})
             return self.session.generate(max_tokens, stop, **kwargs)
+
+        def score_constrained(self, candidates):
+            chosen.append(candidates)
+            return self.session.score_constrained(candidates)
 
     predictor.engine.session = Recording(predictor.engine.session)
     explanation = predictor.predict(history, explain=True).explanation
@@ -189,6 +194,11 @@ def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at
     window = [names[e.behavior] for e in history[-predictor.bundle.max_history:]]
     want = sorted((n, window.count(n)) for n in set(window)) if layout else []
     assert [sorted(c["counts"]) for c in calls] == [want, [], []]
+    # the summary's trait is one the labels can write for that window, the likeliest of them
+    window_ids = [e.behavior for e in history[-predictor.bundle.max_history:]]
+    traits = [f" {i} {r}." for i in trait_interests(predictor.vocab, window_ids) for r in RHYTHMS]
+    assert chosen[:-1] == ([[predictor.engine.tokens(x) for x in traits]] if layout else [])  # last: the names
+    assert any(explanation["summary"].startswith("Trait:" + x) for x in traits) == layout
 
 
 def test_generate_falls_back_to_the_grammar_and_parses(predictor, history):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -60,6 +60,25 @@ _HOBBY_TRAIT = {
     "music": "music-loving",
     "online shopping": "consumption-oriented",
 }
+ROUTINE_TRAIT = "routine-driven"  # the interest when no hobby or group stands out
+NIGHT_SHIFT, STUDENT, COMMUTER, WORKER, HOME_WORKER, HOME_CENTERED = RHYTHMS = (
+    "night-shift worker", "student with a fixed class schedule", "commuter with fixed working hours",
+    "worker with fixed working hours", "home-based worker", "home-centered person without fixed work hours")
+
+
+def hobby_trait(behavior: str) -> str:
+    return _HOBBY_TRAIT.get(behavior, f"{behavior}-loving")
+
+
+def trait_interests(vocab: Vocabulary, behaviors: Iterable[int]) -> list[str]:
+    """The interests a summary's trait can open with for a log holding `behaviors` (ids): each
+    one's hobby trait (leisure behaviors only when the vocabulary has groups), the groups'
+    traits, and `ROUTINE_TRAIT`; a trait is "<interest> <one of RHYTHMS>"."""
+    groups = vocab.behavior_groups or {}
+    names = [vocab.behaviors[b] for b in sorted(set(behaviors))]
+    hobbies = [hobby_trait(n) for n in names if not groups or groups.get(n) == "leisure"]
+    present = {groups.get(n) for n in names}
+    return list(dict.fromkeys(hobbies + [t for g, t in _GROUP_TRAIT.items() if g in present] + [ROUTINE_TRAIT]))
 
 
 @dataclass(frozen=True)
@@ -209,21 +228,19 @@ class UserProfile:
             at_work = beh[loc == self.workplace]
             study = sum(1 for b in at_work if groups.get(v.behaviors[b]) == "study")
             if night:
-                rhythm = "night-shift worker"
+                rhythm = NIGHT_SHIFT
             elif groups and study > 0.4 * len(at_work):
-                rhythm = "student with a fixed class schedule"
+                rhythm = STUDENT
             else:
-                rhythm = "commuter with fixed working hours" if self.transit else \
-                    "worker with fixed working hours"
+                rhythm = COMMUTER if self.transit else WORKER
         elif group_share.get("work", 0.0) >= 0.15:
-            rhythm = "home-based worker"
+            rhythm = HOME_WORKER
         else:
-            rhythm = "home-centered person without fixed work hours"
+            rhythm = HOME_CENTERED
 
         # interest: a hobby first, else the group most above the population
         if self.hobbies:
-            interest = _HOBBY_TRAIT.get(v.behaviors[self.hobbies[0].behavior],
-                                        f"{v.behaviors[self.hobbies[0].behavior]}-loving")
+            interest = hobby_trait(v.behaviors[self.hobbies[0].behavior])
         else:
             best_g, best_lift = None, 1.2
             for g, s in group_share.items():
@@ -232,7 +249,7 @@ class UserProfile:
                 lift = s / max(population.group_shares.get(g, 0.0), 1e-6)
                 if lift > best_lift:
                     best_g, best_lift = g, lift
-            interest = _GROUP_TRAIT[best_g] if best_g else "routine-driven"
+            interest = _GROUP_TRAIT[best_g] if best_g else ROUTINE_TRAIT
         trait = f"{interest} {rhythm}"
 
         # habits: how behaviors interact with phases of the day

@@ -9,7 +9,7 @@ Not thread-safe: the predictor serializes calls with its lock.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -19,10 +19,12 @@ from bua.dialogue import (
     EXPLAIN_FIRST_SECTION,
     EXPLAIN_LAST_SECTION,
     STAGE2_EXPLAIN_TASKS,
+    SUMMARY,
     Segment,
     answer_suffix,
     round_prompt_segments,
 )
+from bua.labels.profile import RHYTHMS, trait_interests
 from bua.runtime.bundle import Bundle
 from bua.vocab import name_pattern
 
@@ -66,6 +68,7 @@ class AnswerDecoding:
     end_after_last_section: bool = False
     grounded_names: bool = False
     grounded_counts: bool = False
+    grounded_trait: bool = False
 
 
 class PromptEngine:
@@ -186,9 +189,13 @@ class PromptEngine:
         for k, task in enumerate(tasks):
             if k > 0:
                 self.eval_segments(round_prompt_segments(self.template, self.chat, task, False, k), soft)
-            opening = EXPLAIN_FIRST_SECTION.get(task, "") if d.start_with_first_section else ""
+            trait = d.grounded_trait and task == SUMMARY
+            opening = EXPLAIN_FIRST_SECTION.get(task, "") if d.start_with_first_section or trait else ""
             if opening:
                 self.session.eval_tokens(self.tokens(opening))
+            if trait:  # "Trait: <interest> <rhythm>.": the model's pick among the traits the labels write
+                opening += self.choose(f" {i} {r}." for i in trait_interests(self.bundle.vocab, behaviors)
+                                       for r in RHYTHMS)
             # a model that writes a newline instead of ending the turn starts the answer over
             end_after = EXPLAIN_LAST_SECTION.get(task, "") if d.end_after_last_section else ""
             out = self.session.generate(max_answer_tokens, [EXPLAIN_ANSWER_END], dry_multiplier=d.dry_multiplier,
@@ -198,6 +205,15 @@ class PromptEngine:
             answers[task] = (opening + out["text"]).strip()
             self.session.eval_tokens(self.suffix)
         return answers
+
+    def choose(self, phrases: Iterable[str]) -> str:
+        """Evaluates and returns the likeliest of `phrases` here when the text must be one of them
+        (`bua::Session::score_constrained`; they end alike, so none is another's prefix)."""
+        phrases = list(phrases)
+        scores = self.session.score_constrained([self.tokens(p) for p in phrases])
+        best = phrases[int(np.argmax(scores["logprob"]))]
+        self.session.eval_tokens(self.tokens(best))
+        return best
 
     def absent_names(self, behaviors: Collection[int]) -> list[str]:
         """The behavior names not in `behaviors`, less any that occurs as whole words inside a

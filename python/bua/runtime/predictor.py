@@ -138,7 +138,10 @@ class OnDevicePredictor:
     name the history lacks is taken back the same way. With `grounded_counts`, a count the
     key-behaviors round writes after a behavior name ("gaming (3)") is the behavior's number of
     events in the history: the runtime writes the number, the model goes on after it (a 135M
-    model names the frequent behaviors but rarely counts them right; training/README.md). The
+    model names the frequent behaviors but rarely counts them right; training/README.md). With
+    `grounded_trait`, the summary's "Trait:" is the one the model finds likeliest among those
+    the labels can write for the history (`bua.labels.profile.trait_interests` x `RHYTHMS`);
+    the model writes the rest (a 135M model's free trait invents ages and disorders). The
     fast path's (`explain=False`) behavior scores never depend on these.
 
     `scoring` says how a behavior name is scored as the answer. "constrained" (the default):
@@ -158,7 +161,7 @@ class OnDevicePredictor:
                  max_answer_tokens: int = 192, max_generation_tokens: int = 640, dry_multiplier: float = 3.0,
                  dry_allowed_length: int = 1, unique_clauses: bool = True, start_with_first_section: bool = True,
                  end_after_last_section: bool = True, grounded_names: bool = True, grounded_counts: bool = True,
-                 score_tolerance: float = 1e-2, scoring: str = "constrained"):
+                 grounded_trait: bool = True, score_tolerance: float = 1e-2, scoring: str = "constrained"):
         if n_threads is not None:
             _check_count("n_threads", n_threads, 1, 512)
         _check_count("n_ctx", n_ctx, 64, MAX_CONTEXT)
@@ -193,7 +196,8 @@ class OnDevicePredictor:
         self.engine = PromptEngine(bundle, native, self.model, self.n_threads, n_ctx,
                                    AnswerDecoding(dry_multiplier, dry_allowed_length, bool(unique_clauses),
                                                   bool(start_with_first_section), bool(end_after_last_section),
-                                                  bool(grounded_names), bool(grounded_counts)))
+                                                  bool(grounded_names), bool(grounded_counts),
+                                                  bool(grounded_trait)))
         self._lock = threading.Lock()
         self._stream_rows = 0  # soft rows the engine's owning stream has after the opening (see stream())
 
