@@ -606,6 +606,20 @@ def test_stream_arguments_and_explanations(predictor, history):
         predictor.stream().explain()
 
 
+def test_choose_evaluates_the_likeliest_phrase_of_a_prefix_free_set(predictor, history):
+    """`PromptEngine.choose` (the summary's trait): a phrase whose tokens begin another's is left
+    out (constrained scoring refuses such a set), the rest are scored, the best is evaluated."""
+    engine = predictor.engine
+    engine.start(PREDICT, predictor.soft_tokens(history))
+    rest = [" gaming. music.", " music."]
+    assert engine.tokens(" gaming. music.")[:len(engine.tokens(" gaming."))] == engine.tokens(" gaming.")
+    n = engine.session.n_past
+    logp = engine.session.score_constrained([engine.tokens(p) for p in rest])["logprob"]
+    want = rest[int(np.argmax(logp))]
+    assert engine.choose([" gaming.", *rest, " music."]) == want
+    assert engine.session.n_past == n + len(engine.tokens(want))
+
+
 def test_absent_names_keep_a_name_that_a_present_one_contains():
     from types import SimpleNamespace
 

@@ -208,9 +208,13 @@ class PromptEngine:
 
     def choose(self, phrases: Iterable[str]) -> str:
         """Evaluates and returns the likeliest of `phrases` here when the text must be one of them
-        (`bua::Session::score_constrained`; they end alike, so none is another's prefix)."""
-        phrases = list(phrases)
-        scores = self.session.score_constrained([self.tokens(p) for p in phrases])
+        (`bua::Session::score_constrained`). A phrase whose tokens begin another's is left out
+        (constrained scoring needs a prefix-free set; phrases that end alike rarely lose one)."""
+        ids = {p: tuple(self.tokens(p)) for p in phrases}
+        phrases = [p for p, t in ids.items()
+                   if not any(len(u) > len(t) and u[:len(t)] == t for u in ids.values())]
+        phrases = list({ids[p]: p for p in phrases}.values())  # one phrase per token sequence
+        scores = self.session.score_constrained([list(ids[p]) for p in phrases])
         best = phrases[int(np.argmax(scores["logprob"]))]
         self.session.eval_tokens(self.tokens(best))
         return best
