@@ -198,6 +198,30 @@ def test_unique_clauses_take_back_a_repeated_list_item(smollm2):
         _generate_after(smollm2, prompt, 4, unique_clauses=True, max_retakes=-1)
 
 
+def test_unique_lines_take_back_a_repeated_line_verbatim(smollm2):
+    prompt = "Log:\nMon 08:00 @home tea\nMon 08:00 @home tea\nMon 08:00 @home tea\n"
+    plain, _, _ = _generate_after(smollm2, prompt, 40)
+    lines = plain["text"].split("\n")[:-1]
+    assert len(set(lines)) < len(lines)  # greedy SmolLM2 writes the line again
+    out, session, ids = _generate_after(smollm2, prompt, 40, unique_lines=True)
+    kept = out["text"].split("\n")
+    assert out["retaken"] > 0 and len(set(kept)) == len(kept)
+    assert session.n_past == len(ids) + len(out["tokens"])
+    # out of retries, the generation ends before the repeated line
+    once, _, _ = _generate_after(smollm2, prompt, 40, unique_lines=True, max_retakes=0)
+    assert once["stop_reason"] == "repeat" and once["text"] == plain["text"][:len(once["text"])]
+    assert len(set(once["text"].split("\n"))) == len(once["text"].split("\n"))
+    # lines are compared verbatim: lines that differ only in their numbers are new lines (a
+    # clause drops its digits and would repeat)
+    counting = "row 1\nrow 2\nrow 3\nrow 4\n"
+    plain, _, _ = _generate_after(smollm2, counting, 12)
+    assert plain["text"].startswith("row 5\nrow 6\nrow 7")
+    assert _generate_after(smollm2, counting, 12, unique_lines=True)[0] == plain
+    assert _generate_after(smollm2, counting, 12, unique_clauses=True)[0]["retaken"] > 0
+    with pytest.raises(native.LlamaError, match="exclude each other"):
+        _generate_after(smollm2, prompt, 4, unique_clauses=True, unique_lines=True)
+
+
 def test_end_after_ends_with_the_sentence_after_a_header(smollm2):
     prompt = "A: 1. B: 2. C: 3. A: 1. B: 2. C: 3. A: 1. B:"
     plain, _, _ = _generate_after(smollm2, prompt, 30)

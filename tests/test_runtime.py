@@ -18,7 +18,7 @@ from bua.dialogue import PREDICT, render_dialogue, tokenize_segments
 from bua.events import DAY_ABBRS, Event, events_to_batch
 from bua.labels.profile import RHYTHMS, trait_interests
 from bua.runtime.bundle import Bundle, BundleError
-from bua.runtime.grammar import event_lines_grammar
+from bua.runtime.grammar import day_end_stops, event_lines_grammar
 from bua.runtime.native_prompt import write_native_prompt
 from bua.runtime.predictor import ORT_ALLOW_SPINNING, GenerationError, encoder_session
 from bua.textformat import format_events
@@ -212,6 +212,64 @@ def test_generate_falls_back_to_the_grammar_and_parses(predictor, history):
     # both attempts continue the answer's opening, the next day's abbreviation (the random model
     # may end its turn right after it)
     assert day.free_text.startswith(DAY_ABBRS[next_day]) and day.text.startswith(DAY_ABBRS[next_day] + " ")
+
+
+@pytest.mark.parametrize("rules", [True, False])
+def test_generate_decodes_under_the_day_rules(bundle_dir, history, rules):
+    predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, max_generation_tokens=48,
+                                              unique_lines=rules, stop_at_day_end=rules)
+    calls = []
+
+    class Recording:
+        def __init__(self, session):
+            self.session = session
+
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+
+        def generate(self, max_tokens, stop, **kwargs):
+            calls.append({"stop": stop, **kwargs})
+            return self.session.generate(max_tokens, stop, **kwargs)
+
+    predictor.engine.session = Recording(predictor.engine.session)
+    predictor.generate(history, explain=False)
+    next_day = (history[-1].day + 1) % 7
+    assert len(calls) == 2  # the free attempt and the grammar retry, under the same rules
+    assert all(c["unique_lines"] == rules for c in calls)
+    assert all(c["stop"] == (day_end_stops(next_day) if rules else []) for c in calls)
+
+
+def test_day_end_stops_are_new_lines_outside_the_day():
+    stops = day_end_stops(1)
+    assert "\nWed " in stops and "\nSun " in stops and "\nTue 24:" in stops and "\nTue 99:" in stops
+    assert not [s for s in stops if s.startswith("\nTue ") and int(s[5:7]) < 24]
+    assert not [s for s in stops if s == "\nTue "]
+
+
+def test_generate_leaves_out_the_line_the_token_limit_cut(predictor, history):
+    next_day = (history[-1].day + 1) % 7
+    vocab = predictor.vocab
+    line = f"08:00 @{vocab.locations[0]} {vocab.behaviors[0]}"
+
+    class Cut:  # a free attempt that the token limit ended inside its second line
+        def __init__(self, session):
+            self.session = session
+
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+
+        def generate(self, max_tokens, stop, **kwargs):
+            return {"text": f"{line}\n{DAY_ABBRS[next_day]} 09:1", "tokens": [], "stop_reason": "max_tokens",
+                    "retaken": 0}
+
+    native_session = predictor.engine.session
+    predictor.engine.session = Cut(native_session)
+    try:
+        day = predictor.generate(history, explain=False)
+    finally:
+        predictor.engine.session = native_session
+    assert not day.constrained and day.free_text == day.text == f"{DAY_ABBRS[next_day]} {line}"
+    assert len(day.events) == 1
 
 
 def test_generate_reports_unparseable_text(predictor, history):

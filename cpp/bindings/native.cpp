@@ -137,7 +137,7 @@ PYBIND11_MODULE(_native, m) {
                             float dry_multiplier, float dry_base, int dry_allowed_length, bool unique_clauses,
                             const std::vector<std::string>& banned_phrases, int max_retakes,
                             const std::string& end_after, float min_p,
-                            const std::vector<std::pair<std::string, int>>& counts) {
+                            const std::vector<std::pair<std::string, int>>& counts, bool unique_lines) {
             bua::SamplingParams sp;
             sp.temperature = temperature;
             sp.top_p = top_p;
@@ -148,6 +148,7 @@ PYBIND11_MODULE(_native, m) {
             sp.dry_base = dry_base;
             sp.dry_allowed_length = dry_allowed_length;
             sp.unique_clauses = unique_clauses;
+            sp.unique_lines = unique_lines;
             sp.banned_phrases = banned_phrases;
             sp.max_retakes = max_retakes;
             sp.end_after = end_after;
@@ -168,7 +169,7 @@ PYBIND11_MODULE(_native, m) {
            py::arg("dry_multiplier") = 0.0f, py::arg("dry_base") = 1.75f, py::arg("dry_allowed_length") = 2,
            py::arg("unique_clauses") = false, py::arg("banned_phrases") = std::vector<std::string>(),
            py::arg("max_retakes") = 3, py::arg("end_after") = std::string(), py::arg("min_p") = 0.0f,
-           py::arg("counts") = std::vector<std::pair<std::string, int>>())
+           py::arg("counts") = std::vector<std::pair<std::string, int>>(), py::arg("unique_lines") = false)
         .def("score_continuations", [](bua::Session& self, const std::vector<std::vector<bua::Token>>& cands) {
             std::vector<double> s;
             {

@@ -481,11 +481,12 @@ std::string clause_key(const std::string& text) {
     return key;
 }
 
-// Position of the first clause separator in text[from, text.size()): a new line, or one of
-// , ; : . ! ? followed by white space; npos if none is complete yet.
-size_t next_separator(const std::string& text, size_t from) {
+// Position of the first clause separator in text[from, text.size()): a new line, or (unless
+// lines_only) one of , ; : . ! ? followed by white space; npos if none is complete yet.
+size_t next_separator(const std::string& text, size_t from, bool lines_only) {
     for (size_t i = from; i < text.size(); ++i) {
         if (text[i] == '\n') return i;
+        if (lines_only) continue;
         if (text[i] != '\0' && std::strchr(",;:.!?", text[i]) && i + 1 < text.size() && is_space(text[i + 1])) return i;
     }
     return std::string::npos;
@@ -580,7 +581,10 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
 
     const int n_vocab = model_->n_vocab();
     const int n_start = n_past_;
-    const bool retakes = sampling.unique_clauses || !sampling.banned_phrases.empty();
+    if (sampling.unique_clauses && sampling.unique_lines)
+        throw Error(ErrorKind::invalid_argument, "unique_clauses and unique_lines exclude each other");
+    const bool unique = sampling.unique_clauses || sampling.unique_lines;
+    const bool retakes = unique || !sampling.banned_phrases.empty();
     const std::vector<float> logits_at_start = retakes ? logits_ : std::vector<float>();
     std::vector<std::string> phrases;
     for (const std::string& p : sampling.banned_phrases)
@@ -601,7 +605,8 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
     Generation out;
     out.stop_reason = "max_tokens";
     // For taking text back: the text offset of every generated token, the tokens banned at a
-    // position; for unique_clauses: the clauses before the current one, where it starts.
+    // position; for unique_clauses (unique_lines): the clauses (lines) before the current one,
+    // where it starts.
     std::vector<size_t> token_text;
     std::map<size_t, std::vector<Token>> banned;
     std::set<std::string> clauses;
@@ -611,10 +616,11 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
     // that repeats an earlier one, which is then the current clause.
     auto clauses_unique = [&](const std::string& text, bool final) {
         for (;;) {
-            const size_t sep = next_separator(text, clause_text);
+            const size_t sep = next_separator(text, clause_text, sampling.unique_lines);
             if (sep == std::string::npos && !final) return true;
             const size_t end = sep == std::string::npos ? text.size() : sep;
-            const std::string key = clause_key(text.substr(clause_text, end - clause_text));
+            const std::string clause = text.substr(clause_text, end - clause_text);
+            const std::string key = sampling.unique_lines ? clause : clause_key(clause);
             if (!key.empty() && !clauses.insert(key).second) return false;
             if (sep == std::string::npos) return true;
             clause_text = sep + 1;
@@ -695,7 +701,7 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
             out.stop_reason = "banned_phrase";
             return out;
         }
-        if (sampling.unique_clauses && !clauses_unique(text, ends)) {
+        if (unique && !clauses_unique(text, ends)) {
             if (retake(clause_token, tok)) continue;
             out.stop_reason = "repeat";
             return out;

@@ -141,6 +141,10 @@ struct SamplingParams {
     // this generation is taken back: decoding returns to the clause's first token and bans that
     // token there; then it goes on (stop_reason "repeat" when a position is out of retakes).
     bool unique_clauses = false;
+    // Lines: with unique_lines, a line (the text between new lines) that would repeat an earlier
+    // line of this generation exactly is taken back the same way, e.g. an event of a generated day
+    // written twice. Lines are compared verbatim; at most one of unique_clauses, unique_lines.
+    bool unique_lines = false;
     // Phrases the text may not hold (ASCII case-insensitive, as whole words: no letter or digit on
     // either side), e.g. behaviors the user's history lacks. One that appears is taken back like a
     // repeated clause, from the token where it starts (stop_reason "banned_phrase").
@@ -190,7 +194,7 @@ struct Generation {
     std::string text;           // their text, with a matched stop string removed
     // "eog", "stop_string", "end_after", "repeat", "banned_phrase", "max_tokens" or "grammar"
     std::string stop_reason;
-    int retaken = 0;            // times text was taken back (SamplingParams::unique_clauses, banned_phrases)
+    int retaken = 0;            // times text was taken back (SamplingParams::unique_clauses, unique_lines, banned_phrases)
 };
 
 class Session {

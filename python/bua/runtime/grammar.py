@@ -1,4 +1,4 @@
-"""GBNF grammars that constrain llama.cpp's sampling to the bundle's output formats."""
+"""GBNF grammars and stop strings that hold llama.cpp's sampling to the bundle's output formats."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -36,3 +36,11 @@ def event_lines_grammar(vocab: Vocabulary, days: Sequence[int] | None = None,
         f"location ::= {_alternatives(vocab.locations)}",
         f"behavior ::= {_alternatives(vocab.behaviors)}",
     ]) + "\n"
+
+
+def day_end_stops(day: int) -> list[str]:
+    """Stop strings that end a text of `day`'s event lines where it leaves the day: a new line
+    that starts with another day, or with `day` at an hour past 23 (``"\\nTue 24:"``)."""
+    name = DAY_ABBRS[day]
+    return ([f"\n{other} " for other in DAY_ABBRS if other != name]
+            + [f"\n{name} {hour}:" for hour in range(24, 100)])

@@ -25,7 +25,7 @@ from bua.dialogue import GENERATE, PREDICT, SCORING_RULES, answer_prefix, questi
 from bua.events import DataError, Event, UserHistory, events_from_array, events_to_batch, validate_events
 from bua.runtime.bundle import Bundle
 from bua.runtime.engine import AnswerDecoding, PromptEngine, Shortlist
-from bua.runtime.grammar import event_lines_grammar
+from bua.runtime.grammar import day_end_stops, event_lines_grammar
 from bua.runtime.native import check_llama_build, load_native
 from bua.textformat import parse_events, parse_events_report
 
@@ -74,7 +74,7 @@ class GeneratedDay:
     text: str
     explanation: dict[str, str] = field(default_factory=dict)
     constrained: bool = False         # True when the grammar-constrained retry produced it
-    skipped_lines: int = 0            # constrained retry: repeated, out-of-order or cut-off lines dropped
+    skipped_lines: int = 0            # constrained retry: repeated or out-of-order lines dropped
     free_text: str = ""               # the first, unconstrained attempt (= text unless constrained)
 
 
@@ -144,6 +144,12 @@ class OnDevicePredictor:
     the model writes the rest (a 135M model's free trait invents ages and disorders). The
     fast path's (`explain=False`) behavior scores never depend on these.
 
+    A generated day has rules of its own. With `stop_at_day_end`, it ends before a line of
+    another day or a time past 23:59. With `unique_lines`, no line repeats an earlier one: a
+    repeat is taken back from its first token, which is banned there (at most 3 times, then the
+    day ends before it); off by default, since a looping model's day then ends where its loop
+    begins, hours before the real day does (training/README.md, "Twenty-fifth round").
+
     `scoring` says how a behavior name is scored as the answer. "constrained" (the default):
     the answer must be a behavior name, so at each branch of the names' token trie the
     next-token distribution is renormalized over the tokens that continue some name; only the
@@ -161,7 +167,8 @@ class OnDevicePredictor:
                  max_answer_tokens: int = 192, max_generation_tokens: int = 640, dry_multiplier: float = 3.0,
                  dry_allowed_length: int = 1, unique_clauses: bool = True, start_with_first_section: bool = True,
                  end_after_last_section: bool = True, grounded_names: bool = True, grounded_counts: bool = True,
-                 grounded_trait: bool = True, score_tolerance: float = 1e-2, scoring: str = "constrained"):
+                 grounded_trait: bool = True, stop_at_day_end: bool = True, unique_lines: bool = False,
+                 score_tolerance: float = 1e-2, scoring: str = "constrained"):
         if n_threads is not None:
             _check_count("n_threads", n_threads, 1, 512)
         _check_count("n_ctx", n_ctx, 64, MAX_CONTEXT)
@@ -183,6 +190,8 @@ class OnDevicePredictor:
         self.n_threads = n_threads or default_threads()
         self.max_answer_tokens = max_answer_tokens
         self.max_generation_tokens = max_generation_tokens
+        self.unique_lines = bool(unique_lines)
+        self.stop_at_day_end = bool(stop_at_day_end)
 
         self._encoder = encoder_session(bundle.encoder_path, self.n_threads)
         native = load_native()
@@ -336,7 +345,9 @@ class OnDevicePredictor:
         less likely than `min_p` times the most likely one (0 = off), from `seed` (the
         same call gives the same day; temperature 0 decodes greedily, which writes the single
         most likely line over and over). The first attempt decodes freely and must parse
-        strictly; if it does not, up to `max_retries` retries decode under a GBNF grammar of
+        strictly (a last line that max_generation_tokens cut is left out, and the day's rules
+        `unique_lines` and `stop_at_day_end` hold); if it does not, up to `max_retries` retries
+        decode under a GBNF grammar of
         the event-line format (restricted to the next day), keeping the lines that parse.
         Raises GenerationError with the model's text if no attempt yields an event.
         """
@@ -356,6 +367,7 @@ class OnDevicePredictor:
         prefix = answer_prefix(GENERATE, events)
         next_day = (events[-1].day + 1) % 7
         grammar = event_lines_grammar(self.vocab, days=[next_day], after_day=True)
+        stop = day_end_stops(next_day) if self.stop_at_day_end else []
         with self._lock:
             explanation = self.engine.begin(GENERATE, soft, explain, context, self.max_answer_tokens,
                                             behaviors=self._window_behaviors(events))[0]
@@ -363,10 +375,14 @@ class OnDevicePredictor:
             attempts: list[str] = []
             for attempt in range(1 + max_retries):
                 constrained = attempt > 0
-                out = self.engine.session.generate(self.max_generation_tokens, temperature=temperature,
+                out = self.engine.session.generate(self.max_generation_tokens, stop, temperature=temperature,
                                                    top_p=top_p, min_p=min_p, seed=seed + attempt,
-                                                   grammar=grammar if constrained else "", keep=False)
-                text = (prefix + out["text"]).strip()
+                                                   grammar=grammar if constrained else "", keep=False,
+                                                   unique_lines=self.unique_lines)
+                text = prefix + out["text"]
+                if out["stop_reason"] == "max_tokens" and "\n" in text:
+                    text = text[:text.rindex("\n")]  # the line the token limit cut is no event
+                text = text.strip()
                 attempts.append(text)
                 if not constrained:
                     try:
@@ -377,7 +393,7 @@ class OnDevicePredictor:
                         pass
                     continue
                 # Under the grammar every complete line has the right form; drop the lines that
-                # repeat or go back in time, and a last line cut off by the token limit.
+                # repeat or go back in time.
                 parsed, errors = parse_events_report(text, self.vocab, source="generated day")
                 if parsed:
                     return GeneratedDay(parsed, text, explanation, True, len(errors), attempts[0])
