@@ -347,8 +347,8 @@ class OnDevicePredictor:
         most likely line over and over). The first attempt decodes freely and must parse
         strictly (a last line that max_generation_tokens cut is left out, and the day's rules
         `unique_lines` and `stop_at_day_end` hold); if it does not, up to `max_retries` retries
-        decode under a GBNF grammar of
-        the event-line format (restricted to the next day), keeping the lines that parse.
+        decode under a GBNF grammar of the event-line format (restricted to the next day),
+        keeping the lines that parse.
         Raises GenerationError with the model's text if no attempt yields an event.
         """
         if horizon != "1d":
