@@ -153,30 +153,35 @@ def test_explain_runs_the_understanding_rounds(predictor, history):
     assert result.prompt_tokens > predictor.predict(history, explain=False).prompt_tokens
 
 
+class RecordingSession:
+    """A native session whose generate and constrained-scoring calls are recorded."""
+
+    def __init__(self, session):
+        self.session = session
+        self.calls: list[dict] = []    # generate's stop strings and keyword arguments
+        self.chosen: list[list] = []   # score_constrained's candidates
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+    def generate(self, max_tokens, stop, **kwargs):
+        self.calls.append({"stop": stop, **kwargs})
+        return self.session.generate(max_tokens, stop, **kwargs)
+
+    def score_constrained(self, candidates):
+        self.chosen.append(candidates)
+        return self.session.score_constrained(candidates)
+
+
 @pytest.mark.parametrize("layout", [True, False])
 def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at_a_newline(bundle_dir, history, layout):
     predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, max_answer_tokens=8,
                                               dry_multiplier=2.0, dry_allowed_length=3, unique_clauses=layout,
                                               end_after_last_section=layout, grounded_names=layout,
                                               grounded_counts=layout, grounded_trait=layout)
-    calls, chosen = [], []
-
-    class Recording:  # the native session, with its generate and constrained-scoring calls recorded
-        def __init__(self, session):
-            self.session = session
-
-        def __getattr__(self, name):
-            return getattr(self.session, name)
-
-        def generate(self, max_tokens, stop, **kwargs):
-            calls.append({"stop": stop, **kwargs})
-            return self.session.generate(max_tokens, stop, **kwargs)
-
-        def score_constrained(self, candidates):
-            chosen.append(candidates)
-            return self.session.score_constrained(candidates)
-
-    predictor.engine.session = Recording(predictor.engine.session)
+    recording = RecordingSession(predictor.engine.session)
+    calls, chosen = recording.calls, recording.chosen
+    predictor.engine.session = recording
     explanation = predictor.predict(history, explain=True).explanation
     assert len(calls) == 3
     assert all(c["dry_multiplier"] == 2.0 and c["dry_allowed_length"] == 3 for c in calls), calls
@@ -218,20 +223,9 @@ def test_generate_falls_back_to_the_grammar_and_parses(predictor, history):
 def test_generate_decodes_under_the_day_rules(bundle_dir, history, rules):
     predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, max_generation_tokens=48,
                                               unique_lines=rules, stop_at_day_end=rules)
-    calls = []
-
-    class Recording:
-        def __init__(self, session):
-            self.session = session
-
-        def __getattr__(self, name):
-            return getattr(self.session, name)
-
-        def generate(self, max_tokens, stop, **kwargs):
-            calls.append({"stop": stop, **kwargs})
-            return self.session.generate(max_tokens, stop, **kwargs)
-
-    predictor.engine.session = Recording(predictor.engine.session)
+    recording = RecordingSession(predictor.engine.session)
+    calls = recording.calls
+    predictor.engine.session = recording
     predictor.generate(history, explain=False)
     next_day = (history[-1].day + 1) % 7
     assert len(calls) == 2  # the free attempt and the grammar retry, under the same rules
