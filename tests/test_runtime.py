@@ -245,13 +245,7 @@ def test_generate_leaves_out_the_line_the_token_limit_cut(predictor, history):
     vocab = predictor.vocab
     line = f"08:00 @{vocab.locations[0]} {vocab.behaviors[0]}"
 
-    class Cut:  # a free attempt that the token limit ended inside its second line
-        def __init__(self, session):
-            self.session = session
-
-        def __getattr__(self, name):
-            return getattr(self.session, name)
-
+    class Cut(RecordingSession):  # a free attempt that the token limit ended inside its second line
         def generate(self, max_tokens, stop, **kwargs):
             return {"text": f"{line}\n{DAY_ABBRS[next_day]} 09:1", "tokens": [], "stop_reason": "max_tokens",
                     "retaken": 0}
