@@ -236,6 +236,21 @@ def test_init_from_takes_the_finished_stages_of_an_older_run(tmp_path):
     assert proc.returncode == 2 and "its stage1 has status 'skipped'" in proc.stderr
 
 
+def test_warm_start_runs_only_for_a_stage_that_starts_from_a_fresh_projector(tmp_path):
+    """The warm start fits the projector a stage starts from only when no finished stage comes
+    before it: a run whose stages all continue a taken stage 1 skips it."""
+    warm = ("--set", "encoder.warm_start.enabled=true", "--set", "encoder.warm_start.steps=2")
+    src = tmp_path / "s1"
+    curriculum("--out", str(src), "--stages", "1", "--no-eval", "--set", "stage1.max_steps=1", *warm)
+    assert (src / "projector_warm_start.json").is_file()
+    out = tmp_path / "s2"
+    proc = curriculum("--out", str(out), "--stages", "2", "--no-eval", "--init-from", str(src),
+                      "--set", "stage2.max_steps=1", *warm)
+    assert "[warm start] skipped" in proc.stdout
+    assert not (out / "projector_warm_start.json").exists()
+    assert json.loads((out / "run.json").read_text())["stages"]["stage2"]["init_from"] == "stage1"
+
+
 def test_init_from_ignores_a_layout_switch_for_tasks_the_taken_stages_never_render(tmp_path, full_run):
     """Stage 1 never renders a prediction dialogue: a run that moves the prediction's history into
     the reply may take it over; stage 2 renders them, so taking it fails with the difference."""

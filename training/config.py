@@ -65,7 +65,8 @@ class DataConfig:
 class WarmStartSettings:
     """Projector warm start (a bua extension, not in the paper; training/README.md has its
     ablation): before the LLM's first forward pass, fit the fresh projector so that each soft
-    token points like the LLM's own embedding of a behavior name."""
+    token points like the LLM's own embedding of a behavior name. Skipped when every stage to
+    train starts from a finished stage's projector (`--init-from`, `--resume` after stage 1)."""
 
     enabled: bool = False
     # which behavior a soft token is pointed at: "own", its event's behavior (a history reads

@@ -178,6 +178,14 @@ def check_stage_plan(stages: list[str], config: TrainConfig, record: Optional[di
         done.add(stage)
 
 
+def _starts_fresh(stages: list[str], record: Optional[dict]) -> bool:
+    """Whether a stage to train starts from a fresh projector (see _init_stage): the first one not
+    yet done has no finished stage before it. Only then is the warm start's projector used."""
+    done = {s for s in STAGE_ORDER if record and record["stages"][s].get("status") == "done"}
+    pending = [s for s in stages if s not in done]
+    return bool(pending) and not any(s in done for s in STAGE_ORDER[: STAGE_ORDER.index(pending[0])])
+
+
 def _init_stage(model, run_dir: Path, stage: str, config: TrainConfig, fresh: dict[str, dict]) -> Optional[str]:
     """Loads the weights a stage starts from; returns the stage they came from (None: fresh)."""
     from bua.training.state import load_adapter, load_projector
@@ -299,7 +307,10 @@ def run_curriculum(opts: RunOptions) -> dict[str, Any]:
         encoder = ensure_encoder(opts.out, config, data, ctx, progress=opts.progress)
         model = build_model(config, encoder, backbone_dir, ctx.device)
         if config.encoder.warm_start.enabled:
-            _warm_start(model, config, data, opts.out, ctx)
+            if _starts_fresh(stages, record):
+                _warm_start(model, config, data, opts.out, ctx)
+            elif ctx.is_main:
+                print("[warm start] skipped: every stage to train starts from a finished stage's projector", flush=True)
         fresh = {
             "projector": {k: v.detach().clone() for k, v in model.projector.state_dict().items()},
             "lora": {k: v.detach().clone() for k, v in model.lora_state().items()},
