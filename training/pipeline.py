@@ -155,10 +155,15 @@ def _copy_earlier_stages(
     distributed.barrier(ctx)
 
 
+def _done_stages(record: Optional[dict]) -> set[str]:
+    """The stages a run record (run.json; None for a new run) holds as done."""
+    return {s for s in STAGE_ORDER if record and record["stages"][s].get("status") == "done"}
+
+
 def check_stage_plan(stages: list[str], config: TrainConfig, record: Optional[dict], run_dir: Path) -> None:
     """Fails fast (before any data or model work) when a requested stage lacks the earlier
     stage output it needs; `record` is the existing run.json (None for a new run)."""
-    done = {s for s in STAGE_ORDER if record and record["stages"][s].get("status") == "done"}
+    done = _done_stages(record)
     for stage in stages:
         earlier = {s for s in STAGE_ORDER[: STAGE_ORDER.index(stage)] if s in done or s in stages}
         wanted = config.stage(stage).continue_from
@@ -181,7 +186,7 @@ def check_stage_plan(stages: list[str], config: TrainConfig, record: Optional[di
 def _starts_fresh(stages: list[str], record: Optional[dict]) -> bool:
     """Whether a stage to train starts from a fresh projector (see _init_stage): the first one not
     yet done has no finished stage before it. Only then is the warm start's projector used."""
-    done = {s for s in STAGE_ORDER if record and record["stages"][s].get("status") == "done"}
+    done = _done_stages(record)
     pending = [s for s in stages if s not in done]
     return bool(pending) and not any(s in done for s in STAGE_ORDER[: STAGE_ORDER.index(pending[0])])
 
