@@ -24,7 +24,8 @@ def tiny_dataset():
     return simulate(n_users=4, n_days=7, seed=3)
 
 
-def _tiny_bundle(root, dataset, question_first: bool = False, question_first_tasks=(), history_in_reply_tasks=()):
+def _tiny_bundle(root, dataset, question_first: bool = False, question_first_tasks=(), history_in_reply_tasks=(),
+                 generation_names: bool = False):
     from bua.backbones import resolve_backbone
     from bua.chat import ChatFormat
     from bua.dialogue import default_template
@@ -40,7 +41,7 @@ def _tiny_bundle(root, dataset, question_first: bool = False, question_first_tas
     out = root / "bundle"
     export_bundle(backbone, None, root / "encoder", root / "projector", vocab,
                   ChatFormat.from_tokenizer(backbone),
-                  default_template(question_first, question_first_tasks, history_in_reply_tasks),
+                  default_template(question_first, question_first_tasks, history_in_reply_tasks, generation_names),
                   out, "q8_0", n_threads=1, progress=lambda msg: None)
     return out
 
@@ -68,3 +69,9 @@ def tiny_bundle_predict_first(tmp_path_factory, tiny_dataset):
 def tiny_bundle_history_in_reply(tmp_path_factory, tiny_dataset):
     """The same with the prediction's history in the reply (`data.history_in_reply_tasks`)."""
     return _tiny_bundle(tmp_path_factory.mktemp("runtime_hr"), tiny_dataset, history_in_reply_tasks=("predict",))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_generation_names(tmp_path_factory, tiny_dataset):
+    """The same with the history's behavior names in the generate question (`data.generation_names`)."""
+    return _tiny_bundle(tmp_path_factory.mktemp("runtime_gn"), tiny_dataset, generation_names=True)

@@ -112,8 +112,8 @@ def test_question_first_template_puts_the_question_before_the_history():
     assert segs[3:] == render_dialogue(TPL, CHAT, TASKS, ANSWERS)[3:]
     # a version-1 template (bundles written before the field existed) still reads
     assert DialogueTemplate.from_dict({**TPL.to_dict(), "version": 1}).preamble == TPL.preamble
-    with pytest.raises(ValueError, match="unsupported dialogue template version 5"):
-        DialogueTemplate.from_dict({**TPL.to_dict(), "version": 5})
+    with pytest.raises(ValueError, match="unsupported dialogue template version 6"):
+        DialogueTemplate.from_dict({**TPL.to_dict(), "version": 6})
 
 
 def test_question_first_tasks_ask_first_only_in_their_own_first_round():
@@ -217,8 +217,8 @@ def test_incremental_pieces_equal_full_rendering():
     history = [Event(0, 600, 0, 0), Event(2, 700, 1, 1)]
     tasks = TASKS[:3] + [GENERATE]
     answers = ANSWERS[:3] + ["Thu 08:00 @home gaming"]
-    ctx = [None, None, None, question_context(GENERATE, history)]
-    assert ctx[3] == {"day": "Thursday"}
+    ctx = [None, None, None, question_context(GENERATE, history, ["gaming", "reading"])]
+    assert ctx[3] == {"day": "Thursday", "behaviors": "gaming, reading"}
     full = render_dialogue(TPL, CHAT, tasks, answers, ctx)
     pieces = []
     for k, (t, a) in enumerate(zip(tasks, answers)):
@@ -370,3 +370,25 @@ def test_stage3_dialogue(sim_bits):
     assert d.tasks == ["reflect"] and d.kind == "stage3" and d.answers == [answer]
     assert "Draft: " + draft in d.segments[2].text
     assert answer.startswith("Issues: ") and "\nCorrected: Trait: " in answer
+
+
+def test_generation_names_end_the_generate_question_with_the_histories_behaviors():
+    gn = default_template(generation_names=True)
+    assert DialogueTemplate.from_dict(json.loads(json.dumps(gn.to_dict()))) == gn
+    assert gn.fields(GENERATE) == ["day", "behaviors"] and TPL.fields(GENERATE) == ["day"]
+    history = [Event(0, 600, 0, 2), Event(0, 700, 1, 0), Event(1, 500, 0, 0), Event(1, 900, 0, 1)]
+    names = ["gaming", "reading", "commute"]
+    ctx = question_context(GENERATE, history, names)
+    # most frequent first; ties in order of first appearance
+    assert ctx["behaviors"] == "gaming, commute, reading"
+    assert gn.question(GENERATE, ctx).endswith("The history's behaviors: gaming, commute, reading.")
+    assert gn.question(GENERATE, ctx).startswith(TPL.question(GENERATE, ctx))
+    # other tasks' questions are unchanged
+    assert {t: q for t, q in gn.questions.items() if t != GENERATE} == {
+        t: q for t, q in TPL.questions.items() if t != GENERATE}
+    with pytest.raises(KeyError, match="needs context field 'behaviors'"):
+        gn.question(GENERATE, {"day": "Tuesday"})
+    # a version-4 template without the field still reads; the field needs version 5
+    assert DialogueTemplate.from_dict({**TPL.to_dict(), "version": 4}).questions == TPL.questions
+    with pytest.raises(ValueError, match="needs dialogue template version 5"):
+        DialogueTemplate.from_dict({**gn.to_dict(), "version": 4})

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +232,23 @@ def test_generate_decodes_under_the_day_rules(bundle_dir, history, rules):
     assert len(calls) == 2  # the free attempt and the grammar retry, under the same rules
     assert all(c["unique_lines"] == rules for c in calls)
     assert all(c["stop"] == (day_end_stops(next_day) if rules else []) for c in calls)
+
+
+def test_generate_question_names_the_behaviors_the_soft_tokens_stand_for(tiny_bundle_generation_names, history):
+    predictor = OnDevicePredictor.from_bundle(tiny_bundle_generation_names, n_threads=1, max_generation_tokens=24)
+    texts: list[str] = []
+    eval_segments = predictor.engine.eval_segments
+
+    def recording(segments, soft, score=False):
+        texts.extend(s.text for s in segments)
+        return eval_segments(segments, soft, score)
+
+    predictor.engine.eval_segments = recording
+    predictor.generate(history, explain=False)
+    # most frequent first, ties in order of first appearance (Counter keeps insertion order)
+    names = [predictor.vocab.behaviors[b] for b, _ in Counter(e.behavior for e in history).most_common()]
+    prompt = "".join(texts)
+    assert f"The history's behaviors: {', '.join(names)}." in prompt, prompt
 
 
 def test_day_end_stops_are_new_lines_outside_the_day():

@@ -251,10 +251,15 @@ def test_warm_start_runs_only_for_a_stage_that_starts_from_a_fresh_projector(tmp
     assert json.loads((out / "run.json").read_text())["stages"]["stage2"]["init_from"] == "stage1"
 
 
-def test_init_from_ignores_a_layout_switch_for_tasks_the_taken_stages_never_render(tmp_path, full_run):
-    """Stage 1 never renders a prediction dialogue: a run that moves the prediction's history into
-    the reply may take it over; stage 2 renders them, so taking it fails with the difference."""
-    layout = ("--set", "data.history_in_reply_tasks=[predict]")
+@pytest.mark.parametrize("switch, diff", [
+    ("data.history_in_reply_tasks=[predict]", "x.history_in_reply_tasks: [] -> ['predict']"),
+    ("data.generation_names=true", "x.generation_names: False -> True"),
+])
+def test_init_from_ignores_a_layout_switch_for_tasks_the_taken_stages_never_render(tmp_path, full_run, switch, diff):
+    """Stage 1 never renders a prediction or generation dialogue: a run that moves the prediction's
+    history into the reply, or names the history's behaviors in the generate question, may take it
+    over; stage 2 renders them, so taking it fails with the difference."""
+    layout = ("--set", switch)
     out = tmp_path / "hr"
     curriculum("--out", str(out), "--stages", "2", "--no-eval", "--init-from", str(full_run),
                "--set", "stage2.max_steps=1", *layout)
@@ -262,7 +267,7 @@ def test_init_from_ignores_a_layout_switch_for_tasks_the_taken_stages_never_rend
     assert record["stages"]["stage1"]["copied_from"] == str(full_run) and record["stages"]["stage2"]["status"] == "done"
     proc = curriculum("--out", str(tmp_path / "x"), "--stages", "3", "--no-eval", "--init-from", str(full_run),
                       *layout, check=False)
-    assert proc.returncode == 2 and "x.history_in_reply_tasks: [] -> ['predict']" in proc.stderr
+    assert proc.returncode == 2 and diff in proc.stderr, proc.stderr
 
 
 def test_generation_weight_scales_the_generation_rounds(tmp_path, full_run):

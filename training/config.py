@@ -52,13 +52,17 @@ class DataConfig:
     # assistant's reply opens with the history; the answer follows the newline after it, so a
     # streamed event costs its soft row and one more position (training/README.md)
     history_in_reply_tasks: list[str] = field(default_factory=list)
+    # a bua extension: the generate question ends with the history's behavior names, so the
+    # model can copy the names it reads only as soft tokens into the day it writes
+    generation_names: bool = False
 
     # the fields above that name tasks whose first round is laid out differently
     LAYOUT_TASK_FIELDS = ("question_first_tasks", "history_in_reply_tasks")
 
     def template(self) -> DialogueTemplate:
         """bua's dialogue template in this config's layout."""
-        return default_template(self.question_first, self.question_first_tasks, self.history_in_reply_tasks)
+        return default_template(self.question_first, self.question_first_tasks, self.history_in_reply_tasks,
+                                self.generation_names)
 
 
 @dataclass

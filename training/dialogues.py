@@ -89,7 +89,7 @@ def stage2_dialogue(sample, labeler: Labeler, final: str = PREDICT, explain: boo
         answers += [a[t] for t in STAGE2_EXPLAIN_TASKS]
     tasks.append(final)
     answers.append(final_answer)
-    contexts = [None] * (len(tasks) - 1) + [question_context(final, history)]
+    contexts = [None] * (len(tasks) - 1) + [question_context(final, history, labeler.vocab.behaviors)]
     segs = render_dialogue(template, chat, tasks, answers, contexts)
     return Dialogue(segs, history, "stage2", tasks, target_behavior, target_events,
                     sample.user_id, answers)

@@ -29,7 +29,8 @@ from bua.training.inference import InferenceSession
 PROBE_ROW = "soft-token probe (read-out ceiling)"
 
 
-def _session_for(model, history: Sequence, task: str, explain: bool, max_new_tokens: int) -> InferenceSession:
+def _session_for(model, history: Sequence, task: str, explain: bool, max_new_tokens: int,
+                 behavior_names: Sequence[str]) -> InferenceSession:
     """A session holding the prompt of the final round `task` (after rounds 1-3 if `explain`)."""
     tpl, chat = model.template, model.chat
     session = InferenceSession(model)
@@ -37,7 +38,7 @@ def _session_for(model, history: Sequence, task: str, explain: bool, max_new_tok
     tasks = (list(STAGE2_EXPLAIN_TASKS) if explain else []) + [task]
     tail_after_eot = chat.assistant_suffix[len(chat.end_of_turn):]
     for k, t in enumerate(tasks):
-        ctx = question_context(t, history) if t == GENERATE else None
+        ctx = question_context(t, history, behavior_names) if t == GENERATE else None
         session.feed_segments(round_prompt_segments(tpl, chat, t, k == 0, k, ctx), arr)
         if k < len(tasks) - 1:
             session.greedy(max_new_tokens)  # feeds the answer and its end of turn
@@ -50,7 +51,7 @@ def predict_scores(model, samples: Sequence, behavior_names: Sequence[str], expl
     """[N, n_behaviors] log-softmax over candidates of each sample."""
     out = np.zeros((len(samples), len(behavior_names)), dtype=np.float64)
     for i, s in enumerate(tqdm(samples, desc=desc, disable=not progress, leave=False)):
-        session = _session_for(model, s.history, PREDICT, explain, max_new_tokens)
+        session = _session_for(model, s.history, PREDICT, explain, max_new_tokens, behavior_names)
         scores = session.score(list(behavior_names), scoring).double()
         out[i] = torch.log_softmax(scores, dim=0).cpu().numpy()
     return out
@@ -63,7 +64,7 @@ def generate_days(model, samples: Sequence, vocab, explain: bool, max_new_tokens
 
     out, kept, rejected = [], 0, 0
     for s in tqdm(samples, desc="BUA generate", disable=not progress, leave=False):
-        session = _session_for(model, s.history, GENERATE, explain, max_new_tokens)
+        session = _session_for(model, s.history, GENERATE, explain, max_new_tokens, vocab.behaviors)
         prefix = answer_prefix(GENERATE, s.history)
         session.feed_ids(session.tokenize(prefix))
         text = prefix + session.greedy(max_new_tokens)

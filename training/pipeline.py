@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import torch
 
+from bua.dialogue import GENERATE
 from bua.fsio import write_json
 from bua.training import distributed
 from bua.training.checkpoint import (
@@ -134,6 +135,8 @@ def _copy_earlier_stages(
     for data in (theirs["data"], ours["data"]):
         for key in DataConfig.LAYOUT_TASK_FIELDS:
             data[key] = [t for t in data.get(key, []) if t in rendered]
+        if GENERATE not in rendered:
+            data.pop("generation_names", None)
     for section in ("data", "encoder", "model", "seed"):
         diff = _config_diff({"x": theirs[section]}, {"x": ours[section]})
         if diff:

@@ -18,6 +18,7 @@ from bua.events import DAY_ABBRS, DAY_NAMES, Event
 
 __all__ = [
     "ALL_TASKS",
+    "BEHAVIORS_FIELD",
     "COUNTED_TASKS",
     "DEFAULT_MARKER",
     "QUESTION_FIELD",
@@ -82,9 +83,10 @@ SCORING_RULES = ("constrained", "summed")
 
 DEFAULT_MARKER = "<behavior_history>"
 QUESTION_FIELD = "{question}"  # where a question-first preamble puts the first round's question
-# written by this bua; 1 (no QUESTION_FIELD), 2 (no question_first_tasks) and 3 (no
-# history_in_reply_tasks) are still read
-TEMPLATE_VERSION = 4
+# written by this bua; 1 (no QUESTION_FIELD), 2 (no question_first_tasks), 3 (no
+# history_in_reply_tasks) and 4 (no BEHAVIORS_FIELD) are still read
+TEMPLATE_VERSION = 5
+BEHAVIORS_FIELD = "{behaviors}"  # a question's list of the history's behavior names (question_context)
 SOFT_TOKEN_ID = -1  # placeholder id of soft-token positions in `tokenize_segments`
 
 _FIELD = re.compile(r"\{([a-z_]+)\}")
@@ -175,6 +177,9 @@ class DialogueTemplate:
             if self.marker in q:
                 raise ValueError(f"question of task {task!r} contains the marker; it belongs "
                                  f"in the preamble only")
+            if BEHAVIORS_FIELD in q and self.version < 5:
+                raise ValueError(f"a question with {BEHAVIORS_FIELD} needs dialogue template version 5, "
+                                 f"got version {self.version}")
         object.__setattr__(self, "questions", dict(self.questions))
 
     @property
@@ -256,12 +261,17 @@ _EVENT_FIELDS = "one per line with its day, time, place and behavior"
 
 
 def default_template(question_first: bool = False, question_first_tasks: Sequence[str] = (),
-                     history_in_reply_tasks: Sequence[str] = ()) -> DialogueTemplate:
+                     history_in_reply_tasks: Sequence[str] = (),
+                     generation_names: bool = False) -> DialogueTemplate:
     """bua's template; `question_first` puts every first round's question before the history,
     `question_first_tasks` only those tasks', `history_in_reply_tasks` moves those tasks' history
-    into the reply (bua extensions, `data.question_first`, `data.question_first_tasks` and
-    `data.history_in_reply_tasks`)."""
+    into the reply, `generation_names` ends the generate question with the history's behavior
+    names (bua extensions, `data.question_first`, `data.question_first_tasks`,
+    `data.history_in_reply_tasks` and `data.generation_names`)."""
     preamble = "Behavior history: " + DEFAULT_MARKER + "\n"
+    generate = f"Generate the user's events for the next day ({{day}}), {_EVENT_FIELDS}."
+    if generation_names:
+        generate += f" The history's behaviors: {BEHAVIORS_FIELD}."
     return DialogueTemplate(
         preamble=QUESTION_FIELD + "\n" + preamble if question_first else preamble,
         question_first_tasks=question_first_tasks,
@@ -279,18 +289,25 @@ def default_template(question_first: bool = False, question_first_tasks: Sequenc
             PATTERNS: "Describe the user's recurring behavior patterns in time and place.",
             SUMMARY: "Summarize the user's features: trait, habits, behavioral anchors.",
             PREDICT: "Predict the user's next behavior. Answer with the behavior name only.",
-            GENERATE: f"Generate the user's events for the next day ({{day}}), {_EVENT_FIELDS}.",
+            GENERATE: generate,
             REFLECT: "Review this user feature summary, name its issues and write a corrected "
                      "summary.\nDraft: {draft}",
         },
     )
 
 
-def question_context(task: str, history: Sequence[Event]) -> dict[str, str]:
-    """The context fields a task's default question needs that follow from the history
-    alone (the runtime calls this too): ``generate`` -> ``{"day": <next day's name>}``."""
+def question_context(task: str, history: Sequence[Event], behavior_names: Sequence[str]) -> dict[str, str]:
+    """The context fields a task's default question may need that follow from the history
+    (training and the runtime alike): ``generate`` -> ``{"day": <next day's name>, "behaviors":
+    <the history's behavior names, most frequent first, ties in order of first appearance>}``;
+    `behavior_names` is the vocabulary's names by behavior id."""
     if task == GENERATE:
-        return {"day": DAY_NAMES[_next_day(history)]}
+        counts: dict[int, int] = {}
+        for e in history:
+            counts[e.behavior] = counts.get(e.behavior, 0) + 1
+        ranked = sorted(counts, key=lambda b: -counts[b])  # stable: ties keep first appearance
+        return {"day": DAY_NAMES[_next_day(history)],
+                "behaviors": ", ".join(behavior_names[b] for b in ranked)}
     return {}
 
 

@@ -363,7 +363,7 @@ class OnDevicePredictor:
         _check_count("seed", seed, 0, 2**32 - 1)
         events = self._events(history)
         soft = self._soft_rows(events)
-        context = question_context(GENERATE, events)
+        context = question_context(GENERATE, events, self.vocab.behaviors)
         prefix = answer_prefix(GENERATE, events)
         next_day = (events[-1].day + 1) % 7
         grammar = event_lines_grammar(self.vocab, days=[next_day], after_day=True)
