@@ -14,6 +14,7 @@ from bua.dialogue import (
     EXPLAIN_ANSWER_END,
     EXPLAIN_FIRST_SECTION,
     EXPLAIN_LAST_SECTION,
+    EXPLAIN_SECTIONS,
     STAGE1_TASKS,
     STAGE2_EXPLAIN_TASKS,
 )
@@ -358,8 +359,10 @@ def test_stage2_labels_pass_the_explanation_checks(sim):
         for task, header in EXPLAIN_FIRST_SECTION.items():
             assert ans[task].startswith(header + " "), ans[task]
     m = explanation_metrics(answers,
-                            [[names[e.behavior] for e in s.history] for s in held_out], names)
+                            [[names[e.behavior] for e in s.history] for s in held_out], names,
+                            sections=EXPLAIN_SECTIONS)
     assert m["users"] > 50
+    assert m["rounds_in_form"] == m["rounds_with_sections"] == m["rounds"]
     assert m["rounds_repeating_a_line"] == 0
     assert m["users_naming_a_behavior"] == m["users"]
     assert m["mentions_in_history"] == 1.0

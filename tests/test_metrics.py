@@ -8,6 +8,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import precision_score, recall_score
 
+from bua.dialogue import EXPLAIN_SECTIONS
 from bua.metrics import (
     bleu,
     confusion_counts,
@@ -15,6 +16,7 @@ from bua.metrics import (
     explanation_metrics,
     frequency_classes,
     generation_metrics,
+    in_sections,
     jsd,
     long_tail_indices,
     named_behaviors,
@@ -242,6 +244,23 @@ def test_explanation_metrics_checks_claimed_counts_against_the_history():
 ])
 def test_explanation_metrics_repeats_ignore_numbers(text, repeats):
     assert explanation_metrics([{"key_behaviors": text}], [[]], NAMES)["rounds_repeating_a_line"] == int(repeats)
+
+
+@pytest.mark.parametrize("text, form", [
+    ("Frequent: watching video (3), gaming (2). Phase shifts: none; the user stays at @home.", True),
+    ("Frequent: no behavior repeats. Phase shifts: gaming (@home -> @work).", True),
+    ("Frequent: 0:00 @home messaging", False),  # its last section is missing
+    ("Frequent: watching video (2), gaming (3). Phase: 00:06 @home watching video.", False),
+    ("Phase shifts: none. Frequent: gaming (2).", False),  # out of order
+    ("Frequent:. Phase shifts: none.", False),  # an empty section
+    ("The user games. Frequent: gaming (2). Phase shifts: none.", False),  # does not open with the first
+])
+def test_in_sections_wants_every_header_in_order_with_text(text, form):
+    headers = EXPLAIN_SECTIONS["key_behaviors"]
+    assert in_sections(text, headers) == form
+    m = explanation_metrics([{"key_behaviors": text, "answer": "free text"}], [[]], NAMES, sections=EXPLAIN_SECTIONS)
+    assert (m["rounds_in_form"], m["rounds_with_sections"], m["rounds"]) == (int(form), 1, 2)
+    assert "rounds_in_form" not in explanation_metrics([{"key_behaviors": text}], [[]], NAMES)
 
 
 def test_explanation_metrics_rejects_mismatched_inputs():

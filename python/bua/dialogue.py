@@ -25,6 +25,7 @@ __all__ = [
     "DialogueTemplate",
     "EXPLAIN_FIRST_SECTION",
     "EXPLAIN_LAST_SECTION",
+    "EXPLAIN_SECTIONS",
     "FINAL_TASKS",
     "GENERATE",
     "PREDICT",
@@ -67,8 +68,10 @@ EXPLAIN_ANSWER_END = "\n"
 # Each understanding answer is "Header: ..." sentences in a fixed order (bua.labels.tasks,
 # bua.labels.profile.Summary): it opens with its first header, and the sentence after its last
 # header ends it (tests/test_labels.py).
-EXPLAIN_FIRST_SECTION = {KEY_BEHAVIORS: "Frequent:", PATTERNS: "Sequences:", SUMMARY: "Trait:"}
-EXPLAIN_LAST_SECTION = {KEY_BEHAVIORS: "Phase shifts:", PATTERNS: "Place:", SUMMARY: "Anchors:"}
+EXPLAIN_SECTIONS = {KEY_BEHAVIORS: ("Frequent:", "Phase shifts:"), PATTERNS: ("Sequences:", "Time:", "Place:"),
+                    SUMMARY: ("Trait:", "Habits:", "Anchors:")}
+EXPLAIN_FIRST_SECTION = {task: headers[0] for task, headers in EXPLAIN_SECTIONS.items()}
+EXPLAIN_LAST_SECTION = {task: headers[-1] for task, headers in EXPLAIN_SECTIONS.items()}
 # the rounds whose "<behavior> (<n>)" states the behavior's number of events in the history
 # (bua.labels.tasks.key_behaviors; a "(<n>x)" elsewhere counts a sequence or an anchor)
 COUNTED_TASKS = (KEY_BEHAVIORS,)

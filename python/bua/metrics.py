@@ -67,6 +67,7 @@ __all__ = [
     "explanation_metrics",
     "frequency_classes",
     "generation_metrics",
+    "in_sections",
     "jsd",
     "long_tail_indices",
     "named_behaviors",
@@ -439,6 +440,7 @@ def explanation_metrics(
     history_behaviors: Sequence[Sequence[str]],
     behavior_names: Sequence[str],
     summary_task: str = "summary",
+    sections: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Quality of the understanding rounds of several users (one explanation per user).
 
@@ -453,6 +455,9 @@ def explanation_metrics(
     `count_claims`), ``count_claims_right`` (the share whose count is the behavior's number of
     events in the history; NaN without claims) and ``most_frequent_claimed`` (of the users whose
     history repeats a behavior, the share whose claims include a most frequent one; NaN if none).
+    With `sections` (task -> its answer's section headers in order, e.g.
+    `bua.dialogue.EXPLAIN_SECTIONS`): ``rounds_in_form``, the rounds of those tasks whose answer
+    has them as its label has them (`in_sections`), and ``rounds_with_sections``, those rounds.
     """
     if len(explanations) != len(history_behaviors):
         raise ValueError(f"{len(explanations)} explanations but {len(history_behaviors)} histories")
@@ -460,6 +465,7 @@ def explanation_metrics(
         raise ValueError("explanation_metrics needs at least one user")
     rounds = repeating = mentions = in_history = naming = 0
     claims = claims_right = repeaters = top_claimed = 0
+    in_form = with_sections = 0
     summaries = []
     for explanation, history in zip(explanations, history_behaviors):
         counts = Counter(b.lower() for b in history)
@@ -472,6 +478,9 @@ def explanation_metrics(
                 claims_right += counts[name.lower()] == n
                 claimed.add(name.lower())
             rounds += 1
+            if sections and task in sections:
+                with_sections += 1
+                in_form += in_sections(text, sections[task])
             parts = [_REPEAT_NOISE.sub(" ", part).split() for part in _CLAUSE_END.split(text.lower())]
             parts = [" ".join(words) for words in parts if words]
             repeating += len(parts) != len(set(parts))
@@ -498,4 +507,24 @@ def explanation_metrics(
         "count_claims": claims,
         "count_claims_right": claims_right / claims if claims else math.nan,
         "most_frequent_claimed": top_claimed / repeaters if repeaters else math.nan,
+        **({"rounds_with_sections": with_sections, "rounds_in_form": in_form} if sections else {}),
     }
+
+
+def in_sections(text: str, headers: Sequence[str]) -> bool:
+    """Whether `text` is laid out in the sections `headers` name: it opens with the first, the
+    others follow in order, and each holds some text ("Frequent: gaming (3). Phase shifts: none."
+    for ("Frequent:", "Phase shifts:"); "Frequent: 0:00 @home messaging" is not)."""
+    text = text.strip()
+    if not headers or not text.startswith(headers[0]):
+        return False
+    at = 0
+    for k, header in enumerate(headers):
+        start = text.find(header, at)
+        if start < 0:
+            return False
+        at = start + len(header)
+        end = text.find(headers[k + 1], at) if k + 1 < len(headers) else len(text)
+        if end < 0 or not text[at:end].strip(" .;,"):
+            return False
+    return True

@@ -28,7 +28,7 @@ import numpy as np
 DEFAULT_CONFIG = "smollm2-135m-cpu"
 QUICK_CONFIG = "tiny-cpu"
 SHOWN_HISTORY = 12
-EVAL_FORMAT = 13  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
+EVAL_FORMAT = 14  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
 
 
 def configs_dir() -> Path:
@@ -167,6 +167,7 @@ def explanation_report(predictor, edata, n_users: int) -> dict[str, Any]:
     users, scored by bua.metrics.explanation_metrics; `examples` holds each user's rounds."""
     from tqdm.auto import tqdm
 
+    from bua.dialogue import EXPLAIN_SECTIONS
     from bua.metrics import explanation_metrics
 
     samples, users = [], set()
@@ -178,7 +179,8 @@ def explanation_report(predictor, edata, n_users: int) -> dict[str, Any]:
     histories = [s.history[-predictor.bundle.max_history:] for s in samples]
     explanations = [predictor.predict(h, top_k=1, explain=True).explanation
                     for h in tqdm(histories, desc="on-device BUA, explanations")]
-    report = explanation_metrics(explanations, [[names[e.behavior] for e in h] for h in histories], names)
+    report = explanation_metrics(explanations, [[names[e.behavior] for e in h] for h in histories], names,
+                                 sections=EXPLAIN_SECTIONS)
     report["examples"] = [{"user": s.user_id, **e} for s, e in zip(samples, explanations)]
     return report
 
@@ -187,7 +189,8 @@ def explanation_line(report: dict[str, Any]) -> str:
     share = report["mentions_in_history"]
     users = f"{report['users']} test user" + ("s" if report["users"] != 1 else "")
     return (f"understanding rounds of {users}: {report['rounds_repeating_a_line']} of "
-            f"{report['rounds']} rounds repeat a line; {report['users_naming_a_behavior']} users' rounds name a "
+            f"{report['rounds']} rounds repeat a line; {report['rounds_in_form']} of {report['rounds_with_sections']} "
+            f"hold their label's sections in order; {report['users_naming_a_behavior']} users' rounds name a "
             f"behavior, {report['mentions']} names in all, {share:.0%} of them in that user's history; "
             f"{report['distinct_summaries']} distinct summaries ({report['distinct_summaries_per_user']:.2f} per "
             f"user); {_claims_clause(report)}")
