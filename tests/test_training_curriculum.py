@@ -283,7 +283,9 @@ def test_generation_weight_scales_the_generation_rounds(tmp_path, full_run):
         first[weight] = [r for r in read_log(out / "stage2" / "log.jsonl") if r.get("type") == "train"][0]
     assert set(first[1.0]["tasks"]) == {"generate"}
     assert first[3.0]["loss"] == pytest.approx(first[1.0]["loss"], rel=1e-5)
-    assert first[3.0]["grad_norm"] == pytest.approx(3.0 * first[1.0]["grad_norm"], rel=1e-4)
+    # fp32 (AVX2 hosts) met rel 1e-4; under bf16 autocast (`model.autocast: auto` on a CPU with AVX512-BF16
+    # or AMX) the scaled backward rounds differently, measured 5e-4 apart on a Zen 5
+    assert first[3.0]["grad_norm"] == pytest.approx(3.0 * first[1.0]["grad_norm"], rel=2e-3)
 
 
 def test_end_of_turn_weight_reaches_the_gradient_not_the_logged_loss(tmp_path, full_run):
