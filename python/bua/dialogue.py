@@ -8,6 +8,7 @@ dialogues built on this contract (stages 1-3, from labels) are in `bua.training.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -305,12 +306,9 @@ def question_context(task: str, history: Sequence[Event], behavior_names: Sequen
     <the history's behavior names, most frequent first, ties in order of first appearance>}``;
     `behavior_names` is the vocabulary's names by behavior id."""
     if task == GENERATE:
-        counts: dict[int, int] = {}
-        for e in history:
-            counts[e.behavior] = counts.get(e.behavior, 0) + 1
-        ranked = sorted(counts, key=lambda b: -counts[b])  # stable: ties keep first appearance
+        ranked = Counter(e.behavior for e in history).most_common()  # ties keep first appearance
         return {"day": DAY_NAMES[_next_day(history)],
-                "behaviors": ", ".join(behavior_names[b] for b in ranked)}
+                "behaviors": ", ".join(behavior_names[b] for b, _ in ranked)}
     return {}
 
 

@@ -516,15 +516,14 @@ def in_sections(text: str, headers: Sequence[str]) -> bool:
     others follow in order, and each holds some text ("Frequent: gaming (3). Phase shifts: none."
     for ("Frequent:", "Phase shifts:"); "Frequent: 0:00 @home messaging" is not)."""
     text = text.strip()
-    if not headers or not text.startswith(headers[0]):
-        return False
-    at = 0
-    for k, header in enumerate(headers):
+    starts, at = [], 0
+    for header in headers:
         start = text.find(header, at)
         if start < 0:
             return False
+        starts.append(start)
         at = start + len(header)
-        end = text.find(headers[k + 1], at) if k + 1 < len(headers) else len(text)
-        if end < 0 or not text[at:end].strip(" .;,"):
-            return False
-    return True
+    if not starts or starts[0] != 0:
+        return False
+    ends = starts[1:] + [len(text)]
+    return all(text[s + len(h):e].strip(" .;,") for s, h, e in zip(starts, headers, ends))
