@@ -312,6 +312,13 @@ def test_distill_weight_adds_the_encoder_kl_to_stage2(tmp_path, full_run):
         first[weight, tau] = [r for r in read_log(out / "stage2" / "log.jsonl") if r.get("type") == "train"][0]
     assert "distill" not in first[0.0, 0.0]
     assert first[3.0, 0.0]["distill"] > 0
+    # how often the LLM's top-1 is the encoder's: logged with the KL, a share of the predictions
+    assert "teacher_top1" not in first[0.0, 0.0]
+    assert 0.0 <= first[3.0, 0.0]["teacher_top1"] <= 1.0
+    stage2 = json.loads((tmp_path / "kd3.0-0.0" / "summary.json").read_text())["stages"]["stage2"]
+    assert 0.0 <= stage2["best_val_teacher_top1"] <= 1.0
+    no_kd = json.loads((tmp_path / "kd0.0-0.0" / "summary.json").read_text())["stages"]["stage2"]
+    assert no_kd["best_val_teacher_top1"] is None  # NaN, written as null
     kd = first[3.0, 0.0]
     assert kd["loss"] == pytest.approx(first[0.0, 0.0]["loss"] + 3.0 * kd["distill"], rel=1e-4)
     # the training behavior counts reach the KL: the same batch, another divergence

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from bua.training.config import ConfigError, config_from_dict
-from bua.training.distill import FirstTokens, distillation_loss, first_token_log_prior, teacher_distribution
+from bua.training.distill import (
+    FirstTokens,
+    distillation_loss,
+    first_token_log_prior,
+    teacher_agreement,
+    teacher_distribution,
+)
 
 VOCAB = {"online": [7], "shopping": [9], "class": [11], "gaming": [3, 4], "bus": [5]}
 
@@ -37,6 +43,15 @@ def test_loss_is_the_kl_to_the_pooled_teacher():
     logits = torch.zeros(2, 3, requires_grad=True)
     distillation_loss(logits, teacher, first).sum().backward()
     torch.testing.assert_close(logits.grad, torch.full((2, 3), 1 / 3) - pooled)
+
+
+def test_agreement_compares_top1_after_pooling_the_teacher_by_first_token():
+    first = FirstTokens.build(_tokenize, ["online shopping", "gaming", "online class", "bus"])
+    # "gaming" is the teacher's top candidate (0.4), but the two "online" names pool to 0.5
+    teacher = torch.tensor([[0.25, 0.4, 0.25, 0.1], [0.1, 0.1, 0.1, 0.7]])
+    student = torch.tensor([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0]])  # first token groups: online, gaming, bus
+    assert teacher_agreement(student, teacher, first).tolist() == [True, False]
+    assert teacher_agreement(torch.tensor([[0.0, 0.0, 3.0]]), teacher[1:], first).tolist() == [True]
 
 
 class _Encoder(torch.nn.Module):

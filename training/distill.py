@@ -76,3 +76,12 @@ def distillation_loss(student_logits: torch.Tensor, teacher: torch.Tensor, first
     logits = student_logits.float()
     log_q = F.log_softmax(logits if log_prior is None else logits + log_prior, dim=-1)
     return (target * (torch.log(target.clamp(min=1e-12)) - log_q)).sum(dim=-1)
+
+
+def teacher_agreement(student_logits: torch.Tensor, teacher: torch.Tensor, first: FirstTokens) -> torch.Tensor:
+    """[...] bool: the LLM's most likely first answer token is the first token of the teacher's
+    most likely first-token group (how often the student copies the teacher's top-1 where
+    candidate scoring makes its decision). Shapes as in `distillation_loss`."""
+    target = teacher @ first.groups.to(teacher)
+    return student_logits.float().argmax(dim=-1) == target.argmax(dim=-1)
+

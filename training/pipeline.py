@@ -429,7 +429,10 @@ def _print_stage(r) -> None:
     print(
         f"[{r.stage}] done: {r.steps} steps in {r.seconds:.0f}s, train loss {_fmt(r.first_train_loss)} -> "
         f"{_fmt(r.last_train_loss)}, validation {_fmt(r.first_val_loss)} -> best {_fmt(r.best_val_loss)} "
-        f"(step {r.best_step})",
+        f"(step {r.best_step})"
+        + ("" if math.isnan(r.best_val_teacher_top1) else
+           f", validation predictions whose top-1 is the encoder's {r.first_val_teacher_top1:.2f} -> "
+           f"{r.best_val_teacher_top1:.2f}"),
         flush=True,
     )
 

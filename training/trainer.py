@@ -27,7 +27,13 @@ from bua.training.checkpoint import stage_dir
 from bua.training.collate import Batch, Example, collate
 from bua.training.config import StageConfig
 from bua.training.data import single_token_id
-from bua.training.distill import FirstTokens, distillation_loss, first_token_log_prior, teacher_distribution
+from bua.training.distill import (
+    FirstTokens,
+    distillation_loss,
+    first_token_log_prior,
+    teacher_agreement,
+    teacher_distribution,
+)
 from bua.training.inference import evaluating
 from bua.training.losses import dialogue_losses, end_of_turn_weights, round_losses
 from bua.training.model import BUAModel
@@ -41,6 +47,15 @@ STAGE_INDEX = {"stage1": 1, "stage2": 2, "stage3": 3}
 
 class StageDataError(ValueError):
     """A stage's data cannot fill even one optimizer step."""
+
+
+@dataclass
+class Distilled:
+    """The distillation term of a micro-batch (stage 2 with `distill_weight`)."""
+
+    kl: torch.Tensor  # [B] mean KL over each dialogue's predictions
+    agree: torch.Tensor  # [B, P] bool: the prediction's first-token top-1 is the teacher's
+    predictions: torch.Tensor  # [B, P] bool: a real prediction
 
 
 @dataclass
@@ -58,6 +73,10 @@ class StageResult:
     val_dialogues: int
     tokens: int
     resumed_from: Optional[int] = None
+    # with distillation: share of the validation predictions whose first-token top-1 is the
+    # encoder's (at step 0 and at the best step): how much of the teacher the LLM reads out
+    first_val_teacher_top1: float = math.nan
+    best_val_teacher_top1: float = math.nan
     replica_digests: list[str] = field(default_factory=list)  # sha256 of trainable weights per rank
     history: list[float] = field(default_factory=list)
 
@@ -153,6 +172,7 @@ class StageTrainer:
         self.best_val = math.inf
         self.best_step = -1
         self.first_val = math.nan
+        self.first_teacher_top1 = self.best_teacher_top1 = math.nan
         self.tokens = 0
         self.history: list[float] = []
         self.resumed_from: Optional[int] = None
@@ -204,21 +224,24 @@ class StageTrainer:
         return end_of_turn_weights(batch.labels, self.end_of_turn_id, self.cfg.end_of_turn_weight)
 
     def _stats_size(self) -> int:
-        return 3 + 2 * len(self.tasks) + 2 * self.n_rounds + 3
+        return 3 + 2 * len(self.tasks) + 2 * self.n_rounds + 5
 
-    def _stats_vector(self, rounds, losses: torch.Tensor, batch: Batch, distill: torch.Tensor | None) -> torch.Tensor:
+    def _stats_vector(self, rounds, losses: torch.Tensor, batch: Batch, distill: Optional[Distilled]) -> torch.Tensor:
         """[loss sum, dialogues, tokens, per-task (sum, n)..., per-round (sum, n)..., positions,
-        distill (sum, n)] of a micro-batch; positions = all of the batch's, padding included."""
+        distill (sum, n), teacher's top-1 copied (sum, n predictions)] of a micro-batch;
+        positions = all of the batch's, padding included."""
         nt = len(self.tasks)
         v = torch.zeros(self._stats_size(), dtype=torch.float64)
         v[0] = float(losses.detach().sum())
         if distill is not None:
             has = (batch.predict_starts >= 0).any(dim=1)
-            v[-2] = float(distill.detach()[has].sum())
-            v[-1] = float(has.sum())
+            v[-4] = float(distill.kl.detach()[has].sum())
+            v[-3] = float(has.sum())
+            v[-2] = float(distill.agree.sum())
+            v[-1] = float(distill.predictions.sum())
         v[1] = len(batch)
         v[2] = float(rounds.counts.sum())
-        v[-3] = batch.input_ids.numel()
+        v[-5] = batch.input_ids.numel()
         means = rounds.means.detach().cpu().double()
         present = rounds.present.cpu()
         for b, tasks in enumerate(batch.round_tasks):
@@ -234,18 +257,20 @@ class StageTrainer:
     def _unpack(self, v: torch.Tensor) -> dict[str, Any]:
         nt, nr = len(self.tasks), self.n_rounds
         out = {"loss": float(v[0] / max(v[1], 1)), "dialogues": int(v[1]), "tokens": int(v[2]),
-               "positions": int(v[-3])}
+               "positions": int(v[-5])}
         out["tasks"] = {t: float(v[3 + 2 * k] / v[4 + 2 * k]) for k, t in enumerate(self.tasks) if v[4 + 2 * k] > 0}
         out["rounds"] = {str(r): float(v[3 + 2 * nt + 2 * r] / v[4 + 2 * nt + 2 * r])
                          for r in range(nr) if v[4 + 2 * nt + 2 * r] > 0}
+        if v[-3] > 0:
+            out["distill"] = float(v[-4] / v[-3])
         if v[-1] > 0:
-            out["distill"] = float(v[-2] / v[-1])
+            out["teacher_top1"] = float(v[-2] / v[-1])
         return out
 
     def _micro_losses(self, batch: Batch, module: torch.nn.Module, weights: Optional[torch.Tensor],
                       token_weights: Optional[torch.Tensor] = None):
         """(round losses, unweighted; [B] dialogue losses with round `weights` and `token_weights`;
-        [B] distillation KL or None); the distillation term, weighted, is part of the dialogue losses."""
+        `Distilled` or None); the distillation term, weighted, is part of the dialogue losses."""
         out = module(batch, self.first_tokens.ids if self.first_tokens is not None else None)
         n_rounds = max(self.n_rounds, batch.n_rounds)
         rounds = round_losses(out.nll, out.loss_rounds, n_rounds)
@@ -257,15 +282,16 @@ class StageTrainer:
         if self.first_tokens is not None:
             teacher = teacher_distribution(self.model.soft_tokenizer.encoder, batch.events, batch.events_mask,
                                            batch.predict_events, self.cfg.distill_temperature)
-            valid = (batch.predict_starts >= 0).float()
+            valid = batch.predict_starts >= 0
             per_prediction = distillation_loss(out.first_token_logits, teacher, self.first_tokens,
-                                               self.log_prior) * valid
-            distill = per_prediction.sum(dim=1) / valid.sum(dim=1).clamp(min=1)
+                                               self.log_prior) * valid.float()
+            agree = teacher_agreement(out.first_token_logits.detach(), teacher, self.first_tokens) & valid
+            distill = Distilled(per_prediction.sum(dim=1) / valid.float().sum(dim=1).clamp(min=1), agree, valid)
         return rounds, self._dialogue_losses(weighted, weights, distill), distill
 
-    def _dialogue_losses(self, rounds, weights: Optional[torch.Tensor], distill: Optional[torch.Tensor]):
+    def _dialogue_losses(self, rounds, weights: Optional[torch.Tensor], distill: Optional[Distilled]):
         losses = dialogue_losses(rounds, self.cfg.loss, weights)
-        return losses if distill is None else losses + self.cfg.distill_weight * distill
+        return losses if distill is None else losses + self.cfg.distill_weight * distill.kl
 
     # ------------------------------------------------------------------ training
     def train_step(self) -> dict[str, Any]:
@@ -344,7 +370,8 @@ class StageTrainer:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "weighter": self.weighter.state_dict() if self.weighter else None, "best_val": self.best_val,
                 "best_step": self.best_step, "first_val": self.first_val, "tokens": self.tokens,
-                "history": self.history, "world_size": self.ctx.world_size, "total_steps": self.total_steps}
+                "history": self.history, "teacher_top1": (self.first_teacher_top1, self.best_teacher_top1),
+                "world_size": self.ctx.world_size, "total_steps": self.total_steps}
 
     def resume(self) -> bool:
         """Loads stageN/last/ if present; returns whether it did."""
@@ -369,6 +396,7 @@ class StageTrainer:
         self.step = state["step"]
         self.best_val, self.best_step = state["best_val"], state["best_step"]
         self.first_val, self.tokens, self.history = state["first_val"], state["tokens"], state["history"]
+        self.first_teacher_top1, self.best_teacher_top1 = state.get("teacher_top1", (math.nan, math.nan))
         set_rng_state(torch.load(last / f"rng_rank{self.ctx.rank}.pt", map_location="cpu", weights_only=False))
         self.log.truncate_after(self.step)
         self.resumed_from = self.step
@@ -400,6 +428,7 @@ class StageTrainer:
         if self.step == 0 and self.val:
             v = self.validate()
             self.first_val = v["loss"]
+            self.first_teacher_top1 = v.get("teacher_top1", math.nan)
             self.log.write({**v, "best": False})
         while self.step < self.total_steps:
             info = self.train_step()
@@ -415,6 +444,7 @@ class StageTrainer:
                     better = v["loss"] < self.best_val
                     if better:
                         self.best_val, self.best_step = v["loss"], self.step
+                        self.best_teacher_top1 = v.get("teacher_top1", math.nan)
                         self._save("best")
                     self.log.write({**v, "best": better})
                     bar.set_postfix(loss=f"{info['loss']:.3f}", val=f"{v['loss']:.3f}")
@@ -436,7 +466,8 @@ class StageTrainer:
             best_val_loss=self.best_val, first_train_loss=self.history[0] if self.history else math.nan,
             last_train_loss=self.history[-1] if self.history else math.nan, first_val_loss=self.first_val,
             seconds=time.monotonic() - start, train_dialogues=len(self.train), val_dialogues=len(self.val),
-            tokens=self.tokens, resumed_from=self.resumed_from, replica_digests=digests, history=list(self.history))
+            tokens=self.tokens, resumed_from=self.resumed_from, first_val_teacher_top1=self.first_teacher_top1,
+            best_val_teacher_top1=self.best_teacher_top1, replica_digests=digests, history=list(self.history))
 
     def trainable_digest(self) -> str:
         """sha256 over the bytes of every trainable tensor, in parameter order."""
