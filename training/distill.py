@@ -84,4 +84,3 @@ def teacher_agreement(student_logits: torch.Tensor, teacher: torch.Tensor, first
     candidate scoring makes its decision). Shapes as in `distillation_loss`."""
     target = teacher @ first.groups.to(teacher)
     return student_logits.float().argmax(dim=-1) == target.argmax(dim=-1)
-
