@@ -43,6 +43,10 @@ class FirstTokens:
             groups[c, distinct.index(first)] = 1.0
         return cls(torch.tensor(distinct, dtype=torch.long), groups)
 
+    def pool(self, dist: torch.Tensor) -> torch.Tensor:
+        """[..., n_candidates] -> [..., G]: each first token's summed mass."""
+        return dist @ self.groups.to(dist)
+
     def to(self, device: torch.device | str) -> "FirstTokens":
         return FirstTokens(self.ids.to(device), self.groups.to(device))
 
@@ -63,7 +67,7 @@ def first_token_log_prior(first: FirstTokens, counts: Sequence[float], tau: floa
     counts_t = torch.as_tensor(list(counts), dtype=torch.float32) + 1.0
     if counts_t.shape != (first.groups.shape[0],):
         raise ValueError(f"{counts_t.numel()} behavior counts for {first.groups.shape[0]} candidates")
-    prior = (counts_t / counts_t.sum()) @ first.groups.cpu()
+    prior = first.pool(counts_t / counts_t.sum())
     return (tau * prior.log()).to(first.ids.device)
 
 
@@ -72,7 +76,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher: torch.Tensor, first
     """[...] KL(teacher pooled by first token || softmax(student_logits + log_prior));
     `student_logits` [..., G] are the LLM's logits of `first.ids` at the first answer token,
     `teacher` [..., n_candidates], `log_prior` [G] (`first_token_log_prior`) or None."""
-    target = teacher @ first.groups.to(teacher)
+    target = first.pool(teacher)
     logits = student_logits.float()
     log_q = F.log_softmax(logits if log_prior is None else logits + log_prior, dim=-1)
     return (target * (torch.log(target.clamp(min=1e-12)) - log_q)).sum(dim=-1)
@@ -82,5 +86,4 @@ def teacher_agreement(student_logits: torch.Tensor, teacher: torch.Tensor, first
     """[...] bool: the LLM's most likely first answer token is the first token of the teacher's
     most likely first-token group (how often the student copies the teacher's top-1 where
     candidate scoring makes its decision). Shapes as in `distillation_loss`."""
-    target = teacher @ first.groups.to(teacher)
-    return student_logits.float().argmax(dim=-1) == target.argmax(dim=-1)
+    return student_logits.float().argmax(dim=-1) == first.pool(teacher).argmax(dim=-1)

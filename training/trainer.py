@@ -234,7 +234,7 @@ class StageTrainer:
         v = torch.zeros(self._stats_size(), dtype=torch.float64)
         v[0] = float(losses.detach().sum())
         if distill is not None:
-            has = (batch.predict_starts >= 0).any(dim=1)
+            has = distill.predictions.any(dim=1)
             v[-4] = float(distill.kl.detach()[has].sum())
             v[-3] = float(has.sum())
             v[-2] = float(distill.agree.sum())
@@ -283,10 +283,11 @@ class StageTrainer:
             teacher = teacher_distribution(self.model.soft_tokenizer.encoder, batch.events, batch.events_mask,
                                            batch.predict_events, self.cfg.distill_temperature)
             valid = batch.predict_starts >= 0
+            weight = valid.float()
             per_prediction = distillation_loss(out.first_token_logits, teacher, self.first_tokens,
-                                               self.log_prior) * valid.float()
+                                               self.log_prior) * weight
             agree = teacher_agreement(out.first_token_logits.detach(), teacher, self.first_tokens) & valid
-            distill = Distilled(per_prediction.sum(dim=1) / valid.float().sum(dim=1).clamp(min=1), agree, valid)
+            distill = Distilled(per_prediction.sum(dim=1) / weight.sum(dim=1).clamp(min=1), agree, valid)
         return rounds, self._dialogue_losses(weighted, weights, distill), distill
 
     def _dialogue_losses(self, rounds, weights: Optional[torch.Tensor], distill: Optional[Distilled]):
