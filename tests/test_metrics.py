@@ -23,6 +23,7 @@ from bua.metrics import (
     paired_group_recall_difference,
     paired_rec_w_difference,
     prediction_metrics,
+    ratio_estimate,
     tvd,
 )
 
@@ -38,6 +39,19 @@ def test_paired_rec_w_difference_hand_computed():
     assert paired_rec_w_difference(y, a, a, 3) == (0.0, 0.0)  # same errors: no noise
     with pytest.raises(ValueError, match="pred_b has 4 predictions for 5 samples"):
         paired_rec_w_difference(y, a, a[:4], 3)
+
+
+def test_ratio_estimate_weighs_units_by_their_size():
+    # 7 of 15 lines over three days; residuals 2 - 4r, 5 - 5r, 0 - 6r with r = 7/15
+    r, se = ratio_estimate([2, 5, 0], [4, 5, 6])
+    assert r == pytest.approx(7 / 15)
+    assert se == pytest.approx(math.sqrt((0.4 / 3) ** 2 + (8 / 3) ** 2 + 2.8 ** 2) / math.sqrt(6) / 5)
+    assert ratio_estimate([1, 2, 3], [2, 4, 6]) == (0.5, 0.0)  # every day at one rate: no spread
+    assert math.isnan(ratio_estimate([1], [2])[1])
+    with pytest.raises(ValueError, match="one length"):
+        ratio_estimate([1, 2], [2])
+    with pytest.raises(ValueError, match="positive sum"):
+        ratio_estimate([0], [0])
 
 
 def test_paired_group_recall_difference_hand_computed():

@@ -74,6 +74,7 @@ __all__ = [
     "paired_group_recall_difference",
     "paired_rec_w_difference",
     "prediction_metrics",
+    "ratio_estimate",
     "tvd",
 ]
 
@@ -313,6 +314,23 @@ def jsd(p: np.ndarray, q: np.ndarray) -> float:
         return float((a[nz] * np.log(a[nz] / m[nz])).sum())
 
     return math.sqrt(max(0.0, 0.5 * kl(p) + 0.5 * kl(q)))
+
+
+def ratio_estimate(numerators: Sequence[float], denominators: Sequence[float]) -> tuple[float, float]:
+    """sum(numerators) / sum(denominators) and its standard error with the units as the samples
+    (the delta method), e.g. the share of generated lines that parse, days as the units: the
+    lines of one day are not independent of each other. NaN SE for fewer than two units."""
+    num, den = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
+    if num.shape != den.shape or num.ndim != 1:
+        raise ValueError(f"numerators and denominators must be two sequences of one length, got shapes "
+                         f"{num.shape} and {den.shape}")
+    if den.sum() <= 0:
+        raise ValueError("ratio_estimate needs a positive sum of denominators")
+    r = float(num.sum() / den.sum())
+    if num.size < 2:
+        return r, math.nan
+    se = math.sqrt(np.sum((num - r * den) ** 2) / (num.size * (num.size - 1))) / den.mean()
+    return r, float(se)
 
 
 def generation_metrics(

@@ -28,7 +28,7 @@ import numpy as np
 DEFAULT_CONFIG = "smollm2-135m-cpu"
 QUICK_CONFIG = "tiny-cpu"
 SHOWN_HISTORY = 12
-EVAL_FORMAT = 14  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
+EVAL_FORMAT = 15  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
 
 
 def configs_dir() -> Path:
@@ -205,6 +205,21 @@ def _claims_clause(report: dict[str, Any]) -> str:
                              f"; a most frequent behavior among them for {top:.0%} of the users who repeat one"))
 
 
+def free_lines_line(result: dict[str, Any]) -> str:
+    """The share of the unconstrained first attempts' lines that parse, with its standard error
+    over the days (a looping day rejects most of its lines at once)."""
+    from bua.metrics import ratio_estimate
+
+    lines, parsed = result["generation_free_lines"], result["generation_free_lines_parsed"]
+    text = f"unconstrained first attempts: {parsed} of {lines} lines parse"
+    if not lines:
+        return text
+    share, se = ratio_estimate(*zip(*result["generation_free_lines_by_day"]))
+    d = result["generation_decoding"]
+    sampling = ", ".join(f"{k.replace('_', '-')} {d[k]}" for k in ("temperature", "top_p", "min_p") if k in d)
+    return text + f" ({share:.0%}" + ("" if math.isnan(se) else f" ± {se:.0%} over days") + f"; {sampling})"
+
+
 def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict[str, Any], str]:
     """On-device BUA (fast path) next to the soft-token probe (a linear read-out of the bundle's
     own soft tokens), SASRec and Markov; explanation and generation metrics. Cached."""
@@ -214,7 +229,7 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
     from bua.fsio import write_bytes
     from bua.metrics import generation_metrics
     from bua.models.baseline_eval import prediction_report, run_baselines
-    from bua.runtime.predictor import GENERATION_TEMPERATURE, GENERATION_TOP_P, GenerationError
+    from bua.runtime.predictor import GENERATION_MIN_P, GENERATION_TEMPERATURE, GENERATION_TOP_P, GenerationError
     from bua.textformat import parse_events_report
     from bua.training.evaluation import PROBE_ROW, repeat_previous_day, soft_token_probe
 
@@ -269,11 +284,13 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
               "prediction_markdown": report.to_markdown(),
               "prediction": report.to_dict(), "latency_ms_per_prediction": round(latency_ms, 1),
               "explanation": explanation, "generation": generation, "generation_samples": len(pool),
-              "generation_decoding": {"temperature": GENERATION_TEMPERATURE, "top_p": GENERATION_TOP_P, "seed": 0},
+              "generation_decoding": {"temperature": GENERATION_TEMPERATURE, "top_p": GENERATION_TOP_P,
+                                      "min_p": GENERATION_MIN_P, "seed": 0},
               "generation_failures": failures,
               # the unconstrained first attempts, line by line, before any grammar-constrained retry
               "generation_free_lines": sum(len(p) + len(e) for p, e in free_lines),
-              "generation_free_lines_parsed": sum(len(p) for p, _ in free_lines)}
+              "generation_free_lines_parsed": sum(len(p) for p, _ in free_lines),
+              "generation_free_lines_by_day": [[len(p), len(p) + len(e)] for p, e in free_lines]}
     write_bytes(plan.eval_path, json.dumps(result, indent=2, default=float).encode())
     return result, "evaluated"
 
@@ -372,9 +389,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"\nTable 2 metrics over {result['generation_samples']} test users "
               f"({result['generation_failures']} unparseable):")
         print(_generation_table(result["generation"]))
-        lines, parsed = result["generation_free_lines"], result["generation_free_lines_parsed"]
-        print(f"unconstrained first attempts: {parsed} of {lines} lines parse"
-              + (f" ({parsed / lines:.0%})" if lines else ""))
+        print(free_lines_line(result))
     timings["on-device"] = time.monotonic() - t
 
     _say("Summary")

@@ -30,10 +30,12 @@ from bua.runtime.native import check_llama_build, load_native
 from bua.textformat import parse_events, parse_events_report
 
 HISTORY_SOURCE = "history"
-# `generate`'s default decoding of a day (training/README.md, "Thirteenth round")
-GENERATION_TEMPERATURE = 0.7
+# `generate`'s default decoding of a day: the model's own temperature, so the clock moves at the
+# pace it learned (at 0.7 the times creep and lines loop), and min-p 0.02 against the rare tokens
+# that start a name the vocabulary lacks (training/README.md, "Twenty-ninth round")
+GENERATION_TEMPERATURE = 1.0
 GENERATION_TOP_P = 0.95
-GENERATION_MIN_P = 0.0
+GENERATION_MIN_P = 0.02
 
 
 class GenerationError(RuntimeError):
