@@ -89,7 +89,7 @@ def test_free_lines_line_states_the_share_its_error_over_days_and_the_sampling()
               "generation_free_lines_by_day": [[2, 4], [5, 5], [0, 6]],
               "generation_decoding": {"temperature": 1.0, "top_p": 0.95, "min_p": 0.05, "seed": 0}}
     line = free_lines_line(result)
-    assert line.startswith("unconstrained first attempts: 7 of 15 lines parse (47% ± 32% over days;")
+    assert line.startswith("unconstrained first attempts: 7 of 15 lines parse (46.7% ± 31.6% over days;")
     assert line.endswith("temperature 1.0, top-p 0.95, min-p 0.05)")
     empty = dict(result, generation_free_lines=0, generation_free_lines_parsed=0, generation_free_lines_by_day=[])
     assert free_lines_line(empty) == "unconstrained first attempts: 0 of 0 lines parse"

@@ -217,7 +217,7 @@ def free_lines_line(result: dict[str, Any]) -> str:
     share, se = ratio_estimate(*zip(*result["generation_free_lines_by_day"]))
     d = result["generation_decoding"]
     sampling = ", ".join(f"{k.replace('_', '-')} {d[k]}" for k in ("temperature", "top_p", "min_p") if k in d)
-    return text + f" ({share:.0%}" + ("" if math.isnan(se) else f" ± {se:.0%} over days") + f"; {sampling})"
+    return text + f" ({share:.1%}" + ("" if math.isnan(se) else f" ± {se:.1%} over days") + f"; {sampling})"
 
 
 def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict[str, Any], str]:
