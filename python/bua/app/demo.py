@@ -216,7 +216,7 @@ def free_lines_line(result: dict[str, Any]) -> str:
         return text
     share, se = ratio_estimate(*zip(*result["generation_free_lines_by_day"]))
     d = result["generation_decoding"]
-    sampling = ", ".join(f"{k.replace('_', '-')} {d[k]}" for k in ("temperature", "top_p", "min_p") if k in d)
+    sampling = ", ".join(f"{k.replace('_', '-')} {d[k]}" for k in ("temperature", "top_p", "min_p"))
     return text + f" ({share:.1%}" + ("" if math.isnan(se) else f" ± {se:.1%} over days") + f"; {sampling})"
 
 
@@ -280,6 +280,8 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
                                                   vocab.n_behaviors, vocab.n_locations),
     } if pool else {}
     free_lines = [parse_events_report(t, predictor.vocab, source="generated day") for t in free_texts]
+    # per day: [lines that parse, lines]
+    by_day = [[len(parsed), len(parsed) + len(errors)] for parsed, errors in free_lines]
     result = {"format": EVAL_FORMAT, "bundle_sha256": bundle_sha, "scoring": predictor.scoring,
               "prediction_markdown": report.to_markdown(),
               "prediction": report.to_dict(), "latency_ms_per_prediction": round(latency_ms, 1),
@@ -288,9 +290,9 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
                                       "min_p": GENERATION_MIN_P, "seed": 0},
               "generation_failures": failures,
               # the unconstrained first attempts, line by line, before any grammar-constrained retry
-              "generation_free_lines": sum(len(p) + len(e) for p, e in free_lines),
-              "generation_free_lines_parsed": sum(len(p) for p, _ in free_lines),
-              "generation_free_lines_by_day": [[len(p), len(p) + len(e)] for p, e in free_lines]}
+              "generation_free_lines": sum(lines for _, lines in by_day),
+              "generation_free_lines_parsed": sum(parsed for parsed, _ in by_day),
+              "generation_free_lines_by_day": by_day}
     write_bytes(plan.eval_path, json.dumps(result, indent=2, default=float).encode())
     return result, "evaluated"
 
