@@ -307,6 +307,34 @@ def test_direct_first_moves_prediction_dialogues_to_the_front_of_the_same_set():
         config_from_dict({"stage2": {"direct_first": 1.5}})
 
 
+def test_direct_last_moves_the_remaining_prediction_dialogues_to_the_end_of_the_same_set():
+    from types import SimpleNamespace
+
+    from bua.training.config import StageConfig
+    from bua.training.trainer import epoch_order
+
+    kinds = [("predict",), ("predict",) * 4, ("key_behaviors", "patterns", "summary", "predict"), ("generate",)]
+    examples = [SimpleNamespace(round_tasks=kinds[i % 4]) for i in range(40)]
+
+    def is_direct(i):
+        return all(t == "predict" for t in examples[i].round_tasks)
+
+    shuffled = list(epoch_order(examples, StageConfig(global_batch_size=4), [1, 2, 0], steps=6))
+    direct = [i for i in shuffled[:24] if is_direct(i)]
+    ordered = list(epoch_order(examples, StageConfig(global_batch_size=4, direct_first=0.25, direct_last=0.125),
+                               [1, 2, 0], steps=6))
+    assert sorted(ordered) == list(range(40)) and ordered[24:] == shuffled[24:]
+    # 6 direct dialogues first, the next 3 direct ones (in the shuffled order) last, the rest between
+    assert ordered[:6] == direct[:6] and ordered[21:24] == direct[6:9]
+    assert ordered[6:21] == [i for i in shuffled[:24] if i not in set(direct[:9])]
+    # the end block takes only what the front block leaves
+    everything = list(epoch_order(examples, StageConfig(global_batch_size=4, direct_first=0.5, direct_last=0.5),
+                                  [1, 2, 0], steps=6))
+    assert everything[:len(direct)] == direct and not any(is_direct(i) for i in everything[len(direct):24])
+    with pytest.raises(ConfigError, match="direct_last"):
+        config_from_dict({"stage2": {"direct_first": 0.75, "direct_last": 0.5}})
+
+
 @pytest.mark.parametrize("field, good, bad, other_stage", [("generation_weight", 4, 0.0, "stage3"),
                                                             ("end_of_turn_weight", 8, -1.0, "stage1")])
 def test_loss_multipliers_are_positive_and_stage2_only(field, good, bad, other_stage):

@@ -195,6 +195,11 @@ class StageConfig:
     # there are; the rest (understanding rounds, generation and the other direct dialogues)
     # follow in the shuffled order. 0 = shuffled; 1 = every direct dialogue first
     direct_first: float = 0.0
+    # a bua extension: the share of the dialogues the epoch trains that are prediction-only ones,
+    # taken from those direct_first leaves, moved to its end, so the read-out is the last thing
+    # the stage trains; 0 = off. At 0.5 it broke the generated day (training/README.md,
+    # "Thirty-first round")
+    direct_last: float = 0.0
     # stage 2, a bua extension: the first line of each training generation answer (up to its
     # newline) is a round of its own under the round-balanced loss, so the line that sets the
     # day's format and first event weighs as much as a prediction round instead of about 1/300
@@ -433,8 +438,12 @@ def _validate(config: TrainConfig, source: str) -> None:
                  "must be 'observed', or 'encoder' in stage2")
         if stage.distill_weight < 0 or (stage.distill_weight and name != "stage2"):
             fail(f"{name}.distill_weight", stage.distill_weight, "must be 0, or a positive weight in stage2")
-        if not 0.0 <= stage.direct_first <= 1.0:
-            fail(f"{name}.direct_first", stage.direct_first, "must lie in [0, 1]")
+        for block in ("direct_first", "direct_last"):
+            if not 0.0 <= getattr(stage, block) <= 1.0:
+                fail(f"{name}.{block}", getattr(stage, block), "must lie in [0, 1]")
+        if stage.direct_first + stage.direct_last > 1.0:
+            fail(f"{name}.direct_last", stage.direct_last,
+                 f"plus {name}.direct_first ({stage.direct_first}) must not exceed 1")
         for switch in ("generation_opening_round", "generation_closing_round"):
             if getattr(stage, switch) and name != "stage2":
                 fail(f"{name}.{switch}", getattr(stage, switch), "applies to stage2 only")

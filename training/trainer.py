@@ -106,17 +106,19 @@ def plan_steps(cfg: StageConfig, n_train: int, world_size: int, stage: str) -> t
 
 def epoch_order(examples: Sequence[Example], cfg: StageConfig, seed: Sequence[int], steps: int) -> np.ndarray:
     """Example indices in the order an epoch of `steps` optimizer steps trains them (the rest
-    after): a permutation drawn from `seed`; with `cfg.direct_first` > 0, of the examples those
-    steps reach, that share of prediction-only ones moves to the front (StageConfig.direct_first)."""
+    after): a permutation drawn from `seed`; of the examples those steps reach, the share
+    `cfg.direct_first` of prediction-only ones moves to the front and the share
+    `cfg.direct_last` of the remaining ones to the end (StageConfig.direct_first / direct_last)."""
     perm = np.random.default_rng(list(seed)).permutation(len(examples))
-    if cfg.direct_first > 0:
+    if cfg.direct_first > 0 or cfg.direct_last > 0:
         used = perm[:steps * cfg.global_batch_size]
-        direct = [all(t == PREDICT for t in examples[i].round_tasks) for i in used]
-        n_front = min(sum(direct), round(cfg.direct_first * len(used)))
-        front = [i for i, d in zip(used, direct) if d][:n_front]
-        chosen = set(front)
+        direct = [i for i in used if all(t == PREDICT for t in examples[i].round_tasks)]
+        n_front = min(len(direct), round(cfg.direct_first * len(used)))
+        n_back = min(len(direct) - n_front, round(cfg.direct_last * len(used)))
+        front, back = direct[:n_front], direct[n_front:n_front + n_back]
+        chosen = set(front) | set(back)
         rest = [i for i in used if i not in chosen]
-        perm = np.concatenate([np.asarray(front + rest, dtype=perm.dtype), perm[len(used):]])
+        perm = np.concatenate([np.asarray(front + rest + back, dtype=perm.dtype), perm[len(used):]])
     return perm
 
 
