@@ -275,20 +275,24 @@ def test_pad_to_multiple_auto_is_64_on_cuda_only():
     assert resolve_pad_multiple(8, torch.device("cpu")) == 8 == resolve_pad_multiple(8, torch.device("cuda"))
 
 
-def test_direct_first_moves_prediction_dialogues_to_the_front_of_the_same_set():
+def _mixed_dialogues():
+    """40 stand-in examples cycling through direct (1 and 4 predictions), explained and generation
+    dialogues, and a test of whether example i is prediction-only."""
     from types import SimpleNamespace
-
-    from bua.training.config import StageConfig
-    from bua.training.trainer import epoch_order
 
     kinds = [("predict",), ("predict",) * 4, ("key_behaviors", "patterns", "summary", "predict"), ("generate",)]
     examples = [SimpleNamespace(round_tasks=kinds[i % 4]) for i in range(40)]
+    return examples, lambda i: all(t == "predict" for t in examples[i].round_tasks)
+
+
+def test_direct_first_moves_prediction_dialogues_to_the_front_of_the_same_set():
+    from bua.training.config import StageConfig
+    from bua.training.trainer import epoch_order
+
+    examples, is_direct = _mixed_dialogues()
 
     def order(share):
         return epoch_order(examples, StageConfig(global_batch_size=4, direct_first=share), [1, 2, 0], steps=6)
-
-    def is_direct(i):
-        return all(t == "predict" for t in examples[i].round_tasks)
 
     shuffled = order(0.0)
     assert list(shuffled) == list(np.random.default_rng([1, 2, 0]).permutation(40))
@@ -308,17 +312,10 @@ def test_direct_first_moves_prediction_dialogues_to_the_front_of_the_same_set():
 
 
 def test_direct_last_moves_the_remaining_prediction_dialogues_to_the_end_of_the_same_set():
-    from types import SimpleNamespace
-
     from bua.training.config import StageConfig
     from bua.training.trainer import epoch_order
 
-    kinds = [("predict",), ("predict",) * 4, ("key_behaviors", "patterns", "summary", "predict"), ("generate",)]
-    examples = [SimpleNamespace(round_tasks=kinds[i % 4]) for i in range(40)]
-
-    def is_direct(i):
-        return all(t == "predict" for t in examples[i].round_tasks)
-
+    examples, is_direct = _mixed_dialogues()
     shuffled = list(epoch_order(examples, StageConfig(global_batch_size=4), [1, 2, 0], steps=6))
     direct = [i for i in shuffled[:24] if is_direct(i)]
     ordered = list(epoch_order(examples, StageConfig(global_batch_size=4, direct_first=0.25, direct_last=0.125),
