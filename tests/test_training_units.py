@@ -332,6 +332,27 @@ def test_direct_last_moves_the_remaining_prediction_dialogues_to_the_end_of_the_
         config_from_dict({"stage2": {"direct_first": 0.75, "direct_last": 0.5}})
 
 
+def test_direct_last_days_puts_generation_dialogues_in_the_end_block_beside_the_predictions():
+    from bua.training.config import StageConfig
+    from bua.training.trainer import epoch_order
+
+    examples, is_direct = _mixed_dialogues()
+    shuffled = list(epoch_order(examples, StageConfig(global_batch_size=4), [1, 2, 0], steps=6))
+    direct = [i for i in shuffled[:24] if is_direct(i)]
+    is_day = lambda i: examples[i].round_tasks == ("generate",)  # noqa: E731
+    cfg = StageConfig(global_batch_size=4, direct_first=0.25, direct_last=0.5, direct_last_days=True)
+    ordered = list(epoch_order(examples, cfg, [1, 2, 0], steps=6))
+    assert sorted(ordered) == list(range(40)) and ordered[24:] == shuffled[24:]
+    assert ordered[:6] == direct[:6]
+    # the last 12: direct predictions after the front block's and days, in the shuffled order
+    end = [i for i in shuffled[:24] if (is_direct(i) and i not in direct[:6]) or is_day(i)][:12]
+    assert ordered[12:24] == end and any(is_day(i) for i in end) and any(is_direct(i) for i in end)
+    # the explained dialogues all train between the two blocks
+    assert not any(examples[i].round_tasks[0] == "key_behaviors" for i in ordered[:6] + ordered[12:24])
+    with pytest.raises(ConfigError, match="direct_last_days"):
+        config_from_dict({"stage2": {"direct_last_days": True}})
+
+
 @pytest.mark.parametrize("field, good, bad, other_stage", [("generation_weight", 4, 0.0, "stage3"),
                                                             ("end_of_turn_weight", 8, -1.0, "stage1")])
 def test_loss_multipliers_are_positive_and_stage2_only(field, good, bad, other_stage):

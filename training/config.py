@@ -200,6 +200,10 @@ class StageConfig:
     # the stage trains; 0 = off. At 0.5 it broke the generated day (training/README.md,
     # "Thirty-first round")
     direct_last: float = 0.0
+    # a bua extension: the end block (direct_last) also draws generation dialogues without
+    # understanding rounds, in the shuffled order beside the prediction-only ones, so the day is
+    # trained next to the read-out instead of unlearned by it; False = prediction-only
+    direct_last_days: bool = False
     # stage 2, a bua extension: the first line of each training generation answer (up to its
     # newline) is a round of its own under the round-balanced loss, so the line that sets the
     # day's format and first event weighs as much as a prediction round instead of about 1/300
@@ -441,6 +445,8 @@ def _validate(config: TrainConfig, source: str) -> None:
         for block in ("direct_first", "direct_last"):
             if not 0.0 <= getattr(stage, block) <= 1.0:
                 fail(f"{name}.{block}", getattr(stage, block), "must lie in [0, 1]")
+        if stage.direct_last_days and not stage.direct_last:
+            fail(f"{name}.direct_last_days", stage.direct_last_days, f"needs {name}.direct_last > 0")
         if stage.direct_first + stage.direct_last > 1.0:
             fail(f"{name}.direct_last", stage.direct_last,
                  f"plus {name}.direct_first ({stage.direct_first}) must not exceed 1")

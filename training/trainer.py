@@ -108,17 +108,24 @@ def epoch_order(examples: Sequence[Example], cfg: StageConfig, seed: Sequence[in
     """Example indices in the order an epoch of `steps` optimizer steps trains them (the rest
     after): a permutation drawn from `seed`; of the examples those steps reach, the share
     `cfg.direct_first` of prediction-only ones moves to the front and the share
-    `cfg.direct_last` of the remaining ones to the end (StageConfig.direct_first / direct_last)."""
+    `cfg.direct_last` of the remaining ones (with `cfg.direct_last_days`, generation-only ones
+    too) to the end (StageConfig.direct_first / direct_last / direct_last_days)."""
     perm = np.random.default_rng(list(seed)).permutation(len(examples))
     if cfg.direct_first > 0 or cfg.direct_last > 0:
         used = perm[:steps * cfg.global_batch_size]
-        direct = [i for i in used if all(t == PREDICT for t in examples[i].round_tasks)]
+
+        def only(tasks, i):
+            return all(t in tasks for t in examples[i].round_tasks)
+
+        direct = [i for i in used if only((PREDICT,), i)]
         n_front = min(len(direct), round(cfg.direct_first * len(used)))
-        n_back = min(len(direct) - n_front, round(cfg.direct_last * len(used)))
-        front, back = direct[:n_front], direct[n_front:n_front + n_back]
-        chosen = set(front) | set(back)
+        front = set(direct[:n_front])
+        last_tasks = (PREDICT, GENERATE) if cfg.direct_last_days else (PREDICT,)
+        tail = [i for i in used if only(last_tasks, i) and i not in front]
+        back = tail[:round(cfg.direct_last * len(used))]
+        chosen = front | set(back)
         rest = [i for i in used if i not in chosen]
-        perm = np.concatenate([np.asarray(front + rest + back, dtype=perm.dtype), perm[len(used):]])
+        perm = np.concatenate([np.asarray(direct[:n_front] + rest + back, dtype=perm.dtype), perm[len(used):]])
     return perm
 
 
