@@ -4,7 +4,10 @@
   rounds name a behavior and at least MIN_IN_HISTORY of the names occur in that user's history,
   and at least MIN_DISTINCT_SUMMARIES of the users get a summary of their own;
 - the bundle's top-1 agrees with the PyTorch model's on at least MIN_AGREEMENT of the first
-  PARITY_SAMPLES test samples (bua.training.runtime_parity).
+  PARITY_SAMPLES test samples (bua.training.runtime_parity);
+- the demo's own evaluation of this bundle (`ondevice_eval.json`): on at least MIN_NATURAL
+  natural test samples BUA's Rec_w and Tail are at least Markov's and SASRec's, and at least
+  MIN_FREE_LINES of the unconstrained generated lines parse.
 
 Needs the demo's artifacts (runs/demo/<config>-<hash>/ of the default config, or BUA_DEMO_ROOT,
 the same layout elsewhere); skipped without them. Not in the default run (pyproject's addopts
@@ -26,6 +29,8 @@ MIN_IN_HISTORY = 0.8
 MIN_DISTINCT_SUMMARIES = 0.5
 MIN_AGREEMENT = 0.9
 PARITY_SAMPLES = 100
+MIN_NATURAL = 600
+MIN_FREE_LINES = 0.9
 
 
 def _plan():
@@ -64,3 +69,22 @@ def test_demo_bundle_agrees_with_pytorch():
     samples, torch_lp, seconds = torch_logprobs(PLAN.run_dir, PARITY_SAMPLES)
     report = compare(samples, torch_lp, PLAN.bundle_dir, PLAN.threads, seconds)
     assert report.top1_agreement >= MIN_AGREEMENT, report
+
+
+def test_demo_eval_puts_bua_at_or_above_its_baselines():
+    import json
+
+    from bua.runtime.bundle import Bundle
+
+    assert PLAN.eval_path.is_file(), f"no {PLAN.eval_path}: `bua demo` did not finish its evaluation"
+    report = json.loads(PLAN.eval_path.read_text())
+    bundle = Bundle.load(PLAN.bundle_dir, verify=False)
+    assert report["bundle_sha256"] == bundle.files[bundle.roles["model"]].sha256, \
+        f"{PLAN.eval_path} evaluated another bundle: rerun bash scripts/demo.sh"
+    assert report["prediction"]["n_samples"]["natural"] >= MIN_NATURAL
+    rows = report["prediction"]["metrics"]["natural"]
+    bua = rows["BUA (on-device)"]
+    for baseline in ("markov", "SASRec"):
+        assert bua["rec_w"] >= rows[baseline]["rec_w"], (baseline, rows)
+        assert bua["tail"] >= rows[baseline]["tail"], (baseline, rows)
+    assert report["generation_free_lines_parsed"] >= MIN_FREE_LINES * report["generation_free_lines"], report
