@@ -197,8 +197,8 @@ class StageConfig:
     direct_first: float = 0.0
     # a bua extension: the share of the dialogues the epoch trains that are prediction-only ones,
     # taken from those direct_first leaves, moved to its end, so the read-out is the last thing
-    # the stage trains; 0 = off. At 0.5 it broke the generated day (training/README.md,
-    # "Thirty-first round")
+    # the stage trains; 0 = off. At 0.5 with prediction-only dialogues it broke the generated day
+    # (training/README.md, "Thirty-first round"); with direct_last_days it did not ("Thirty-second")
     direct_last: float = 0.0
     # a bua extension: the end block (direct_last) also draws generation dialogues without
     # understanding rounds, in the shuffled order beside the prediction-only ones, so the day is

@@ -119,13 +119,13 @@ def epoch_order(examples: Sequence[Example], cfg: StageConfig, seed: Sequence[in
 
         direct = [i for i in used if only((PREDICT,), i)]
         n_front = min(len(direct), round(cfg.direct_first * len(used)))
-        front = set(direct[:n_front])
+        front = direct[:n_front]
         last_tasks = (PREDICT, GENERATE) if cfg.direct_last_days else (PREDICT,)
-        tail = [i for i in used if only(last_tasks, i) and i not in front]
-        back = tail[:round(cfg.direct_last * len(used))]
-        chosen = front | set(back)
+        in_front = set(front)
+        back = [i for i in used if only(last_tasks, i) and i not in in_front][:round(cfg.direct_last * len(used))]
+        chosen = in_front | set(back)
         rest = [i for i in used if i not in chosen]
-        perm = np.concatenate([np.asarray(direct[:n_front] + rest + back, dtype=perm.dtype), perm[len(used):]])
+        perm = np.concatenate([np.asarray(front + rest + back, dtype=perm.dtype), perm[len(used):]])
     return perm
 
 
