@@ -2,7 +2,8 @@
 
 - explanations a person would accept, on 20 test users: no round repeats a line, every user's
   rounds name a behavior and at least MIN_IN_HISTORY of the names occur in that user's history,
-  and at least MIN_DISTINCT_SUMMARIES of the users get a summary of their own;
+  every fact the key-behavior and pattern rounds state is true of the history
+  (bua.labels.facts), and at least MIN_DISTINCT_SUMMARIES of the users get a summary of their own;
 - the bundle's top-1 agrees with the PyTorch model's on at least MIN_AGREEMENT of the first
   PARITY_SAMPLES test samples (bua.training.runtime_parity);
 - the demo's own evaluation of this bundle (`ondevice_eval.json`): on at least MIN_NATURAL
@@ -60,6 +61,7 @@ def test_demo_explanations_are_specific_to_the_user():
     assert report["rounds_repeating_a_line"] == 0, examples
     assert report["users_naming_a_behavior"] == report["users"], examples
     assert report["mentions_in_history"] >= MIN_IN_HISTORY, examples
+    assert report["fact_claims"] >= 4 * report["users"] and report["fact_claims_right"] == 1.0, examples
     assert report["distinct_summaries_per_user"] >= MIN_DISTINCT_SUMMARIES, examples
 
 

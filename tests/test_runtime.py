@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 
 from bua import OnDevicePredictor
-from bua.dialogue import PREDICT, render_dialogue, tokenize_segments
+from bua.dialogue import EXPLAIN_SECTIONS, KEY_BEHAVIORS, PATTERNS, PREDICT, SUMMARY, render_dialogue, tokenize_segments
 from bua.events import DAY_ABBRS, Event, events_to_batch
+from bua.labels.facts import check_claims, window_sections
 from bua.labels.profile import RHYTHMS, trait_interests
+from bua.metrics import in_sections
 from bua.runtime.bundle import Bundle, BundleError
-from bua.runtime.grammar import day_end_stops, event_lines_grammar
+from bua.runtime.grammar import day_end_stops, event_lines_grammar, sections_grammar
 from bua.runtime.native_prompt import write_native_prompt
 from bua.runtime.predictor import ORT_ALLOW_SPINNING, GenerationError, encoder_session
 from bua.textformat import format_events
@@ -179,7 +181,7 @@ def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at
     predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, max_answer_tokens=8,
                                               dry_multiplier=2.0, dry_allowed_length=3, unique_clauses=layout,
                                               end_after_last_section=layout, grounded_names=layout,
-                                              grounded_counts=layout, grounded_trait=layout)
+                                              grounded_counts=layout, grounded_trait=layout, grounded_facts=False)
     recording = RecordingSession(predictor.engine.session)
     calls, chosen = recording.calls, recording.chosen
     predictor.engine.session = recording
@@ -205,6 +207,30 @@ def test_understanding_rounds_decode_under_the_configured_dry_penalty_and_end_at
     traits = [f" {i} {r}." for i in trait_interests(predictor.vocab, window_ids) for r in RHYTHMS]
     assert chosen[:-1] == ([[predictor.engine.tokens(x) for x in traits]] if layout else [])  # last: the names
     assert any(explanation["summary"].startswith("Trait:" + x) for x in traits) == layout
+
+
+def test_grounded_facts_rounds_state_only_what_the_window_shows(bundle_dir, dataset):
+    """The key-behaviors and patterns rounds, and the summary after its chosen trait, decode under
+    the grammar of their window's facts (a random model's greedy answers included), in their
+    labels' sections."""
+    predictor = OnDevicePredictor.from_bundle(bundle_dir, n_threads=1, max_answer_tokens=256)
+    recording = RecordingSession(predictor.engine.session)
+    predictor.engine.session = recording
+    for user in dataset.users:
+        for end in (12, 30):
+            history = list(user.events[:end])
+            window = history[-predictor.bundle.max_history:]
+            del recording.calls[:]
+            explanation = predictor.predict(history, explain=True).explanation
+            sections = {t: window_sections(t, window, predictor.vocab) for t in (KEY_BEHAVIORS, PATTERNS, SUMMARY)}
+            assert [c.get("grammar", "") for c in recording.calls] == [
+                sections_grammar(sections[KEY_BEHAVIORS]), sections_grammar(sections[PATTERNS]),
+                sections_grammar(sections[SUMMARY], " ")]
+            for task, s in sections.items():
+                claims, right = check_claims(explanation[task], s)
+                assert claims >= len(s) and right == claims, explanation[task]
+                assert in_sections(explanation[task], EXPLAIN_SECTIONS[task]), explanation[task]
+            assert explanation[SUMMARY].startswith("Trait: ")
 
 
 def test_generate_falls_back_to_the_grammar_and_parses(predictor, history):

@@ -28,7 +28,7 @@ import numpy as np
 DEFAULT_CONFIG = "smollm2-135m-cpu"
 QUICK_CONFIG = "tiny-cpu"
 SHOWN_HISTORY = 12
-EVAL_FORMAT = 15  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
+EVAL_FORMAT = 16  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
 
 
 def configs_dir() -> Path:
@@ -168,6 +168,7 @@ def explanation_report(predictor, edata, n_users: int) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from bua.dialogue import EXPLAIN_SECTIONS
+    from bua.labels.facts import WINDOW_SECTIONS, check_claims, window_sections
     from bua.metrics import explanation_metrics
 
     samples, users = [], set()
@@ -181,6 +182,12 @@ def explanation_report(predictor, edata, n_users: int) -> dict[str, Any]:
                     for h in tqdm(histories, desc="on-device BUA, explanations")]
     report = explanation_metrics(explanations, [[names[e.behavior] for e in h] for h in histories], names,
                                  sections=EXPLAIN_SECTIONS)
+    # every item the key-behaviors and patterns rounds state, checked against the window
+    checked = [check_claims(e[t], window_sections(t, h, predictor.vocab))
+               for e, h in zip(explanations, histories) for t in WINDOW_SECTIONS if t in e]
+    claims, right = sum(c for c, _ in checked), sum(r for _, r in checked)
+    report["fact_claims"] = claims
+    report["fact_claims_right"] = right / claims if claims else math.nan
     report["examples"] = [{"user": s.user_id, **e} for s, e in zip(samples, explanations)]
     return report
 
@@ -193,7 +200,14 @@ def explanation_line(report: dict[str, Any]) -> str:
             f"hold their label's sections in order; {report['users_naming_a_behavior']} users' rounds name a "
             f"behavior, {report['mentions']} names in all, {share:.0%} of them in that user's history; "
             f"{report['distinct_summaries']} distinct summaries ({report['distinct_summaries_per_user']:.2f} per "
-            f"user); {_claims_clause(report)}")
+            f"user); {_claims_clause(report)}; {_facts_clause(report)}")
+
+
+def _facts_clause(report: dict[str, Any]) -> str:
+    if not report.get("fact_claims"):
+        return "no checkable facts stated"
+    return (f"{report['fact_claims']} facts stated in the key-behavior and pattern rounds (counts, places, "
+            f"runs, times), {report['fact_claims_right']:.0%} of them true of the history")
 
 
 def _claims_clause(report: dict[str, Any]) -> str:

@@ -1,8 +1,9 @@
 """Understanding-task labels computed from the data (paper App. A, sec. 3.3, App. N).
 
-`Labeler` is the entry point; `profile` holds the user-level statistics, `tasks` the answer
-writers, `reflection` the stage-3 flawed summaries, `teacher` the optional rephrasing hook,
-`scenes` the scene names.
+`Labeler` is the entry point; `profile` holds the user-level statistics, `facts` what a window
+shows (the statistics of the window-level answers and every item they can truthfully state),
+`tasks` the answer writers, `reflection` the stage-3 flawed summaries, `teacher` the optional
+rephrasing hook, `scenes` the scene names.
 """
 from __future__ import annotations
 

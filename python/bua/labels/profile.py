@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from bua.events import Event
+from bua.labels.facts import part_of_day
 from bua.textformat import format_time
 from bua.vocab import Vocabulary
 
@@ -271,7 +272,7 @@ class UserProfile:
                 habits.append(f"{name[wb.most_common(1)[0][0]]} at "
                               f"@{v.locations[self.workplace]}")
         for h in self.hobbies[:1]:
-            habits.append(f"{name[h.behavior]} {_part_of_day(h.minute)} at "
+            habits.append(f"{name[h.behavior]} {part_of_day(h.minute)} at "
                           f"@{v.locations[h.location]}")
         if self.top_transition is not None:
             x, y = self.top_transition
@@ -286,17 +287,6 @@ class UserProfile:
             top = int(np.argmax(self.counts))
             anchors = (f"{name[top]} ({int(self.counts[top])}x)",)
         return Summary(trait, tuple(habits[:3]), anchors)
-
-
-def _part_of_day(minute: int) -> str:
-    h = minute // 60
-    if 5 <= h < 12:
-        return "in the morning"
-    if 12 <= h < 17:
-        return "in the afternoon"
-    if 17 <= h < 22:
-        return "in the evening"
-    return "late at night"
 
 
 # ---------------------------------------------------------------------- UserProfile.build steps

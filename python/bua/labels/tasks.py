@@ -12,6 +12,17 @@ from typing import Sequence
 
 from bua import scenes
 from bua.events import DAY_ABBRS, Event
+from bua.labels.facts import (
+    behavior_counts,
+    busiest_places,
+    busiest_quarter,
+    location_changes,
+    most_common,
+    place_counts,
+    regular_times,
+    repeated_runs,
+    top_behaviors,
+)
 from bua.labels.profile import UserProfile
 from bua.textformat import format_events, format_time
 from bua.vocab import Vocabulary
@@ -80,16 +91,6 @@ def scene_of(scenes: Sequence[str]) -> str:
     raise ValueError("no scenes")
 
 
-def _top_behaviors(events: Sequence[Event], k: int) -> list[int]:
-    """Most frequent behaviors, ties broken by the most recent occurrence."""
-    c: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for i, e in enumerate(events):
-        c[e.behavior] = c.get(e.behavior, 0) + 1
-        last[e.behavior] = i
-    return sorted(c, key=lambda b: (-c[b], -last[b]))[:k]
-
-
 def _path(events: Sequence[Event], vocab: Vocabulary, k: int = 3) -> str:
     locs: list[int] = []
     for e in events:
@@ -111,7 +112,7 @@ def current_scene(history: Sequence[Event], prof: UserProfile, vocab: Vocabulary
     end = history[-1].order_key
     win = [e for e in history[-40:] if e.order_key >= end - minutes]
     scene = scene_of(window_scenes(win, prof, _groups(vocab)))
-    behs = ", ".join(vocab.behaviors[b] for b in _top_behaviors(win, 3))
+    behs = ", ".join(vocab.behaviors[b] for b in top_behaviors(win, 3))
     return (f"{scene[0].upper()}{scene[1:]} ({DAY_ABBRS[win[0].day]} "
             f"{format_time(win[0].minute)}-{format_time(win[-1].minute)}): "
             f"{_path(win, vocab)}; {behs}.")
@@ -126,7 +127,7 @@ def future_scene(history: Sequence[Event], future: Sequence[Event], prof: UserPr
         return f"Next 2 h (until {until}): no recorded activity; the user is likely resting."
     scene = scene_of(window_scenes(win, prof, _groups(vocab)))
     loc = Counter(e.location for e in win).most_common(1)[0][0]
-    behs = ", ".join(vocab.behaviors[b] for b in _top_behaviors(win, 3))
+    behs = ", ".join(vocab.behaviors[b] for b in top_behaviors(win, 3))
     return f"Next 2 h (until {until}): {scene} at @{vocab.locations[loc]}; likely {behs}."
 
 
@@ -159,19 +160,15 @@ def hobbies_answer(prof: UserProfile) -> str:
 def key_behaviors(history: Sequence[Event], vocab: Vocabulary) -> str:
     """Frequent behaviors and those that open a new place (a change of daily phase)."""
     names, locs = vocab.behaviors, vocab.locations
-    c: dict[int, int] = {}
-    for e in history:
-        c[e.behavior] = c.get(e.behavior, 0) + 1
-    freq = [b for b in _top_behaviors(history, 3) if c[b] >= 2]
+    c = behavior_counts(history)
+    freq = [b for b in top_behaviors(history, 3) if c[b] >= 2]
     out = "Frequent: " + (", ".join(f"{names[b]} ({c[b]})" for b in freq) if freq
                           else "no behavior repeats") + "."
-    shifts: dict[int, list] = {}
-    for prev, e in zip(history, history[1:]):
-        if e.location != prev.location:
-            s = shifts.setdefault(e.behavior, [0, prev.location, e.location, 0])
-            s[0] += 1
-            s[1], s[2] = prev.location, e.location
-            s[3] += 1
+    shifts: dict[int, list] = {}  # behavior -> [changes it opened, its last one's from, to]
+    for b, prev, loc in location_changes(history):
+        s = shifts.setdefault(b, [0, prev, loc])
+        s[0] += 1
+        s[1], s[2] = prev, loc
     if shifts:
         order = sorted(shifts, key=lambda b: -shifts[b][0])[:2]
         out += " Phase shifts: " + ", ".join(
@@ -181,33 +178,16 @@ def key_behaviors(history: Sequence[Event], vocab: Vocabulary) -> str:
     return out
 
 
-def _most_common(d: dict, k: int) -> list:
-    """Like Counter.most_common: by count, ties in insertion order."""
-    return sorted(d.items(), key=lambda kv: -kv[1])[:k]
-
-
 def patterns(history: Sequence[Event], vocab: Vocabulary) -> str:
     """Recurring subsequences, regular times and places inside the window."""
     names, locs = vocab.behaviors, vocab.locations
-    b = [e.behavior for e in history]
-    n = len(b)
-    tri: dict[tuple, int] = {}
-    bi: dict[tuple, int] = {}
-    for i in range(n - 1):
-        x, y = b[i], b[i + 1]
-        if x == y:
-            continue
-        bi[(x, y)] = bi.get((x, y), 0) + 1
-        if i + 2 < n:
-            z = b[i + 2]
-            if z != x and z != y:
-                tri[(x, y, z)] = tri.get((x, y, z), 0) + 1
+    tri, bi = repeated_runs(history)
     seqs = []
     if tri:
-        t, c = _most_common(tri, 1)[0]
+        t, c = most_common(tri, 1)[0]
         if c >= 2:
             seqs.append((" -> ".join(names[x] for x in t), c))
-    for p_, c in _most_common(bi, 3):
+    for p_, c in most_common(bi, 3):
         if c < 2 or len(seqs) >= 2:
             break
         s_ = " -> ".join(names[x] for x in p_)
@@ -215,33 +195,14 @@ def patterns(history: Sequence[Event], vocab: Vocabulary) -> str:
             seqs.append((s_, c))
     parts = ["Sequences: " + ("; ".join(f"{s_} ({c}x)" for s_, c in seqs) if seqs
                               else "none repeats") + "."]
-    # regular times: behaviors seen on >= 2 days within 60 min of each other
-    by_beh: dict[int, list[Event]] = {}
-    by_loc: dict[int, dict[int, int]] = {}
-    for e in history:
-        by_beh.setdefault(e.behavior, []).append(e)
-        d = by_loc.setdefault(e.location, {})
-        d[e.behavior] = d.get(e.behavior, 0) + 1
-    timed = []
-    for x, evs in by_beh.items():
-        if len(evs) < 2 or evs[0].abs_day == evs[-1].abs_day:
-            continue
-        ms = sorted(e.minute for e in evs)
-        spread = ms[-1] - ms[0]
-        if spread <= 60:
-            timed.append((spread, -len(evs), x, ms[len(ms) // 2]))
-    timed.sort()
+    timed = regular_times(history)
     if timed:
         parts.append("Time: " + ", ".join(f"{names[x]} ~{format_time(m)} daily"
                                           for _, _, x, m in timed[:2]) + ".")
     else:
-        q = [0, 0, 0, 0]
-        for e in history:
-            q[e.minute // 360] += 1
-        parts.append("Time: mostly " + ("night", "morning", "afternoon", "evening")[
-            q.index(max(q))] + ".")
+        parts.append(f"Time: mostly {busiest_quarter(history)}.")
     # places: the dominant behavior of the two busiest places
-    busiest = sorted(by_loc, key=lambda x: -sum(by_loc[x].values()))[:2]
-    parts.append("Place: " + ", ".join(f"{names[_most_common(by_loc[x], 1)[0][0]]} @{locs[x]}"
-                                       for x in busiest) + ".")
+    by_loc = place_counts(history)
+    parts.append("Place: " + ", ".join(f"{names[most_common(by_loc[x], 1)[0][0]]} @{locs[x]}"
+                                       for x in busiest_places(history)[:2]) + ".")
     return " ".join(parts)

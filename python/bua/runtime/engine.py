@@ -8,8 +8,9 @@ Not thread-safe: the predictor serializes calls with its lock.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Collection, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -24,8 +25,11 @@ from bua.dialogue import (
     answer_suffix,
     round_prompt_segments,
 )
+from bua.events import Event
+from bua.labels.facts import WINDOW_SECTIONS, window_sections
 from bua.labels.profile import RHYTHMS, trait_interests
 from bua.runtime.bundle import Bundle
+from bua.runtime.grammar import sections_grammar
 from bua.vocab import name_pattern
 
 
@@ -69,6 +73,7 @@ class AnswerDecoding:
     grounded_names: bool = False
     grounded_counts: bool = False
     grounded_trait: bool = False
+    grounded_facts: bool = False
 
 
 class PromptEngine:
@@ -175,13 +180,14 @@ class PromptEngine:
         self.owner = owner
 
     def explain_rounds(self, soft: np.ndarray, tasks: Sequence[str], max_answer_tokens: int,
-                       behaviors: Mapping[int, int] | None = None) -> dict[str, str]:
+                       window: Sequence[Event] = ()) -> dict[str, str]:
         """Generates each task's answer in turn after a started first round; task -> answer.
-        `behaviors`: each behavior id in the history -> its number of events there (with
-        `grounded_names`, the only names the answers may write; with `grounded_counts`, the
-        counts the `COUNTED_TASKS` rounds write after them)."""
+        `window`: the events the soft rows encode (with `grounded_names`, their behaviors are the
+        only names the answers may write; with `grounded_counts`, their counts are the counts the
+        `COUNTED_TASKS` rounds write; with `grounded_facts`, the `WINDOW_SECTIONS` rounds are
+        decoded under `sections_grammar` of what the window shows)."""
         d = self.decoding
-        behaviors = behaviors or {}
+        behaviors = Counter(e.behavior for e in window)
         banned = self.absent_names(behaviors) if d.grounded_names else []
         names = self.bundle.vocab.behaviors
         counts = [(names[b], int(n)) for b, n in behaviors.items()] if d.grounded_counts else []
@@ -190,18 +196,26 @@ class PromptEngine:
             if k > 0:
                 self.eval_segments(round_prompt_segments(self.template, self.chat, task, False, k), soft)
             trait = d.grounded_trait and task == SUMMARY
-            opening = EXPLAIN_FIRST_SECTION.get(task, "") if d.start_with_first_section or trait else ""
+            # with the window's facts, the grammar holds the layout, names and counts and repeats
+            # no item (the summary's after its trait, which no window shows)
+            facts = d.grounded_facts and bool(window) and task in WINDOW_SECTIONS and (trait or task != SUMMARY)
+            opening = EXPLAIN_FIRST_SECTION.get(task, "") if trait or (d.start_with_first_section and not facts) else ""
             if opening:
                 self.session.eval_tokens(self.tokens(opening))
             if trait:  # "Trait: <interest> <rhythm>.": the model's pick among the traits the labels write
                 opening += self.choose(f" {i} {r}." for i in trait_interests(self.bundle.vocab, behaviors)
                                        for r in RHYTHMS)
-            # a model that writes a newline instead of ending the turn starts the answer over
-            end_after = EXPLAIN_LAST_SECTION.get(task, "") if d.end_after_last_section else ""
-            out = self.session.generate(max_answer_tokens, [EXPLAIN_ANSWER_END], dry_multiplier=d.dry_multiplier,
-                                        dry_allowed_length=d.dry_allowed_length, unique_clauses=d.unique_clauses,
-                                        banned_phrases=banned, end_after=end_after,
-                                        counts=counts if task in COUNTED_TASKS else [])
+            if facts:
+                grammar = sections_grammar(window_sections(task, window, self.bundle.vocab), " " if trait else "")
+                out = self.session.generate(max_answer_tokens, [EXPLAIN_ANSWER_END], dry_multiplier=d.dry_multiplier,
+                                            dry_allowed_length=d.dry_allowed_length, grammar=grammar)
+            else:
+                # a model that writes a newline instead of ending the turn starts the answer over
+                end_after = EXPLAIN_LAST_SECTION.get(task, "") if d.end_after_last_section else ""
+                out = self.session.generate(max_answer_tokens, [EXPLAIN_ANSWER_END],
+                                            dry_multiplier=d.dry_multiplier, dry_allowed_length=d.dry_allowed_length,
+                                            unique_clauses=d.unique_clauses, banned_phrases=banned, end_after=end_after,
+                                            counts=counts if task in COUNTED_TASKS else [])
             answers[task] = (opening + out["text"]).strip()
             self.session.eval_tokens(self.suffix)
         return answers
@@ -230,14 +244,14 @@ class PromptEngine:
 
     def begin(self, final_task: str, soft: np.ndarray, explain: bool, context: dict[str, str] | None,
               max_answer_tokens: int, score: bool = False,
-              behaviors: Mapping[int, int] | None = None) -> tuple[dict[str, str], Shortlist | None]:
+              window: Sequence[Event] = ()) -> tuple[dict[str, str], Shortlist | None]:
         """Evaluates everything before the final round's answer (with `explain`, the
         understanding rounds first, `explain_rounds`); returns their answers and, with `score`,
         the behavior names scored as the final answer (`eval_segments`)."""
         if not explain:
             return {}, self.start(final_task, soft, context, score)[1]
         self.start(STAGE2_EXPLAIN_TASKS[0], soft)
-        answers = self.explain_rounds(soft, STAGE2_EXPLAIN_TASKS, max_answer_tokens, behaviors)
+        answers = self.explain_rounds(soft, STAGE2_EXPLAIN_TASKS, max_answer_tokens, window)
         final = round_prompt_segments(self.template, self.chat, final_task, False, len(STAGE2_EXPLAIN_TASKS),
                                       context)
         return answers, self.eval_segments(final, soft, score)

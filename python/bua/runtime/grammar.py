@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from bua.events import DAY_ABBRS
+from bua.labels.facts import Section
 from bua.vocab import Vocabulary
 
 
@@ -36,6 +37,40 @@ def event_lines_grammar(vocab: Vocabulary, days: Sequence[int] | None = None,
         f"location ::= {_alternatives(vocab.locations)}",
         f"behavior ::= {_alternatives(vocab.behaviors)}",
     ]) + "\n"
+
+
+def sections_grammar(sections: Sequence[Section], lead: str = "") -> str:
+    """An answer made of `sections` in order, as the labels lay them out ("Frequent: gaming (3),
+    music (2). Phase shifts: none; the user stays at @home."), after `lead`: each body one of the
+    section's stand-alone texts, or 1 to `max_items` of its items, none twice, joined by its
+    separator. Decoded under it, an answer states only what the window shows and the model
+    chooses which."""
+    rules: dict[str, str] = {}
+
+    def items_rule(j: int, s: Section, used: tuple[int, ...]) -> str:
+        name = f"s{j}-" + "-".join(map(str, used)) if used else f"s{j}"
+        if name not in rules:
+            rules[name] = ""  # reserved before the recursion below
+            options = []
+            for i, item in enumerate(s.items):
+                if i in used:
+                    continue
+                more = tuple(sorted(used + (i,)))
+                if len(more) < min(s.max_items, len(s.items)):
+                    options.append(f"{_literal(item)} ({_literal(s.sep)} {items_rule(j, s, more)})?")
+                else:
+                    options.append(_literal(item))
+            rules[name] = " | ".join(options)
+        return name
+
+    parts = []
+    for j, s in enumerate(sections):
+        if not s.items and not s.alone:
+            raise ValueError(f"section {s.header!r} has nothing it can state")
+        body = [_literal(a) for a in s.alone] + ([items_rule(j, s, ())] if s.items else [])
+        rules[f"b{j}"] = " | ".join(body)
+        parts.append(f'{_literal((lead if j == 0 else " ") + s.header + " ")} b{j} "."')
+    return "\n".join([f"root ::= {' '.join(parts)}"] + [f"{k} ::= {v}" for k, v in rules.items()]) + "\n"
 
 
 def day_end_stops(day: int) -> list[str]:

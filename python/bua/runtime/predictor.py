@@ -14,7 +14,6 @@ from __future__ import annotations
 import numbers
 import os
 import threading
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -143,7 +142,12 @@ class OnDevicePredictor:
     model names the frequent behaviors but rarely counts them right; training/README.md). With
     `grounded_trait`, the summary's "Trait:" is the one the model finds likeliest among those
     the labels can write for the history (`bua.labels.profile.trait_interests` x `RHYTHMS`);
-    the model writes the rest (a 135M model's free trait invents ages and disorders). The
+    the model writes the rest (a 135M model's free trait invents ages and disorders). With
+    `grounded_facts`, the key-behaviors and patterns rounds are decoded under a grammar of what
+    the history shows (`bua.labels.facts.window_sections`: its frequent behaviors with their
+    counts, its changes of place, repeated runs, regular times, each place's most frequent
+    behavior): the model chooses which of these to state and in what order, and states no other
+    (a 135M model's free rounds name behaviors and places the history lacks). The
     fast path's (`explain=False`) behavior scores never depend on these.
 
     A generated day has rules of its own. With `stop_at_day_end`, it ends before a line of
@@ -169,7 +173,8 @@ class OnDevicePredictor:
                  max_answer_tokens: int = 192, max_generation_tokens: int = 640, dry_multiplier: float = 3.0,
                  dry_allowed_length: int = 1, unique_clauses: bool = True, start_with_first_section: bool = True,
                  end_after_last_section: bool = True, grounded_names: bool = True, grounded_counts: bool = True,
-                 grounded_trait: bool = True, stop_at_day_end: bool = True, unique_lines: bool = False,
+                 grounded_trait: bool = True, grounded_facts: bool = True, stop_at_day_end: bool = True,
+                 unique_lines: bool = False,
                  score_tolerance: float = 1e-2, scoring: str = "constrained"):
         if n_threads is not None:
             _check_count("n_threads", n_threads, 1, 512)
@@ -208,7 +213,7 @@ class OnDevicePredictor:
                                    AnswerDecoding(dry_multiplier, dry_allowed_length, bool(unique_clauses),
                                                   bool(start_with_first_section), bool(end_after_last_section),
                                                   bool(grounded_names), bool(grounded_counts),
-                                                  bool(grounded_trait)))
+                                                  bool(grounded_trait), bool(grounded_facts)))
         self._lock = threading.Lock()
         self._stream_rows = 0  # soft rows the engine's owning stream has after the opening (see stream())
 
@@ -262,9 +267,9 @@ class OnDevicePredictor:
         rows = soft[0][soft_mask[0].astype(bool)]
         return np.ascontiguousarray(rows, dtype=np.float32)
 
-    def _window_behaviors(self, events: Sequence[Event]) -> Counter[int]:
-        """Behavior id -> its events among those the encoder reads (the last `max_history`)."""
-        return Counter(e.behavior for e in events[-self.bundle.max_history:])
+    def _window(self, events: Sequence[Event]) -> Sequence[Event]:
+        """The events the encoder reads (the last `max_history`)."""
+        return events[-self.bundle.max_history:]
 
     # ------------------------------------------------------------------ public API
     def predict(self, history, top_k: int = 5, explain: bool = True) -> Prediction:
@@ -279,7 +284,7 @@ class OnDevicePredictor:
         with self._lock:
             explanation, scores = self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens,
                                                     score=self.scoring == "constrained",
-                                                    behaviors=self._window_behaviors(events))
+                                                    window=self._window(events))
             n_prompt = self.engine.n_past
             if scores is None:  # summed scoring: the shortlist after the prompt
                 scores = self.engine.shortlist_candidates(top_k, self.score_tolerance)
@@ -328,12 +333,12 @@ class OnDevicePredictor:
         evaluation)."""
         events = self._events(history)
         soft = self._soft_rows(events)
-        seen = self._window_behaviors(events)
+        seen = self._window(events)
         with self._lock:
             if self.scoring == "constrained":
                 return self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens, score=True,
-                                         behaviors=seen)[1].logprob
-            self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens, behaviors=seen)
+                                         window=seen)[1].logprob
+            self.engine.begin(PREDICT, soft, explain, None, self.max_answer_tokens, window=seen)
             return self.engine.score_candidates()
 
     def generate(self, history, horizon: str = "1d", explain: bool = True,
@@ -372,7 +377,7 @@ class OnDevicePredictor:
         stop = day_end_stops(next_day) if self.stop_at_day_end else []
         with self._lock:
             explanation = self.engine.begin(GENERATE, soft, explain, context, self.max_answer_tokens,
-                                            behaviors=self._window_behaviors(events))[0]
+                                            window=self._window(events))[0]
             self.engine.session.eval_tokens(self.engine.tokens(prefix))
             attempts: list[str] = []
             for attempt in range(1 + max_retries):
