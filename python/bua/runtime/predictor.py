@@ -143,11 +143,12 @@ class OnDevicePredictor:
     `grounded_trait`, the summary's "Trait:" is the one the model finds likeliest among those
     the labels can write for the history (`bua.labels.profile.trait_interests` x `RHYTHMS`);
     the model writes the rest (a 135M model's free trait invents ages and disorders). With
-    `grounded_facts`, the key-behaviors and patterns rounds are decoded under a grammar of what
-    the history shows (`bua.labels.facts.window_sections`: its frequent behaviors with their
-    counts, its changes of place, repeated runs, regular times, each place's most frequent
-    behavior): the model chooses which of these to state and in what order, and states no other
-    (a 135M model's free rounds name behaviors and places the history lacks). The
+    `grounded_facts`, the key-behaviors and patterns rounds, and the summary after its trait,
+    are decoded under a grammar of what the history shows (`bua.labels.facts.window_sections`:
+    its frequent behaviors with their counts, its changes of place, repeated runs, regular
+    times, each place's most frequent behavior, habits and anchors): the model chooses which of
+    these to state and in what order, and states no other (a 135M model's free rounds name
+    behaviors and places the history lacks). The
     fast path's (`explain=False`) behavior scores never depend on these.
 
     A generated day has rules of its own. With `stop_at_day_end`, it ends before a line of
