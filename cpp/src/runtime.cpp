@@ -554,10 +554,16 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
     llama_sampler_chain_params sp = llama_sampler_chain_default_params();
     sp.no_perf = true;
     std::unique_ptr<llama_sampler, void (*)(llama_sampler*)> chain(llama_sampler_chain_init(sp), llama_sampler_free);
+    // Greedy decoding checks the grammar on the chosen token alone and constrains every candidate
+    // only when it rejects that token: the same tokens, without matching the whole vocabulary
+    // against the grammar at each step. Sampling constrains every candidate first (exact).
+    const bool greedy = sampling.temperature <= 0.0f;
+    std::unique_ptr<llama_sampler, void (*)(llama_sampler*)> grammar(nullptr, llama_sampler_free);
     if (!sampling.grammar.empty()) {
         llama_sampler* g = llama_sampler_init_grammar(model_->vocab(), sampling.grammar.c_str(), sampling.grammar_root.c_str());
         if (!g) throw Error(ErrorKind::invalid_argument, "invalid GBNF grammar (root '" + sampling.grammar_root + "')");
-        llama_sampler_chain_add(chain.get(), g);
+        if (greedy) grammar.reset(g);
+        else llama_sampler_chain_add(chain.get(), g);
     }
     if (sampling.dry_multiplier > 0.0f) {
         if (sampling.dry_base < 1.0f || sampling.dry_allowed_length < 1)
@@ -570,7 +576,7 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
     }
     if (sampling.max_retakes < 0) throw Error(ErrorKind::invalid_argument, "max_retakes must be >= 0");
     if (!(sampling.min_p >= 0.0f && sampling.min_p < 1.0f)) throw Error(ErrorKind::invalid_argument, "min_p must lie in [0, 1)");
-    if (sampling.temperature <= 0.0f) {
+    if (greedy) {
         llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
     } else {
         if (sampling.top_p < 1.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(sampling.top_p, 1));
@@ -602,6 +608,10 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
         }
     size_t no_digit_at = std::string::npos;  // the position right after a written count
     std::vector<llama_token_data> cand(n_vocab);
+    auto accept = [&](Token t) {
+        llama_sampler_accept(chain.get(), t);
+        if (grammar) llama_sampler_accept(grammar.get(), t);
+    };
     Generation out;
     out.stop_reason = "max_tokens";
     // For taking text back: the text offset of every generated token, the tokens banned at a
@@ -641,14 +651,17 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
             token_text.resize(k);
             restore_logits_at(n_start + static_cast<int>(k), logits_at_start, n_start, out.tokens);
             llama_sampler_reset(chain.get());
-            for (Token t : out.tokens) llama_sampler_accept(chain.get(), t);
+            if (grammar) llama_sampler_reset(grammar.get());
+            for (Token t : out.tokens) accept(t);
         }
         clauses.clear();  // the clauses of what is kept
         clause_text = clause_token = 0;
         clauses_unique(out.text, false);
         return static_cast<int>(bans.size()) <= sampling.max_retakes;
     };
-    for (int step = 0; step < max_tokens; ++step) {
+    // The next token: the chain's choice among the candidates (with constrain_all, only among
+    // those the separate grammar sampler allows).
+    auto choose = [&](bool constrain_all) {
         for (int i = 0; i < n_vocab; ++i) cand[i] = llama_token_data{i, logits_[i], 0.0f};
         auto ban = banned.find(out.tokens.size());
         if (ban != banned.end())
@@ -656,9 +669,20 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
         if (out.tokens.size() == no_digit_at)
             for (Token t : digit_tokens) cand[t].logit = -INFINITY;
         llama_token_data_array arr{cand.data(), cand.size(), -1, false};
+        if (constrain_all) llama_sampler_apply(grammar.get(), &arr);
         llama_sampler_apply(chain.get(), &arr);
         if (arr.selected < 0 || arr.selected >= static_cast<int64_t>(arr.size)) throw Error(ErrorKind::llama, "sampler selected no token");
-        const Token tok = arr.data[arr.selected].id;
+        return arr.data[arr.selected].id;
+    };
+    auto grammar_allows = [&](Token t) {
+        llama_token_data one{t, 0.0f, 0.0f};
+        llama_token_data_array single{&one, 1, -1, false};
+        llama_sampler_apply(grammar.get(), &single);
+        return one.logit != -INFINITY;
+    };
+    for (int step = 0; step < max_tokens; ++step) {
+        Token tok = choose(false);
+        if (grammar && !grammar_allows(tok)) tok = choose(true);
         const bool eog = model_->is_end_of_generation(tok);
         const std::string piece = eog ? std::string() : model_->token_to_piece(tok, false);
         const int count = !piece.empty() && std::isdigit(static_cast<unsigned char>(piece[0]))
@@ -667,7 +691,7 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
             const std::vector<Token> written = model_->tokenize(std::to_string(count), false, false);
             eval_tokens(written);
             for (Token t : written) {
-                llama_sampler_accept(chain.get(), t);
+                accept(t);
                 token_text.push_back(out.text.size());
                 out.tokens.push_back(t);
                 out.text += model_->token_to_piece(t, false);
@@ -715,7 +739,7 @@ Generation Session::generate_kept(int max_tokens, const std::vector<std::string>
             out.stop_reason = cut != std::string::npos ? "stop_string" : "end_after";
             break;
         }
-        llama_sampler_accept(chain.get(), tok);
+        accept(tok);
         eval_tokens({tok});
         token_text.push_back(out.text.size());
         out.tokens.push_back(tok);

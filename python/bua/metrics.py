@@ -62,6 +62,7 @@ __all__ = [
     "GENERATION_STREAMS",
     "PREDICTION_METRICS",
     "bleu",
+    "clause_key",
     "confusion_counts",
     "count_claims",
     "explanation_metrics",
@@ -420,6 +421,12 @@ _CLAUSE_END = re.compile(r"\n|[.;:,!?](?:\s|$)")
 _REPEAT_NOISE = re.compile(r"\d+x?\b|[^a-z@' -]")
 
 
+def clause_key(clause: str) -> str:
+    """What two clauses are compared by when repeats are counted: lowercased, without numbers
+    (an "x" after one too) and brackets, so "gaming (3)" and "gaming (2)" are the same clause."""
+    return " ".join(_REPEAT_NOISE.sub(" ", clause.lower()).split())
+
+
 _CLAIMED_COUNT = re.compile(r"\s*\((\d+)\)")
 
 
@@ -499,8 +506,7 @@ def explanation_metrics(
             if sections and task in sections:
                 with_sections += 1
                 in_form += in_sections(text, sections[task])
-            parts = [_REPEAT_NOISE.sub(" ", part).split() for part in _CLAUSE_END.split(text.lower())]
-            parts = [" ".join(words) for words in parts if words]
+            parts = [key for part in _CLAUSE_END.split(text.lower()) if (key := clause_key(part))]
             repeating += len(parts) != len(set(parts))
             names = named_behaviors(text, behavior_names)
             mentions += len(names)

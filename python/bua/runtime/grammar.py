@@ -5,6 +5,7 @@ from typing import Sequence
 
 from bua.events import DAY_ABBRS
 from bua.labels.facts import Section
+from bua.metrics import clause_key
 from bua.vocab import Vocabulary
 
 
@@ -43,23 +44,24 @@ def sections_grammar(sections: Sequence[Section], lead: str = "") -> str:
     """An answer made of `sections` in order, as the labels lay them out ("Frequent: gaming (3),
     music (2). Phase shifts: none; the user stays at @home."), after `lead`: each body one of the
     section's stand-alone texts, or 1 to `max_items` of its items, none twice, joined by its
-    separator. Decoded under it, an answer states only what the window shows and the model
-    chooses which."""
+    separator. Two items count as the same when their clauses are (`bua.metrics.clause_key`:
+    "Food @zone_3" and "Food @zone_4" are, as the runtime's unique_clauses reads them). Decoded
+    under it, an answer states only what the window shows and the model chooses which."""
     rules: dict[str, str] = {}
 
     def items_rule(j: int, s: Section, used: tuple[int, ...]) -> str:
         name = f"s{j}-" + "-".join(map(str, used)) if used else f"s{j}"
         if name not in rules:
             rules[name] = ""  # reserved before the recursion below
+            said = {clause_key(s.items[i]) for i in used}
+            fresh = [i for i, item in enumerate(s.items) if clause_key(item) not in said]
             options = []
-            for i, item in enumerate(s.items):
-                if i in used:
-                    continue
+            for i in fresh:
                 more = tuple(sorted(used + (i,)))
-                if len(more) < min(s.max_items, len(s.items)):
-                    options.append(f"{_literal(item)} ({_literal(s.sep)} {items_rule(j, s, more)})?")
+                if len(more) < s.max_items and any(clause_key(s.items[k]) != clause_key(s.items[i]) for k in fresh):
+                    options.append(f"{_literal(s.items[i])} ({_literal(s.sep)} {items_rule(j, s, more)})?")
                 else:
-                    options.append(_literal(item))
+                    options.append(_literal(s.items[i]))
             rules[name] = " | ".join(options)
         return name
 
