@@ -126,7 +126,9 @@ struct SamplingParams {
     // are dropped before temperature; 0 = off.
     float min_p = 0.0f;
     uint32_t seed = 0;
-    std::string grammar;        // GBNF; empty = unconstrained
+    // GBNF; empty = unconstrained. Greedy decoding checks it on the chosen token and matches every
+    // candidate against it only when it rejects that token (the same tokens, less work per step).
+    std::string grammar;
     std::string grammar_root = "root";
     // DRY ("don't repeat yourself", llama_sampler_init_dry): a token that would extend a run of
     // more than dry_allowed_length tokens already generated in this call is penalized by
@@ -192,7 +194,7 @@ struct ShortlistScores {
 struct Generation {
     std::vector<Token> tokens;  // the generated tokens, stop token excluded
     std::string text;           // their text, with a matched stop string removed
-    // "eog", "stop_string", "end_after", "repeat", "banned_phrase", "max_tokens" or "grammar"
+    // "eog", "stop_string", "end_after", "repeat", "banned_phrase" or "max_tokens"
     std::string stop_reason;
     int retaken = 0;            // times text was taken back (SamplingParams::unique_clauses, unique_lines, banned_phrases)
 };
