@@ -28,7 +28,7 @@ import numpy as np
 DEFAULT_CONFIG = "smollm2-135m-cpu"
 QUICK_CONFIG = "tiny-cpu"
 SHOWN_HISTORY = 12
-EVAL_FORMAT = 16  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
+EVAL_FORMAT = 17  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
 
 
 def configs_dir() -> Path:
@@ -182,7 +182,7 @@ def explanation_report(predictor, edata, n_users: int) -> dict[str, Any]:
                     for h in tqdm(histories, desc="on-device BUA, explanations")]
     report = explanation_metrics(explanations, [[names[e.behavior] for e in h] for h in histories], names,
                                  sections=EXPLAIN_SECTIONS)
-    # every item the key-behaviors and patterns rounds state, checked against the window
+    # every item the key-behaviors, patterns and summary rounds state, checked against the window
     checked = [check_claims(e[t], window_sections(t, h, predictor.vocab))
                for e, h in zip(explanations, histories) for t in WINDOW_SECTIONS if t in e]
     claims, right = sum(c for c, _ in checked), sum(r for _, r in checked)
@@ -206,8 +206,8 @@ def explanation_line(report: dict[str, Any]) -> str:
 def _facts_clause(report: dict[str, Any]) -> str:
     if not report.get("fact_claims"):
         return "no checkable facts stated"
-    return (f"{report['fact_claims']} facts stated in the key-behavior and pattern rounds (counts, places, "
-            f"runs, times), {report['fact_claims_right']:.0%} of them true of the history")
+    return (f"{report['fact_claims']} facts stated (counts, places, runs, times, habits, anchors), "
+            f"{report['fact_claims_right']:.0%} of them true of the history")
 
 
 def _claims_clause(report: dict[str, Any]) -> str:
