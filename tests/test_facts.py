@@ -105,15 +105,14 @@ def test_sections_grammar_lays_out_the_sections_and_repeats_no_item():
     assert root == 'root ::= "Frequent: " b0 "." " Phase shifts: " b1 "."'
     rules = dict(line.split(" ::= ", 1) for line in g.strip().splitlines())
     assert rules["b1"] == '"none; the user stays at @home"'
-    # items follow in their order (most salient first), none twice, at most max_items of them
-    assert rules["s0"] == '"a (2)" (", " s0-0)? | "b (2)" (", " s0-1)? | "c (3)"'
-    assert rules["s0-0"] == '"b (2)" | "c (3)"' and rules["s0-1"] == '"c (3)"'
-    assert sections_grammar(sections, " ").startswith('root ::= " Frequent: " b0')
+    # an item once chosen is not offered again, and at most max_items are listed
+    assert rules["s0"].count('(", " ') == 3
+    assert '"a (2)"' not in rules["s0-0"] and '"b (2)"' in rules["s0-0"] and "(" + '", "' not in rules["s0-0"]
     # items whose clauses read alike (numbers ignored, as the runtime's unique_clauses reads them)
     # are one item: a list never holds both
     zones = dict(line.split(" ::= ", 1) for line in sections_grammar(
         [Section("Place:", ("Food @zone_3", "Food @zone_4", "Bar @zone_1"), (), ", ", 2)]).strip().splitlines())
-    assert zones["s0"] == '"Food @zone_3" (", " s0-0)? | "Food @zone_4" (", " s0-1)? | "Bar @zone_1"'
-    assert zones["s0-0"] == zones["s0-1"] == '"Bar @zone_1"'
+    assert zones["s0-0"] == '"Bar @zone_1"' and zones["s0-2"] == '"Food @zone_3" | "Food @zone_4"'
+    assert zones["s0"].count('(", " ') == 3
     with pytest.raises(ValueError, match="Place:"):
         sections_grammar([Section("Place:", (), ())])

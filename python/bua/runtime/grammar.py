@@ -43,11 +43,10 @@ def event_lines_grammar(vocab: Vocabulary, days: Sequence[int] | None = None,
 def sections_grammar(sections: Sequence[Section], lead: str = "") -> str:
     """An answer made of `sections` in order, as the labels lay them out ("Frequent: gaming (3),
     music (2). Phase shifts: none; the user stays at @home."), after `lead`: each body one of the
-    section's stand-alone texts, or 1 to `max_items` of its items in their order (most salient
-    first), joined by its separator. Two items count as the same when their clauses are
-    (`bua.metrics.clause_key`: "Food @zone_3" and "Food @zone_4" are, as the runtime's
-    unique_clauses reads them), and a list holds one of them. Decoded under it, an answer states
-    only what the window shows and the model chooses which."""
+    section's stand-alone texts, or 1 to `max_items` of its items, none twice, joined by its
+    separator. Two items count as the same when their clauses are (`bua.metrics.clause_key`:
+    "Food @zone_3" and "Food @zone_4" are, as the runtime's unique_clauses reads them). Decoded
+    under it, an answer states only what the window shows and the model chooses which."""
     rules: dict[str, str] = {}
 
     def items_rule(j: int, s: Section, used: tuple[int, ...]) -> str:
@@ -55,13 +54,11 @@ def sections_grammar(sections: Sequence[Section], lead: str = "") -> str:
         if name not in rules:
             rules[name] = ""  # reserved before the recursion below
             said = {clause_key(s.items[i]) for i in used}
-            after = used[-1] + 1 if used else 0
-            fresh = [i for i in range(after, len(s.items)) if clause_key(s.items[i]) not in said]
+            fresh = [i for i, item in enumerate(s.items) if clause_key(item) not in said]
             options = []
             for i in fresh:
-                more = used + (i,)
-                if len(more) < s.max_items and any(clause_key(s.items[k]) != clause_key(s.items[i])
-                                                   for k in fresh if k > i):
+                more = tuple(sorted(used + (i,)))
+                if len(more) < s.max_items and any(clause_key(s.items[k]) != clause_key(s.items[i]) for k in fresh):
                     options.append(f"{_literal(s.items[i])} ({_literal(s.sep)} {items_rule(j, s, more)})?")
                 else:
                     options.append(_literal(s.items[i]))

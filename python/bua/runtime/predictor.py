@@ -147,7 +147,7 @@ class OnDevicePredictor:
     are decoded under a grammar of what the history shows (`bua.labels.facts.window_sections`:
     its frequent behaviors with their counts, its changes of place, repeated runs, regular
     times, each place's most frequent behavior, habits and anchors): the model chooses which of
-    these to state (in their order, most salient first) and states no other (a 135M model's free rounds name
+    these to state and in what order, and states no other (a 135M model's free rounds name
     behaviors and places the history lacks). The
     fast path's (`explain=False`) behavior scores never depend on these.
 
