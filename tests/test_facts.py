@@ -8,7 +8,7 @@ from bua.dialogue import EXPLAIN_SECTIONS, KEY_BEHAVIORS, PATTERNS, SUMMARY
 from bua.events import Event
 from bua.labels import Labeler
 from bua.labels.facts import Section, check_claims, window_sections
-from bua.runtime.grammar import sections_grammar
+from bua.runtime.grammar import MAX_LISTED_ITEMS, sections_grammar
 from bua.samples import prediction_samples
 from bua.simulate import simulate
 
@@ -114,5 +114,12 @@ def test_sections_grammar_lays_out_the_sections_and_repeats_no_item():
         [Section("Place:", ("Food @zone_3", "Food @zone_4", "Bar @zone_1"), (), ", ", 2)]).strip().splitlines())
     assert zones["s0-0"] == '"Bar @zone_1"' and zones["s0-2"] == '"Food @zone_3" | "Food @zone_4"'
     assert zones["s0"].count('(", " ') == 3
+    # a long history's many items: the list chooses among the first MAX_LISTED_ITEMS, so the rules
+    # stay few (1 + 12 + 66 for up to 3 items)
+    many = sections_grammar([Section("Habits:", tuple(f"habit {chr(97 + i % 26)}{i // 26}" for i in range(60)), (),
+                                     "; ", 3)])
+    listed = [line for line in many.splitlines() if line.startswith("s0")]
+    assert len(listed) == 1 + MAX_LISTED_ITEMS + MAX_LISTED_ITEMS * (MAX_LISTED_ITEMS - 1) // 2
+    assert '"habit m0"' not in many and '"habit l0"' in many
     with pytest.raises(ValueError, match="Place:"):
         sections_grammar([Section("Place:", (), ())])

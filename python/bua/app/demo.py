@@ -28,7 +28,7 @@ import numpy as np
 DEFAULT_CONFIG = "smollm2-135m-cpu"
 QUICK_CONFIG = "tiny-cpu"
 SHOWN_HISTORY = 12
-EVAL_FORMAT = 18  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
+EVAL_FORMAT = 19  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
 
 
 def configs_dir() -> Path:

@@ -40,13 +40,19 @@ def event_lines_grammar(vocab: Vocabulary, days: Sequence[int] | None = None,
     ]) + "\n"
 
 
+# A section's list may choose among its first this many items (most salient first): the rules grow
+# with the subsets of the chosen items, and a long history can show dozens of habits.
+MAX_LISTED_ITEMS = 12
+
+
 def sections_grammar(sections: Sequence[Section], lead: str = "") -> str:
     """An answer made of `sections` in order, as the labels lay them out ("Frequent: gaming (3),
     music (2). Phase shifts: none; the user stays at @home."), after `lead`: each body one of the
     section's stand-alone texts, or 1 to `max_items` of its items, none twice, joined by its
-    separator. Two items count as the same when their clauses are (`bua.metrics.clause_key`:
-    "Food @zone_3" and "Food @zone_4" are, as the runtime's unique_clauses reads them). Decoded
-    under it, an answer states only what the window shows and the model chooses which."""
+    separator; the items among the section's first `MAX_LISTED_ITEMS`. Two items count as the
+    same when their clauses are (`bua.metrics.clause_key`: "Food @zone_3" and "Food @zone_4" are,
+    as the runtime's unique_clauses reads them). Decoded under it, an answer states only what the
+    window shows and the model chooses which."""
     rules: dict[str, str] = {}
 
     def items_rule(j: int, s: Section, used: tuple[int, ...]) -> str:
@@ -54,7 +60,7 @@ def sections_grammar(sections: Sequence[Section], lead: str = "") -> str:
         if name not in rules:
             rules[name] = ""  # reserved before the recursion below
             said = {clause_key(s.items[i]) for i in used}
-            fresh = [i for i, item in enumerate(s.items) if clause_key(item) not in said]
+            fresh = [i for i, item in enumerate(s.items[:MAX_LISTED_ITEMS]) if clause_key(item) not in said]
             options = []
             for i in fresh:
                 more = tuple(sorted(used + (i,)))
