@@ -119,6 +119,14 @@ def busiest_places(history: Sequence[Event]) -> list[int]:
     return sorted(by_loc, key=lambda x: -sum(by_loc[x].values()))
 
 
+def place_favorites(history: Sequence[Event]) -> list[tuple[int, int]]:
+    """(behavior, location) of each place's most frequent behaviors (ties all), the busiest
+    places first."""
+    by_loc = place_counts(history)
+    return [(b, x) for x in busiest_places(history)
+            for b, n in by_loc[x].items() if n == max(by_loc[x].values())]
+
+
 # ---------------------------------------------------------------------- what answers can state
 def run_text(run: Sequence[int], count: int, vocab: Vocabulary) -> str:
     return f"{' -> '.join(vocab.behaviors[x] for x in run)} ({count}x)"
@@ -145,9 +153,7 @@ def pattern_sections(history: Sequence[Event], vocab: Vocabulary) -> list[Sectio
     tri, bi = repeated_runs(history)
     runs = tuple(run_text(r, n, vocab) for d in (tri, bi) for r, n in most_common(d, len(d)) if n >= 2)
     times = tuple(f"{names[x]} ~{format_time(m)} daily" for _, _, x, m in regular_times(history))
-    by_loc = place_counts(history)
-    places = tuple(f"{names[b]} @{locs[x]}" for x in busiest_places(history)
-                   for b, n in by_loc[x].items() if n == max(by_loc[x].values()))
+    places = tuple(f"{names[b]} @{locs[x]}" for b, x in place_favorites(history))
     return [Section("Sequences:", runs, () if runs else ("none repeats",), "; ", 2),
             Section("Time:", times, (f"mostly {busiest_quarter(history)}",), ", ", 2),
             Section("Place:", places, (), ", ", 2)]
@@ -182,9 +188,7 @@ def summary_sections(history: Sequence[Event], vocab: Vocabulary) -> list[Sectio
             commute.setdefault(e.location, {})[e.behavior] = None
     habits = [f"{names[e.behavior]} while commuting by {names[mode]}" for e in history
               if groups.get(names[e.behavior]) not in ("commute", "errand") for mode in commute.get(e.location, ())]
-    by_loc = place_counts(history)
-    habits += [f"{names[b]} at @{locs[x]}" for x in busiest_places(history)
-               for b, n in by_loc[x].items() if n == max(by_loc[x].values())]
+    habits += [f"{names[b]} at @{locs[x]}" for b, x in place_favorites(history)]
     habits += [f"{names[e.behavior]} {part_of_day(e.minute)} at @{locs[e.location]}" for e in history]
     _, bi = repeated_runs(history)
     habits += [f"{names[x]} leads to {names[y]}" for (x, y), n in most_common(bi, len(bi)) if n >= 2]
@@ -193,7 +197,8 @@ def summary_sections(history: Sequence[Event], vocab: Vocabulary) -> list[Sectio
         at = busiest_places([e for e in history if e.behavior == x])[0]
         anchors.append(f"{names[x]} ~{format_time(m)} @{locs[at]}")
     c = behavior_counts(history)
-    anchors += [f"{names[b]} ({c[b]}x)" for b in top_behaviors(history, len(c)) if c[b] == max(c.values()) or c[b] >= 2]
+    top = max(c.values())
+    anchors += [f"{names[b]} ({c[b]}x)" for b in top_behaviors(history, len(c)) if c[b] == top or c[b] >= 2]
     return [Section("Habits:", tuple(dict.fromkeys(habits)), (), "; ", 3),
             Section("Anchors:", tuple(dict.fromkeys(anchors)), (), "; ", 3)]
 

@@ -8,7 +8,6 @@ Not thread-safe: the predictor serializes calls with its lock.
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Collection, Iterable, Sequence
 
@@ -26,7 +25,7 @@ from bua.dialogue import (
     round_prompt_segments,
 )
 from bua.events import Event
-from bua.labels.facts import WINDOW_SECTIONS, window_sections
+from bua.labels.facts import WINDOW_SECTIONS, behavior_counts, window_sections
 from bua.labels.profile import RHYTHMS, trait_interests
 from bua.runtime.bundle import Bundle
 from bua.runtime.grammar import sections_grammar
@@ -187,7 +186,7 @@ class PromptEngine:
         `COUNTED_TASKS` rounds write; with `grounded_facts`, the `WINDOW_SECTIONS` rounds are
         decoded under `sections_grammar` of what the window shows)."""
         d = self.decoding
-        behaviors = Counter(e.behavior for e in window)
+        behaviors = behavior_counts(window)
         banned = self.absent_names(behaviors) if d.grounded_names else []
         names = self.bundle.vocab.behaviors
         counts = [(names[b], int(n)) for b, n in behaviors.items()] if d.grounded_counts else []

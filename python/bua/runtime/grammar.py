@@ -55,17 +55,17 @@ def sections_grammar(sections: Sequence[Section], lead: str = "") -> str:
     window shows and the model chooses which."""
     rules: dict[str, str] = {}
 
-    def items_rule(j: int, s: Section, used: tuple[int, ...]) -> str:
+    def items_rule(j: int, s: Section, keys: list[str], used: tuple[int, ...]) -> str:
         name = f"s{j}-" + "-".join(map(str, used)) if used else f"s{j}"
         if name not in rules:
             rules[name] = ""  # reserved before the recursion below
-            said = {clause_key(s.items[i]) for i in used}
-            fresh = [i for i, item in enumerate(s.items[:MAX_LISTED_ITEMS]) if clause_key(item) not in said]
+            said = {keys[i] for i in used}
+            fresh = [i for i, key in enumerate(keys) if key not in said]
             options = []
             for i in fresh:
                 more = tuple(sorted(used + (i,)))
-                if len(more) < s.max_items and any(clause_key(s.items[k]) != clause_key(s.items[i]) for k in fresh):
-                    options.append(f"{_literal(s.items[i])} ({_literal(s.sep)} {items_rule(j, s, more)})?")
+                if len(more) < s.max_items and any(keys[k] != keys[i] for k in fresh):
+                    options.append(f"{_literal(s.items[i])} ({_literal(s.sep)} {items_rule(j, s, keys, more)})?")
                 else:
                     options.append(_literal(s.items[i]))
             rules[name] = " | ".join(options)
@@ -75,7 +75,8 @@ def sections_grammar(sections: Sequence[Section], lead: str = "") -> str:
     for j, s in enumerate(sections):
         if not s.items and not s.alone:
             raise ValueError(f"section {s.header!r} has nothing it can state")
-        body = [_literal(a) for a in s.alone] + ([items_rule(j, s, ())] if s.items else [])
+        keys = [clause_key(item) for item in s.items[:MAX_LISTED_ITEMS]]
+        body = [_literal(a) for a in s.alone] + ([items_rule(j, s, keys, ())] if s.items else [])
         rules[f"b{j}"] = " | ".join(body)
         parts.append(f'{_literal((lead if j == 0 else " ") + s.header + " ")} b{j} "."')
     return "\n".join([f"root ::= {' '.join(parts)}"] + [f"{k} ::= {v}" for k, v in rules.items()]) + "\n"
