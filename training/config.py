@@ -179,6 +179,11 @@ class StageConfig:
     # encoder's most likely next behavior for that history (distillation: one consistent answer per
     # history instead of a noisy observed one); validation and evaluation keep the observed answers
     prediction_answers: Literal["observed", "encoder"] = "observed"
+    # stage 2, a bua extension (long-tail re-sampling): the training users' direct prediction
+    # dialogues draw their histories from all of a user's windows, each with weight n_a^-q, n_a
+    # being how many training windows share its answer a (the encoder's with prediction_answers
+    # "encoder", else the observed one); 0.5 is square-root sampling; 0 = evenly spread windows
+    answer_balance: float = 0.0
     # stage 2, a bua extension (training/distill.py): weight of the KL divergence from the behavior
     # encoder's next-behavior distribution to the LLM's over the candidates' first answer tokens, at
     # each prediction round, added to the dialogue loss; 0 = off
@@ -440,6 +445,8 @@ def _validate(config: TrainConfig, source: str) -> None:
                 stage.prediction_answers != "observed" and name != "stage2"):
             fail(f"{name}.prediction_answers", stage.prediction_answers,
                  "must be 'observed', or 'encoder' in stage2")
+        if not 0.0 <= stage.answer_balance <= 1.0 or (stage.answer_balance and name != "stage2"):
+            fail(f"{name}.answer_balance", stage.answer_balance, "must lie in [0, 1], and be 0 outside stage2")
         if stage.distill_weight < 0 or (stage.distill_weight and name != "stage2"):
             fail(f"{name}.distill_weight", stage.distill_weight, "must be 0, or a positive weight in stage2")
         for block in ("direct_first", "direct_last"):

@@ -14,7 +14,10 @@ Per stage (dialogue builders from `bua.training.dialogues`, answers from `bua.la
   dialogues share the system prompt and the soft slot and are one example with branches
   (`bua.training.collate.Branch`), so one forward pass trains K + 1 answers. With
   `prediction_answers: encoder` (a bua extension), training prediction answers are the behavior
-  encoder's most likely next behavior (`encoder_answers`) instead of the observed one.
+  encoder's most likely next behavior (`encoder_answers`) instead of the observed one. With
+  `answer_balance` q > 0 (a bua extension), the training users' direct prediction dialogues draw
+  their histories from all of a user's windows, each weighted by n_a^-q, n_a being how many
+  training windows have the same answer a (`answer_weights`): rare answers are trained more often.
 - stage3: self-reflective refinement dialogues.
 User-level answers of training users come from their whole training log; validation and test
 users are profiled from their sample window (the labeler never sees their logs).
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 
 from bua.dialogue import (
     GENERATE,
@@ -116,23 +120,42 @@ def prefix_prediction_samples(sample, n: int, min_history: int, rng: np.random.G
 def encoder_answers(encoder) -> Callable[[Any], Any]:
     """sample -> the same PredictionSample whose target behavior is `encoder`'s most likely next
     behavior after the sample's history (the stage-2 `prediction_answers: encoder` teacher)."""
-    from bua.models.pretrain import pad_windows
-    from bua.training.distill import teacher_distribution
-
-    device = str(next(encoder.parameters()).device)
-
     def relabel(sample):
-        events, mask = pad_windows([events_to_array(sample.history)], device)
-        training = encoder.training
-        encoder.eval()  # no dropout: the same answer on every rank and every resume
-        try:
-            seen = mask.sum(dim=1, keepdim=True)
-            behavior = int(teacher_distribution(encoder, events, mask, seen, temperature=1.0)[0, 0].argmax())
-        finally:
-            encoder.train(training)
+        behavior = int(teacher_answers(encoder, [sample])[0])
         return replace(sample, target=replace(sample.target, behavior=behavior))
 
     return relabel
+
+
+@torch.no_grad()
+def teacher_answers(encoder, samples: Sequence, batch_size: int = 1024) -> np.ndarray:
+    """[len(samples)] the encoder's most likely next behavior after each sample's history."""
+    from bua.models.pretrain import pad_windows
+
+    device = str(next(encoder.parameters()).device)
+    training = encoder.training
+    encoder.eval()  # no dropout: the same answer on every rank and every resume
+    try:
+        out = []
+        for i in range(0, len(samples), batch_size):
+            events, mask = pad_windows([events_to_array(s.history) for s in samples[i:i + batch_size]], device)
+            logits = encoder(events, mask)["behavior"].float()
+            last = mask.sum(dim=1) - 1
+            out.append(logits[torch.arange(len(last), device=last.device), last].argmax(dim=-1).cpu().numpy())
+    finally:
+        encoder.train(training)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def observed_answers(samples: Sequence) -> np.ndarray:
+    return np.array([s.target.behavior for s in samples], dtype=np.int64)
+
+
+def answer_weights(answers: np.ndarray, q: float) -> np.ndarray:
+    """Per window, n_a^-q: n_a = how many of `answers` equal this window's answer a (q = 0.5 is
+    square-root class-balanced sampling; 0 = uniform)."""
+    counts = np.bincount(answers)
+    return counts[answers].astype(np.float64) ** -q
 
 
 def _user_seed(seed: int, stage: str, user_id: str) -> int:
@@ -141,10 +164,13 @@ def _user_seed(seed: int, stage: str, user_id: str) -> int:
 
 def stage_dialogues(data: CurriculumData, users: Dataset, stage: str, per_user: int, cfg: StageConfig,
                     dconfig: DataConfig, template, chat, prefixes: int = 0,
-                    relabel: Callable[[Any], Any] | None = None) -> list[Dialogue | SharedPrefix]:
+                    relabel: Callable[[Any], Any] | None = None,
+                    answers_of: Callable[[Sequence], np.ndarray] | None = None) -> list[Dialogue | SharedPrefix]:
     """`per_user` dialogues of `stage` for every user in `users`; with `prefixes` > 0, stage 2's
     direct prediction dialogues come as `SharedPrefix` groups with that many shorter prefixes;
-    `relabel` (e.g. `encoder_answers`) replaces the target of every stage-2 prediction sample."""
+    `relabel` (e.g. `encoder_answers`) replaces the target of every stage-2 prediction sample;
+    `answers_of` (samples -> their answers) with `cfg.answer_balance` > 0 draws the direct
+    prediction histories weighted by their answers' rarity (`answer_weights`)."""
     from bua.samples import generation_samples, prediction_samples
 
     if per_user <= 0:
@@ -154,11 +180,25 @@ def stage_dialogues(data: CurriculumData, users: Dataset, stage: str, per_user: 
     if unknown:
         raise ValueError(f"{stage}.tasks {unknown} are not {stage} tasks; valid: {', '.join(STAGE_TASKS[stage])}")
     min_history = max(2, dconfig.history_len // 2)
+    pools: dict[str, tuple[list, np.ndarray]] = {}
+    if stage == "stage2" and answers_of is not None and cfg.answer_balance > 0:
+        windows = {u.user_id: prediction_samples(u, dconfig.history_len, min_history=min_history) for u in users}
+        weights = answer_weights(answers_of([s for w in windows.values() for s in w]), cfg.answer_balance)
+        start = 0
+        for user_id, w in windows.items():
+            pools[user_id] = (w, weights[start:start + len(w)])
+            start += len(w)
     out: list[Dialogue] = []
     for user in users:
         rng = np.random.default_rng(_user_seed(dconfig.seed, stage, user.user_id))
         if stage == "stage2":
             kinds = _stage2_kinds(per_user, cfg, rng)
+            direct: list = []
+            if user.user_id in pools:
+                pool, weight = pools[user.user_id]
+                n_direct = min(len(pool), sum(1 for final, explain in kinds if final == PREDICT and not explain))
+                picks = rng.choice(len(pool), size=n_direct, replace=False, p=weight / weight.sum())
+                direct = [pool[i] for i in sorted(picks)]
             n_gen = sum(1 for final, _ in kinds if final == GENERATE)
             gen = generation_samples(user, dconfig.generation_history_len,
                                      min_history=min(dconfig.generation_history_len, min_history),
@@ -169,6 +209,8 @@ def stage_dialogues(data: CurriculumData, users: Dataset, stage: str, per_user: 
             for final, explain in kinds:
                 if final == GENERATE and gi < len(gen):
                     sample, gi = gen[gi], gi + 1
+                elif final == PREDICT and not explain and direct:
+                    sample = direct.pop(0)
                 elif pi < len(preds):  # also stands in for a generation sample the user lacks
                     sample, pi, final = preds[pi], pi + 1, PREDICT
                 else:
@@ -324,10 +366,12 @@ def build_stage(data: CurriculumData, stage: str, cfg: StageConfig, dconfig: Dat
                                    ("val", data.val, cfg.val_samples_per_user)):
         # Validation keeps one answer per dialogue, so its loss compares across settings.
         prefixes = cfg.prefix_predictions if split == "train" and stage == "stage2" else 0
-        relabel = (encoder_answers(model.soft_tokenizer.encoder)
-                   if split == "train" and stage == "stage2" and cfg.prediction_answers == "encoder" else None)
+        teacher = split == "train" and stage == "stage2" and cfg.prediction_answers == "encoder"
+        encoder = model.soft_tokenizer.encoder
+        relabel = encoder_answers(encoder) if teacher else None
+        answers_of = (lambda samples: teacher_answers(encoder, samples)) if teacher else observed_answers
         made[split] = stage_dialogues(data, users, stage, per_user, cfg, dconfig, model.template, model.chat,
-                                      prefixes, relabel)
+                                      prefixes, relabel, answers_of if split == "train" else None)
     counts: dict[str, int] = {}
     for item in made["train"]:
         for d in (item.dialogues if isinstance(item, SharedPrefix) else [item]):
