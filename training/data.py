@@ -194,9 +194,9 @@ def stage_dialogues(data: CurriculumData, users: Dataset, stage: str, per_user: 
         if stage == "stage2":
             kinds = _stage2_kinds(per_user, cfg, rng)
             direct: list = []
-            if user.user_id in pools:
-                pool, weight = pools[user.user_id]
-                n_direct = min(len(pool), sum(1 for final, explain in kinds if final == PREDICT and not explain))
+            pool, weight = pools.get(user.user_id, ([], None))
+            n_direct = min(len(pool), sum(1 for final, explain in kinds if final == PREDICT and not explain))
+            if n_direct:
                 picks = rng.choice(len(pool), size=n_direct, replace=False, p=weight / weight.sum())
                 direct = [pool[i] for i in sorted(picks)]
             n_gen = sum(1 for final, _ in kinds if final == GENERATE)
