@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from bua.dialogue import (
     GENERATE,
@@ -127,10 +126,10 @@ def encoder_answers(encoder) -> Callable[[Any], Any]:
     return relabel
 
 
-@torch.no_grad()
 def teacher_answers(encoder, samples: Sequence, batch_size: int = 1024) -> np.ndarray:
     """[len(samples)] the encoder's most likely next behavior after each sample's history."""
     from bua.models.pretrain import pad_windows
+    from bua.training.distill import teacher_distribution
 
     device = str(next(encoder.parameters()).device)
     training = encoder.training
@@ -139,9 +138,9 @@ def teacher_answers(encoder, samples: Sequence, batch_size: int = 1024) -> np.nd
         out = []
         for i in range(0, len(samples), batch_size):
             events, mask = pad_windows([events_to_array(s.history) for s in samples[i:i + batch_size]], device)
-            logits = encoder(events, mask)["behavior"].float()
-            last = mask.sum(dim=1) - 1
-            out.append(logits[torch.arange(len(last), device=last.device), last].argmax(dim=-1).cpu().numpy())
+            seen = mask.sum(dim=1, keepdim=True)
+            teacher = teacher_distribution(encoder, events, mask, seen, temperature=1.0)
+            out.append(teacher[:, 0].argmax(dim=-1).cpu().numpy())
     finally:
         encoder.train(training)
     return np.concatenate(out) if out else np.zeros(0, np.int64)
@@ -369,9 +368,11 @@ def build_stage(data: CurriculumData, stage: str, cfg: StageConfig, dconfig: Dat
         teacher = split == "train" and stage == "stage2" and cfg.prediction_answers == "encoder"
         encoder = model.soft_tokenizer.encoder
         relabel = encoder_answers(encoder) if teacher else None
-        answers_of = (lambda samples: teacher_answers(encoder, samples)) if teacher else observed_answers
+        answers_of = None  # validation keeps its evenly spread windows
+        if split == "train":
+            answers_of = (lambda samples: teacher_answers(encoder, samples)) if teacher else observed_answers
         made[split] = stage_dialogues(data, users, stage, per_user, cfg, dconfig, model.template, model.chat,
-                                      prefixes, relabel, answers_of if split == "train" else None)
+                                      prefixes, relabel, answers_of)
     counts: dict[str, int] = {}
     for item in made["train"]:
         for d in (item.dialogues if isinstance(item, SharedPrefix) else [item]):
