@@ -21,7 +21,7 @@ def test_quick_demo_runs_the_whole_chain_and_reuses_finished_steps(tmp_path):
     first = _demo(tmp_path)
     for needle in ("curriculum trained", "bundle exported", "top-5 next behaviors", "[key_behaviors]",
                    "[patterns]", "[summary]", "true next event:", "| BUA (on-device) |", "| markov |",
-                   "| soft-token probe (read-out ceiling) |",
+                   "| soft-token probe (read-out ceiling) |", "| behavior encoder alone (its own head) |",
                    "| SASRec |", "understanding rounds of 1 test user:", "behavior counts claimed",
                    "generated next day", "Table 2 metrics",
                    "unconstrained first attempts:", "total"):

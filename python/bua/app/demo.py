@@ -28,7 +28,10 @@ import numpy as np
 DEFAULT_CONFIG = "smollm2-135m-cpu"
 QUICK_CONFIG = "tiny-cpu"
 SHOWN_HISTORY = 12
-EVAL_FORMAT = 19  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
+EVAL_FORMAT = 20  # ondevice_eval.json's layout and runtime behavior; a cached eval of another format is recomputed
+# the run's pretrained behavior encoder scored by its own next-behavior head (PyTorch): what the
+# soft tokens are computed from, and in the demo config the teacher of stage 2's predictions
+ENCODER_ROW = "behavior encoder alone (its own head)"
 
 
 def configs_dir() -> Path:
@@ -234,9 +237,21 @@ def free_lines_line(result: dict[str, Any]) -> str:
     return text + f" ({share:.1%}" + ("" if math.isnan(se) else f" ± {se:.1%} over days") + f"; {sampling})"
 
 
+def encoder_scores(encoder_dir: Path, edata) -> dict[str, np.ndarray]:
+    """{test set: [N, n_behaviors] logits} of the saved encoder's own next-behavior head after
+    each history (no fine-tuning)."""
+    from bua.models.baselines import EncoderClassifier
+    from bua.models.encoder import BehaviorEncoder
+
+    vocab = edata.vocab
+    head = EncoderClassifier(vocab.n_behaviors, vocab.n_locations, encoder=BehaviorEncoder.load(encoder_dir))
+    return {name: head.predict_scores(samples) for name, samples in edata.test_sets.items()}
+
+
 def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict[str, Any], str]:
     """On-device BUA (fast path) next to the soft-token probe (a linear read-out of the bundle's
-    own soft tokens), SASRec and Markov; explanation and generation metrics. Cached."""
+    own soft tokens), the behavior encoder alone, SASRec and Markov; explanation and generation
+    metrics. Cached."""
     from tqdm.auto import tqdm
 
     from bua.events import events_to_array
@@ -269,6 +284,7 @@ def step_evaluate(plan: DemoPlan, predictor, config, econf, edata) -> tuple[dict
 
     rows[PROBE_ROW] = soft_token_probe(last_soft_tokens, edata.train, edata.test_sets, vocab.n_behaviors,
                                        config.seed)
+    rows[ENCODER_ROW] = encoder_scores(plan.run_dir / "encoder", edata)
     baseline_scores, _ = run_baselines(edata, econf)
     rows.update(baseline_scores)
     report = prediction_report(rows, edata.targets(), vocab.n_behaviors, edata.freq_classes,
