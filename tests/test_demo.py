@@ -93,3 +93,31 @@ def test_free_lines_line_states_the_share_its_error_over_days_and_the_sampling()
     assert line.endswith("temperature 1.0, top-p 0.95, min-p 0.05)")
     empty = dict(result, generation_free_lines=0, generation_free_lines_parsed=0, generation_free_lines_by_day=[])
     assert free_lines_line(empty) == "unconstrained first attempts: 0 of 0 lines parse"
+
+
+def test_encoder_row_is_the_saved_encoders_own_head_at_each_historys_last_event(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from bua.app.demo import encoder_scores
+    from bua.events import events_to_array
+    from bua.models.encoder import BehaviorEncoder, EncoderConfig
+    from bua.samples import prediction_samples
+    from bua.simulate import simulate
+
+    dataset = simulate(n_users=3, n_days=2, seed=0)
+    vocab = dataset.vocab
+    torch.manual_seed(0)
+    encoder = BehaviorEncoder(EncoderConfig.tiny(vocab.n_behaviors, vocab.n_locations)).eval()
+    encoder.save(tmp_path)
+    samples = prediction_samples(dataset, 8, max_per_user=3) + prediction_samples(dataset, 5, max_per_user=1)
+    scores = encoder_scores(tmp_path, SimpleNamespace(vocab=vocab, test_sets={"natural": samples}))["natural"]
+
+    assert scores.shape == (len(samples), vocab.n_behaviors)
+    with torch.no_grad():
+        for sample, row in zip(samples, scores):
+            events = torch.from_numpy(events_to_array(sample.history))[None]
+            logits = encoder(events, torch.ones(events.shape[:2], dtype=torch.bool))["behavior"][0, -1]
+            np.testing.assert_allclose(row, torch.softmax(logits, -1).numpy(), rtol=1e-4, atol=1e-6)

@@ -238,8 +238,8 @@ def free_lines_line(result: dict[str, Any]) -> str:
 
 
 def encoder_scores(encoder_dir: Path, edata) -> dict[str, np.ndarray]:
-    """{test set: [N, n_behaviors] logits} of the saved encoder's own next-behavior head after
-    each history (no fine-tuning)."""
+    """{test set: [N, n_behaviors] probabilities} of the saved encoder's own next-behavior head
+    after each history (no fine-tuning)."""
     from bua.models.baselines import EncoderClassifier
     from bua.models.encoder import BehaviorEncoder
 
