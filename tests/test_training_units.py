@@ -267,6 +267,44 @@ def test_collate_pads_marks_soft_slots_and_answer_rounds():
         collate(examples, pad_id=7, pad_to_multiple=0)
 
 
+def _padded_cost(lengths, runs, overhead, multiple):
+    return sum(len(run) * -(-max(lengths[i] for i in run) // multiple) * multiple + overhead for run in runs)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_length_groups_is_the_cheapest_split_of_the_longest_first_order(seed):
+    from itertools import combinations
+
+    from bua.training.collate import length_groups
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.choice([90, 93, 280, 300, 450, 600], size=8).tolist()
+    multiple = (1, 32)[seed % 2]
+    cap, overhead = 4 * -(-max(lengths) // multiple) * multiple, 100
+    runs = length_groups(lengths, cap, overhead, multiple)
+    order = sorted(range(8), key=lambda i: (-lengths[i], i))
+    assert [i for run in runs for i in run] == order  # every dialogue once, longest first
+    assert all(len(run) == 1 or len(run) * -(-lengths[run[0]] // multiple) * multiple <= cap for run in runs)
+    best = math.inf
+    for k in range(8):  # every split of the order into consecutive runs within the cap
+        for cuts in combinations(range(1, 8), k):
+            bounds = [0, *cuts, 8]
+            split = [order[a:b] for a, b in zip(bounds, bounds[1:])]
+            if all(len(r) == 1 or len(r) * -(-lengths[r[0]] // multiple) * multiple <= cap for r in split):
+                best = min(best, _padded_cost(lengths, split, overhead, multiple))
+    assert _padded_cost(lengths, runs, overhead, multiple) == best
+
+
+def test_length_groups_puts_a_long_dialogue_alone_and_short_ones_together():
+    from bua.training.collate import length_groups
+
+    lengths = [93, 449, 92, 92, 91, 91, 91, 90]
+    assert length_groups(lengths, 4 * 449, 100) == [[1], [0, 2, 3, 4, 5, 6, 7]]
+    assert length_groups([100] * 8, 4 * 100, 10**6) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # the cap holds
+    assert length_groups([700, 90], 200, 100) == [[0], [1]]  # longer than the cap: alone
+    assert length_groups([], 100, 100) == []
+
+
 def test_pad_to_multiple_auto_is_64_on_cuda_only():
     from bua.training.model import resolve_pad_multiple
 

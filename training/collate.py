@@ -151,6 +151,31 @@ def _predictions(e: Example) -> list[tuple[int, int]]:
     return out
 
 
+def length_groups(lengths: Sequence[int], max_positions: int, overhead: int,
+                  pad_to_multiple: int = 1) -> list[list[int]]:
+    """Splits dialogues of `lengths` into micro-batches: consecutive runs of the longest-first
+    order (ties by index) that minimise the padded positions plus `overhead` positions per
+    micro-batch (its fixed cost), each at most `max_positions` padded positions (a longer
+    dialogue goes alone). Returns the runs as lists of indices into `lengths`."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    padded = [-(-lengths[i] // pad_to_multiple) * pad_to_multiple for i in order]
+    best = [0] + [None] * len(order)  # best[j]: cost of the first j dialogues of `order`
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(j - 1, -1, -1):  # the run order[i:j], padded to its first (longest)
+            positions = (j - i) * padded[i]
+            if positions > max_positions and i < j - 1:
+                break
+            cost = best[i] + positions + overhead
+            if best[j] is None or cost < best[j]:
+                best[j], cut[j] = cost, i
+    runs, j = [], len(order)
+    while j > 0:
+        runs.append(order[cut[j]:j])
+        j = cut[j]
+    return runs[::-1]
+
+
 def collate(examples: Sequence[Example], pad_id: int, pad_to_multiple: int = 1) -> Batch:
     """Right-pads `examples` into a `Batch`, to a length that is a multiple of `pad_to_multiple`
     (few distinct shapes: see `model.pad_to_multiple`); `pad_id` fills padding and soft positions."""

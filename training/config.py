@@ -167,6 +167,12 @@ class StageConfig:
     max_steps: Optional[int] = None  # cap on optimizer steps (None: epochs decide)
     global_batch_size: int = 96  # dialogues per optimizer step over all ranks and micro-batches
     micro_batch_size: int = 4  # dialogues per forward pass on one rank
+    # 0: each step's dialogues go through in micro-batches of micro_batch_size, longest first.
+    # > 0: they are grouped by length instead (`collate.length_groups`): fewer padded positions at
+    # the cost of more micro-batches, each of which costs about this many positions on top of its
+    # own; at most micro_batch_size x the step's longest dialogue positions in one. The gradient
+    # is the same sum over the same dialogues either way
+    micro_batch_overhead: int = 0
     train_samples_per_user: int = 8  # dialogues built per training user
     val_samples_per_user: int = 2  # dialogues built per validation user
     tasks: list[str] = field(default_factory=list)  # empty: the stage's default task set
@@ -427,6 +433,8 @@ def _validate(config: TrainConfig, source: str) -> None:
             fail(f"{name}.global_batch_size", stage.global_batch_size, "must be at least 1")
         if stage.micro_batch_size < 1:
             fail(f"{name}.micro_batch_size", stage.micro_batch_size, "must be at least 1")
+        if stage.micro_batch_overhead < 0:
+            fail(f"{name}.micro_batch_overhead", stage.micro_batch_overhead, "must be 0 or positive")
         if stage.global_batch_size % stage.micro_batch_size:
             fail(f"{name}.global_batch_size", stage.global_batch_size,
                  f"must be a multiple of micro_batch_size ({stage.micro_batch_size})")

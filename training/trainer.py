@@ -24,7 +24,7 @@ from bua.dialogue import ALL_TASKS, GENERATE, PREDICT
 from bua.fsio import commit_dir, new_temp_dir
 from bua.training import distributed
 from bua.training.checkpoint import stage_dir
-from bua.training.collate import Batch, Example, collate
+from bua.training.collate import Batch, Example, collate, length_groups
 from bua.training.config import StageConfig
 from bua.training.data import single_token_id
 from bua.training.distill import (
@@ -213,7 +213,12 @@ class StageTrainer:
         mine = chunk[self.ctx.rank * per_rank:(self.ctx.rank + 1) * per_rank]
         mine = sorted(mine.tolist(), key=lambda i: (-len(self.train[i]), i))  # less padding
         m = self.cfg.micro_batch_size
-        return [mine[k:k + m] for k in range(0, len(mine), m)]
+        if self.cfg.micro_batch_overhead <= 0 or not mine:
+            return [mine[k:k + m] for k in range(0, len(mine), m)]
+        lengths = [len(self.train[i]) for i in mine]
+        longest = -(-lengths[0] // self.pad_to_multiple) * self.pad_to_multiple
+        runs = length_groups(lengths, m * longest, self.cfg.micro_batch_overhead, self.pad_to_multiple)
+        return [[mine[k] for k in run] for run in runs]
 
     # ------------------------------------------------------------------ loss
     def _round_weights(self, batch: Batch) -> Optional[torch.Tensor]:
@@ -429,6 +434,7 @@ class StageTrainer:
             print(f"[{self.stage}] {len(self.train)} train / {len(self.val)} val dialogues, {self.total_steps} steps "
                   f"(global batch {self.cfg.global_batch_size} = {self.cfg.micro_batch_size} x {self.accum} accum x "
                   f"{self.ctx.world_size} ranks), {n_params:,} trainable parameters, loss {self.cfg.loss}"
+                  + (", micro-batches grouped by length" if self.cfg.micro_batch_overhead > 0 else "")
                   + (" + App. J task weighting" if self.weighter else "")
                   + (f", generate rounds x{self.cfg.generation_weight:g}" if self.cfg.generation_weight != 1 else "")
                   + (f", end of turn x{self.cfg.end_of_turn_weight:g}" if self.cfg.end_of_turn_weight != 1 else "")
