@@ -187,9 +187,11 @@ def test_length_grouped_micro_batches_train_the_same_steps_on_fewer_positions(tm
 def test_two_process_gloo_replicas_stay_identical(tmp_path):
     out = tmp_path / "ddp"
     common = ["--config", str(TINY), "--threads", "1", "--no-progress", "--no-eval", "--stages", "1,2"]
-    # micro-batches of 1: 4 = 1 x 2 accumulation steps (no_sync, then all-reduce) x 2 ranks
-    # and App. J task weighting in stage 2 (its statistics are all-reduced, so replicas agree)
-    micro = ["--set", "stage1.micro_batch_size=1", "--set", "stage2.micro_batch_size=1",
+    # stage 1 in micro-batches of 1: 4 = 1 x 2 accumulation steps (no_sync, then all-reduce) x 2
+    # ranks; stage 2 grouped by length (a rank's 2 dialogues in one micro-batch or two, so the
+    # ranks may run different numbers) and App. J task weighting (its statistics are all-reduced,
+    # so replicas agree)
+    micro = ["--set", "stage1.micro_batch_size=1", "--set", "stage2.micro_batch_overhead=16",
              "--set", "stage2.task_weighting.enabled=true", "--set", "stage2.task_weighting.alpha=2.0"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "training" / "curriculum.py"), *common, *micro, "--out", str(out)]

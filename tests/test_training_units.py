@@ -39,6 +39,8 @@ def test_bad_value_names_field_and_value(tmp_path):
         config_from_dict({"stage1": {"global_batch_size": 10, "micro_batch_size": 4}})
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match=r"'stage2.micro_batch_overhead' = -1 must be 0 or positive"):
+        config_from_dict({"stage2": {"micro_batch_overhead": -1}})
     with pytest.raises(ConfigError, match=r"'model.pad_to_multiple' = -8 must be >= 0"):
         config_from_dict({"model": {"pad_to_multiple": -8}})
     with pytest.raises(ConfigError, match=r"'data.question_first_tasks' = \['nap'\] names unknown tasks"):

@@ -151,6 +151,11 @@ def _predictions(e: Example) -> list[tuple[int, int]]:
     return out
 
 
+def padded_length(n: int, pad_to_multiple: int) -> int:
+    """`n` rounded up to a multiple of `pad_to_multiple` (what `collate` pads a batch to)."""
+    return -(-n // pad_to_multiple) * pad_to_multiple
+
+
 def length_groups(lengths: Sequence[int], max_positions: int, overhead: int,
                   pad_to_multiple: int = 1) -> list[list[int]]:
     """Splits dialogues of `lengths` into micro-batches: consecutive runs of the longest-first
@@ -158,7 +163,7 @@ def length_groups(lengths: Sequence[int], max_positions: int, overhead: int,
     micro-batch (its fixed cost), each at most `max_positions` padded positions (a longer
     dialogue goes alone). Returns the runs as lists of indices into `lengths`."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    padded = [-(-lengths[i] // pad_to_multiple) * pad_to_multiple for i in order]
+    padded = [padded_length(lengths[i], pad_to_multiple) for i in order]
     best = [0] + [None] * len(order)  # best[j]: cost of the first j dialogues of `order`
     cut = [0] * (len(order) + 1)
     for j in range(1, len(order) + 1):
@@ -184,7 +189,7 @@ def collate(examples: Sequence[Example], pad_id: int, pad_to_multiple: int = 1) 
     if pad_to_multiple < 1:
         raise ValueError(f"pad_to_multiple must be >= 1, got {pad_to_multiple}")
     b = len(examples)
-    s = -(-max(len(e) for e in examples) // pad_to_multiple) * pad_to_multiple
+    s = padded_length(max(len(e) for e in examples), pad_to_multiple)
     length = max(1, max(len(e.events) for e in examples))
     input_ids = torch.full((b, s), pad_id, dtype=torch.long)
     attention = torch.zeros((b, s), dtype=torch.long)

@@ -166,12 +166,12 @@ class StageConfig:
     epochs: float = 3.0
     max_steps: Optional[int] = None  # cap on optimizer steps (None: epochs decide)
     global_batch_size: int = 96  # dialogues per optimizer step over all ranks and micro-batches
-    micro_batch_size: int = 4  # dialogues per forward pass on one rank
-    # 0: each step's dialogues go through in micro-batches of micro_batch_size, longest first.
-    # > 0: they are grouped by length instead (`collate.length_groups`): fewer padded positions at
-    # the cost of more micro-batches, each of which costs about this many positions on top of its
-    # own; at most micro_batch_size x the step's longest dialogue positions in one. The gradient
-    # is the same sum over the same dialogues either way
+    micro_batch_size: int = 4  # dialogues per forward pass on one rank (see micro_batch_overhead)
+    # 0: a rank's dialogues of a step go through in micro-batches of micro_batch_size, longest
+    # first. > 0: they are grouped by length instead (`collate.length_groups`): fewer padded
+    # positions for more micro-batches, each costing about this many positions beyond its own; a
+    # micro-batch then holds up to micro_batch_size x the rank's longest dialogue in padded
+    # positions. The gradient is the same sum over the same dialogues either way
     micro_batch_overhead: int = 0
     train_samples_per_user: int = 8  # dialogues built per training user
     val_samples_per_user: int = 2  # dialogues built per validation user

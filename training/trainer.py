@@ -24,7 +24,7 @@ from bua.dialogue import ALL_TASKS, GENERATE, PREDICT
 from bua.fsio import commit_dir, new_temp_dir
 from bua.training import distributed
 from bua.training.checkpoint import stage_dir
-from bua.training.collate import Batch, Example, collate, length_groups
+from bua.training.collate import Batch, Example, collate, length_groups, padded_length
 from bua.training.config import StageConfig
 from bua.training.data import single_token_id
 from bua.training.distill import (
@@ -213,11 +213,11 @@ class StageTrainer:
         mine = chunk[self.ctx.rank * per_rank:(self.ctx.rank + 1) * per_rank]
         mine = sorted(mine.tolist(), key=lambda i: (-len(self.train[i]), i))  # less padding
         m = self.cfg.micro_batch_size
-        if self.cfg.micro_batch_overhead <= 0 or not mine:
+        if not self.cfg.micro_batch_overhead:
             return [mine[k:k + m] for k in range(0, len(mine), m)]
         lengths = [len(self.train[i]) for i in mine]
-        longest = -(-lengths[0] // self.pad_to_multiple) * self.pad_to_multiple
-        runs = length_groups(lengths, m * longest, self.cfg.micro_batch_overhead, self.pad_to_multiple)
+        runs = length_groups(lengths, m * padded_length(lengths[0], self.pad_to_multiple),
+                             self.cfg.micro_batch_overhead, self.pad_to_multiple)
         return [[mine[k] for k in run] for run in runs]
 
     # ------------------------------------------------------------------ loss
